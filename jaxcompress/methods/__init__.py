@@ -1,0 +1,47 @@
+"""Method registry: the engine reaches paper code only through `get(name)`.
+
+Built-in methods are imported lazily by module path so that importing the engine does not import
+every paper. Users register their own with `@register("name")`.
+"""
+from __future__ import annotations
+
+from jaxcompress.errors import ConfigError
+
+import importlib
+from typing import Callable
+
+from jaxcompress.methods.base import Method
+
+# name -> "module:attribute" of the built-in methods.
+_BUILTIN = {
+    "classification": "jaxcompress.methods.classification:Classification",
+}
+_REGISTERED: dict[str, Callable[..., Method]] = {}
+
+
+def register(name: str) -> Callable[[type[Method]], type[Method]]:
+  """Class decorator registering a Method subclass under `name`."""
+  def wrap(cls: type[Method]) -> type[Method]:
+    _REGISTERED[name] = cls
+    return cls
+  return wrap
+
+
+def names() -> list[str]:
+  """All method names known to the registry."""
+  return sorted(set(_BUILTIN) | set(_REGISTERED))
+
+
+def get(name: str) -> Callable[..., Method]:
+  """Returns the Method class registered under `name`.
+
+  Raises:
+    ValueError: naming the known methods when `name` is unknown.
+  """
+  if name in _REGISTERED:
+    return _REGISTERED[name]
+  if name not in _BUILTIN:
+    raise ConfigError(f"Unknown method {name!r}. Known methods: {', '.join(names())}. "
+                     "Set config.method to one of them.")
+  module, attr = _BUILTIN[name].split(":")
+  return getattr(importlib.import_module(module), attr)

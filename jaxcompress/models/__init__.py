@@ -1,0 +1,64 @@
+"""Model registry: configs name architectures by string (`config.model.name`).
+
+Each entry is imported lazily so a model family's dependencies load only when used.
+"""
+from __future__ import annotations
+
+from jaxcompress.errors import ConfigError
+
+import importlib
+from typing import Any
+
+import flax.linen as nn
+
+from jaxcompress.models import factory
+
+# name -> "module:constructor"; constructors take (num_classes=..., layers=..., **kwargs).
+_MODELS = {
+    "resnet20": "jaxcompress.models.resnet_cifar:ResNet20",
+    "cifar_resnet": "jaxcompress.models.resnet_cifar:CifarResNetA",
+    "resnet18_cifar": "jaxcompress.models.resnet_cifar:ResNet18",
+    "vgg_small": "jaxcompress.models.vgg_small:VGGSmall",
+    "resnet18": "jaxcompress.models.resnet_imagenet:ResNet18",
+    "resnet34": "jaxcompress.models.resnet_imagenet:ResNet34",
+}
+
+
+def names() -> list[str]:
+  """All registered model names."""
+  return sorted(_MODELS)
+
+
+def build(name: str, *, layers: str | factory.Layers = "float",
+          layer_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> nn.Module:
+  """Builds the model registered under `name`.
+
+  Args:
+    name: a registered model name (see `names()`).
+    layers: a `factory.Layers` or the name of a registered layer set ("float", "rbnn", ...).
+    layer_kwargs: arguments of the named layer set.
+    **kwargs: model constructor arguments (num_classes, depth, ...).
+
+  Returns:
+    An unbound linen module.
+
+  Raises:
+    ValueError: naming the known models when `name` is unknown.
+  """
+  if name not in _MODELS:
+    raise ConfigError(f"Unknown model {name!r}. Known models: {', '.join(names())}. "
+                     "Set config.model.name to one of them.")
+  if isinstance(layers, str):
+    _import_layer_sets()
+    layers = factory.get(layers, **(layer_kwargs or {}))
+  module, attr = _MODELS[name].split(":")
+  return getattr(importlib.import_module(module), attr)(layers=layers, **kwargs)
+
+
+def _import_layer_sets() -> None:
+  """Imports the modules that register layer sets (binary, quantized) with the factory."""
+  for module in ("jaxcompress.quant.layers", "jaxcompress.quant.quantizers"):
+    try:
+      importlib.import_module(module)
+    except ImportError:  # pragma: no cover - optional families not built yet
+      pass

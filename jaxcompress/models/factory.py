@@ -12,6 +12,8 @@ Example:
 """
 from __future__ import annotations
 
+from jaxcompress.errors import ConfigError
+
 import dataclasses
 import functools
 from typing import Any, Callable
@@ -84,7 +86,7 @@ def get(name: str, **kwargs: Any) -> Layers:
     ValueError: naming the known layer sets when `name` is unknown.
   """
   if name not in _REGISTRY:
-    raise ValueError(f"Unknown layer set {name!r}; known: {sorted(_REGISTRY)}. "
+    raise ConfigError(f"Unknown layer set {name!r}; known: {sorted(_REGISTRY)}. "
                      "Set config.model.layers to one of these.")
   return _REGISTRY[name](**kwargs)
 

@@ -1,0 +1,69 @@
+"""Shared config pieces: the base experiment block and `parse_arg` (big_vision style)."""
+from __future__ import annotations
+
+import ml_collections
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses "quick,epochs=3" into {"quick": True, "epochs": 3} over `defaults`."""
+  out = ml_collections.ConfigDict(defaults)
+  for part in filter(None, (arg or "").split(",")):
+    key, _, value = part.partition("=")
+    if not value:
+      out[key] = True
+    else:
+      kind = type(defaults.get(key, "")) if key in defaults else str
+      out[key] = kind(value) if kind is not bool else value.lower() in ("1", "true", "yes")
+  return out
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Fields every experiment has (DESIGN.md section 6); experiments override them."""
+  c = ml_collections.ConfigDict()
+  c.method = "classification"
+  c.seed = 0
+  c.num_epochs = 1
+  c.num_steps = -1          # > 0 overrides num_epochs
+  c.log_every = 50          # steps
+  c.eval_every = -1         # steps; -1 = every epoch
+  c.checkpoint_every = -1   # steps; -1 = every epoch
+  c.max_to_keep = 3
+  c.async_checkpoint = True
+  c.progress = "auto"       # "bar" on a terminal, "lines" otherwise, or "none"
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "resnet20"
+  c.model.layers = "float"
+  c.model.layer_kwargs = ml_collections.ConfigDict()
+  c.model.num_classes = 10
+  c.model.kwargs = ml_collections.ConfigDict()
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "digits"
+  c.data.train_split = "train"
+  c.data.eval_split = "test"
+  c.data.batch_size = 128
+  c.data.eval_batch_size = 128
+  c.data.mean = (0.5,)
+  c.data.std = (0.5,)
+  c.data.crop_padding = 0
+  c.data.flip = False
+  c.data.data_dir = ml_collections.config_dict.placeholder(str)
+  c.data.num_workers = 0
+  c.data.source_kwargs = ml_collections.ConfigDict()
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = "sgd"
+  c.optim.learning_rate = 0.1
+  c.optim.momentum = 0.9
+  c.optim.nesterov = False
+  c.optim.weight_decay = 5e-4
+  c.optim.schedule = "cosine"
+  c.optim.warmup_epochs = 0.0
+  c.optim.groups = []
+  return c

@@ -1,0 +1,120 @@
+"""grain input pipelines: deterministic, per-process sharded, resumable by step.
+
+Design (DESIGN.md section 4): the train stream is a `grain.MapDataset` indexed by step, so the
+data position is a pure function of the step — resuming at step s reads exactly the batches an
+uninterrupted run reads, with no iterator state to checkpoint. Each epoch is a fresh permutation
+(seed + epoch) truncated to whole global batches; each example's augmentation is seeded by its
+global position. Global batch b is the concatenation of the local batches of processes
+0..P-1, so `jax.make_array_from_process_local_data` rebuilds the single-process batch exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator
+
+import grain
+import numpy as np
+
+from jaxcompress.data import augment as augment_lib
+from jaxcompress.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageOptions:
+  """How examples become batches.
+
+  Attributes:
+    mean, std: per-channel normalisation of [0, 1] images.
+    crop_padding: random-crop padding (0 = off).
+    flip: random horizontal flips.
+  """
+  mean: tuple[float, ...] = (0.5,)
+  std: tuple[float, ...] = (0.5,)
+  crop_padding: int = 0
+  flip: bool = False
+
+
+def _stack(examples: list[dict[str, Any]], options: ImageOptions) -> dict[str, np.ndarray]:
+  images = np.stack([e["image"] for e in examples])
+  batch = {"image": augment_lib.normalize(images, options.mean, options.std),
+           "label": np.asarray([e["label"] for e in examples], np.int32)}
+  if "mask" in examples[0]:
+    batch["mask"] = np.asarray([e["mask"] for e in examples], np.float32)
+  return batch
+
+
+def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
+  """Whole global batches per epoch (the remainder of each permutation is dropped)."""
+  steps = num_examples // global_batch_size
+  if steps == 0:
+    raise ConfigError(f"Global batch size {global_batch_size} exceeds the {num_examples} training "
+                     "examples; lower config.data.batch_size.")
+  return steps
+
+
+def train_dataset(source: Any, *, global_batch_size: int, num_steps: int, seed: int,
+                  options: ImageOptions, process_index: int = 0,
+                  process_count: int = 1) -> grain.MapDataset:
+  """The training stream as a MapDataset of this process's local batches, one per step.
+
+  Args:
+    source: random-access source of {"image", "label"} examples.
+    global_batch_size: examples per step over all processes.
+    num_steps: length of the stream in steps.
+    seed: data seed (permutations and augmentation).
+    options: normalisation and augmentation.
+    process_index, process_count: this process's shard of every global batch.
+
+  Returns:
+    `ds` with `ds[step]` the local batch (dict of NumPy arrays) of global step `step`.
+  """
+  if global_batch_size % process_count:
+    raise ConfigError(f"Global batch {global_batch_size} is not divisible by the {process_count} "
+                     "processes.")
+  n = len(source)
+  per_epoch = steps_per_epoch(n, global_batch_size) * global_batch_size
+  local = global_batch_size // process_count
+  permutations: dict[int, np.ndarray] = {}
+
+  def example(position: int) -> dict[str, Any]:
+    epoch, offset = divmod(position, per_epoch)
+    if epoch not in permutations:  # one permutation per epoch, cached per worker
+      permutations.clear()
+      permutations[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
+    item = dict(source[int(permutations[epoch][offset])])
+    rng = np.random.default_rng([seed, 1_000_003, position])
+    item["image"] = augment_lib.augment(np.asarray(item["image"]), rng,
+                                        crop_padding=options.crop_padding, flip=options.flip)
+    return item
+
+  ds = grain.MapDataset.range(num_steps * global_batch_size).map(example)
+  ds = ds.batch(local, drop_remainder=True, batch_fn=lambda xs: _stack(xs, options))
+  return ds[process_index::process_count]
+
+
+def eval_dataset(source: Any, *, global_batch_size: int, options: ImageOptions,
+                 process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+  """Every eval example exactly once, the last global batch padded with `mask` = 0 examples."""
+  n = len(source)
+  num_batches = -(-n // global_batch_size)
+  local = global_batch_size // process_count
+  pad = {k: np.zeros_like(np.asarray(v)) for k, v in source[0].items()}
+
+  def example(i: int) -> dict[str, Any]:
+    if i < n:
+      return {**source[i], "mask": 1.0}
+    return {**pad, "mask": 0.0}
+
+  ds = grain.MapDataset.range(num_batches * global_batch_size).map(example)
+  ds = ds.batch(local, drop_remainder=True, batch_fn=lambda xs: _stack(xs, options))
+  return ds[process_index::process_count]
+
+
+def iterate(ds: grain.MapDataset, start: int = 0, *, num_threads: int = 2,
+            num_workers: int = 0, prefetch: int = 4) -> Iterator[dict[str, np.ndarray]]:
+  """Iterates `ds[start:]` with thread prefetch (and worker processes when `num_workers` > 0)."""
+  it = ds[start:].to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
+                                                    prefetch_buffer_size=prefetch))
+  if num_workers > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return iter(it)

@@ -1,0 +1,138 @@
+"""Random-access data sources: offline sets shipped in packages, TFDS, synthetic data.
+
+Every source is a sequence of examples `{"image": uint8 HWC, "label": int}` with `len()` and
+`[i]`, which is what grain's `MapDataset.source` needs (DESIGN.md section 4). TFDS datasets come
+through `tfds.data_source` (ArrayRecord, random access, no TensorFlow at train time).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import numpy as np
+
+from jaxcompress.errors import ConfigError, DatasetNotFoundError
+
+
+@dataclasses.dataclass
+class ArraySource:
+  """Examples held in memory as NumPy arrays.
+
+  Attributes:
+    images: (N, H, W, C) uint8.
+    labels: (N,) int.
+    num_classes: number of classes.
+  """
+  images: np.ndarray
+  labels: np.ndarray
+  num_classes: int
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    return {"image": self.images[index], "label": self.labels[index]}
+
+
+def digits(split: str) -> ArraySource:
+  """scikit-learn's digits: 1797 real 8x8 handwritten digits, shipped offline.
+
+  A fixed stratified split (seed 0): 1437 train / 360 test images. Pixel values 0..16 are
+  rescaled to uint8 0..255 so the usual [0, 255] pipeline applies.
+
+  Args:
+    split: "train" or "test".
+
+  Returns:
+    An ArraySource with (8, 8, 1) uint8 images and 10 classes.
+  """
+  from sklearn import datasets, model_selection  # pylint: disable=g-import-not-at-top
+  data = datasets.load_digits()
+  images = np.round(data.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+  train_x, test_x, train_y, test_y = model_selection.train_test_split(
+      images, data.target, test_size=360, random_state=0, stratify=data.target)
+  if split == "train":
+    return ArraySource(train_x, train_y.astype(np.int32), 10)
+  if split in ("test", "validation"):
+    return ArraySource(test_x, test_y.astype(np.int32), 10)
+  raise ConfigError(f"digits has splits 'train' and 'test', not {split!r}.")
+
+
+def synthetic(split: str, num_examples: int = 256, image_shape: tuple[int, ...] = (8, 8, 1),
+              num_classes: int = 4, seed: int = 0) -> ArraySource:
+  """A learnable synthetic classification set: one fixed random template per class plus noise.
+
+  Args:
+    split: any name; "train" and other splits draw different noise from the same templates.
+    num_examples: number of examples.
+    image_shape: (H, W, C).
+    num_classes: number of classes.
+    seed: template seed (the same for every split so splits share the task).
+
+  Returns:
+    An ArraySource of uint8 images.
+  """
+  templates = np.random.default_rng(seed).uniform(0, 255, (num_classes, *image_shape))
+  rng = np.random.default_rng(seed + 1 + (split != "train"))
+  labels = rng.integers(0, num_classes, num_examples).astype(np.int32)
+  images = templates[labels] + rng.normal(0, 40, (num_examples, *image_shape))
+  return ArraySource(np.clip(images, 0, 255).astype(np.uint8), labels, num_classes)
+
+
+# TFDS names -> (number of classes, dataset builder name for the prepare command).
+_TFDS = {"cifar10": 10, "cifar100": 100, "imagenet2012": 1000, "mnist": 10}
+
+
+class TfdsSource:
+  """A TFDS dataset read through `tfds.data_source` (ArrayRecord; no TensorFlow needed)."""
+
+  def __init__(self, name: str, split: str, data_dir: str | None = None):
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    self.num_classes = _TFDS.get(name)
+    try:
+      self._source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    except Exception as e:  # pylint: disable=broad-except
+      where = f" under {data_dir}" if data_dir else " in ~/tensorflow_datasets (or $TFDS_DATA_DIR)"
+      raise DatasetNotFoundError(
+          f"TFDS dataset {name!r} (split {split!r}) is not prepared{where} in ArrayRecord "
+          f"format ({type(e).__name__}). Prepare it once with:\n"
+          f"  pip install -e .[prepare] && tfds build {name} --file_format=array_record"
+          + (f" --data_dir={data_dir}" if data_dir else "")
+          + ("\n(imagenet2012 also needs the ILSVRC2012 tars in the manual dir, see TFDS docs)"
+             if name == "imagenet2012" else "")) from None
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    example = self._source[index]
+    return {"image": np.asarray(example["image"]), "label": np.int32(example["label"])}
+
+
+_OFFLINE: dict[str, Callable[..., Any]] = {"digits": digits, "synthetic": synthetic}
+
+
+def names() -> list[str]:
+  """Source names accepted by `get`."""
+  return sorted(set(_OFFLINE) | set(_TFDS))
+
+
+def get(name: str, split: str, *, data_dir: str | None = None, **kwargs: Any) -> Any:
+  """Returns the random-access source `name` for `split`.
+
+  Args:
+    name: "digits", "synthetic", or a TFDS name ("cifar10", "cifar100", "imagenet2012", ...).
+    split: split name ("train", "test", TFDS slicing like "train[:90%]").
+    data_dir: TFDS data directory.
+    **kwargs: source options (synthetic sizes).
+
+  Raises:
+    ValueError: unknown name.
+    DatasetNotFoundError: a TFDS dataset that is not prepared (the message has the command).
+  """
+  if name in _OFFLINE:
+    return _OFFLINE[name](split, **kwargs)
+  if name in _TFDS:
+    return TfdsSource(name, split, data_dir)
+  raise ConfigError(f"Unknown dataset {name!r}. Known: {', '.join(names())}. "
+                   "Set config.data.name to one of them.")

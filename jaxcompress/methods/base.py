@@ -1,0 +1,74 @@
+"""The Method interface: how a paper plugs into the one training engine (DESIGN.md section 3).
+
+A method never jits its steps: the engine does, with mesh shardings and state donation. The
+engine calls, in order: `init` once (or restores a checkpoint), then per epoch `on_epoch_start`,
+the `train_step`s of the epoch, `on_epoch_end`; `eval_step` over the eval split at
+`eval_every` and at the end.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import jax
+import ml_collections
+
+from jaxcompress.train.state import TrainState
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+class Method(abc.ABC):
+  """Base class of every training method.
+
+  Subclasses implement `init`, `train_step` and `eval_step`; the epoch hooks default to identity.
+
+  Conventions:
+    * `train_step` returns per-step metrics as scalar means; the engine averages them over the
+      logging interval. A metric named "loss" must exist.
+    * `eval_step` returns metric SUMS over the valid examples of the batch (`batch["mask"]` is 1
+      for real examples, 0 for padding of the last batch); the engine sums over batches and
+      divides by the number of valid examples.
+    * Schedules that change per epoch live in `state.extra` (set by `on_epoch_start`) so the
+      compiled step never changes.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, *, steps_per_epoch: int = 1,
+               total_steps: int = 1):
+    """Args: the experiment config; the run's steps per epoch and total steps (schedules)."""
+    self.config = config
+    self.steps_per_epoch = steps_per_epoch
+    self.total_steps = total_steps
+
+  @abc.abstractmethod
+  def init(self, rng: jax.Array, example_batch: Batch) -> TrainState:
+    """Returns the initial state for `example_batch`'s shapes."""
+
+  @abc.abstractmethod
+  def train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+    """One optimisation step; pure and jit-able."""
+
+  @abc.abstractmethod
+  def eval_step(self, state: TrainState, batch: Batch) -> Metrics:
+    """Metric sums over the valid examples of `batch`; pure and jit-able."""
+
+  def on_epoch_start(self, state: TrainState, epoch: int) -> TrainState:
+    """Work outside the gradient step before the epoch's first batch (default: none)."""
+    del epoch
+    return state
+
+  def on_epoch_end(self, state: TrainState, epoch: int) -> TrainState:
+    """Work outside the gradient step after the epoch's last batch (default: none)."""
+    del epoch
+    return state
+
+  def summary(self, example_batch: Batch) -> str:
+    """The model summary table written to summary.txt (default: none)."""
+    del example_batch
+    return ""
+
+  def final_report(self, state: TrainState) -> dict[str, Any]:
+    """Extra files/values written at the end of training (e.g. a genotype); default none."""
+    del state
+    return {}

@@ -1,0 +1,138 @@
+"""CIFAR ResNets (He et al. 2016, arXiv 1512.03385) built through the layer factory.
+
+* `ResNet20` (and `ResNet32`, ...): 3 stages of 16-32-64 channels with the option-A shortcut
+  (stride-2 subsampling + zero channel padding), as in the paper's CIFAR experiments and in every
+  binary-network paper that reports ResNet-20 (RBNN, IR-Net, LNS). `bireal=True` puts a shortcut
+  around each convolution (Bi-Real Net, arXiv 1808.00278).
+* `ResNet18`: 64-128-256-512 basic blocks with 1x1 projection shortcuts and a 3x3 stem (the
+  kuangliu/pytorch-cifar layout that RBNN and IR-Net use for CIFAR ResNet-18).
+
+`bn_before_classifier=True` adds the BatchNorm1d that RBNN's official CIFAR models place between
+the global pool and the classifier.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxcompress.models import factory
+
+
+def option_a_shortcut(x: jax.Array, features: int, strides: int) -> jax.Array:
+  """Parameter-free shortcut: subsample spatially, zero-pad channels symmetrically (option A)."""
+  if strides != 1:
+    x = x[:, ::strides, ::strides, :]
+  missing = features - x.shape[-1]
+  if missing > 0:
+    x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (missing // 2, missing - missing // 2)))
+  return x
+
+
+class BasicBlockA(nn.Module):
+  """Two 3x3 convs with an option-A shortcut; `bireal` adds a shortcut per conv."""
+  features: int
+  strides: int
+  layers: factory.Layers
+  bireal: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    ly = self.layers
+    shortcut = option_a_shortcut(x, self.features, self.strides)
+    y = ly.batch_norm(train)(factory.conv3x3(ly, self.features, self.strides)(x))
+    if self.bireal:
+      y = ly.act(y + shortcut)
+      return ly.act(ly.batch_norm(train)(factory.conv3x3(ly, self.features)(y)) + y)
+    y = ly.act(y)
+    y = ly.batch_norm(train)(factory.conv3x3(ly, self.features)(y))
+    return ly.act(y + shortcut)
+
+
+class CifarResNetA(nn.Module):
+  """CIFAR ResNet-(6n+2) with option-A shortcuts (ResNet-20: n = 3).
+
+  Attributes:
+    num_classes: classifier outputs.
+    depth: 6n + 2 (20, 32, 44, 56, 110).
+    widths: channels of the three stages.
+    layers: layer factory (float, binary, quantized ...).
+    bireal: Bi-Real shortcut around every conv.
+    bn_before_classifier: BatchNorm1d after global pooling (RBNN official models).
+  """
+  num_classes: int = 10
+  depth: int = 20
+  widths: Sequence[int] = (16, 32, 64)
+  layers: factory.Layers = factory.FLOAT
+  bireal: bool = False
+  bn_before_classifier: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    if (self.depth - 2) % 6:
+      raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {self.depth}.")
+    blocks = (self.depth - 2) // 6
+    ly = self.layers
+    x = ly.first_conv(self.widths[0], (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+                      name="stem")(x)
+    x = ly.act(ly.batch_norm(train)(x))
+    for stage, width in enumerate(self.widths):
+      for b in range(blocks):
+        strides = 2 if stage > 0 and b == 0 else 1
+        x = BasicBlockA(width, strides, ly, self.bireal, name=f"stage{stage + 1}_block{b}")(x, train)
+    x = jnp.mean(x, axis=(1, 2))
+    if self.bn_before_classifier:
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
+    return ly.last_dense(self.num_classes, name="classifier")(x)
+
+
+def ResNet20(num_classes: int = 10, layers: factory.Layers = factory.FLOAT,  # pylint: disable=invalid-name
+             **kwargs) -> CifarResNetA:
+  """The CIFAR ResNet-20 (0.27 M parameters, 40.6 M MACs at 32x32)."""
+  return CifarResNetA(num_classes=num_classes, depth=20, layers=layers, **kwargs)
+
+
+class BasicBlockB(nn.Module):
+  """Basic block with a 1x1 projection shortcut (option B) when the shape changes."""
+  features: int
+  strides: int
+  layers: factory.Layers
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    ly = self.layers
+    y = ly.act(ly.batch_norm(train)(factory.conv3x3(ly, self.features, self.strides)(x)))
+    y = ly.batch_norm(train)(factory.conv3x3(ly, self.features)(y))
+    shortcut = x
+    if self.strides != 1 or x.shape[-1] != self.features:
+      shortcut = ly.conv(self.features, (1, 1), strides=(self.strides, self.strides),
+                         padding="VALID", use_bias=False, name="downsample")(x)
+      shortcut = ly.batch_norm(train)(shortcut)
+    return ly.act(y + shortcut)
+
+
+class ResNet18(nn.Module):
+  """CIFAR ResNet-18 (64-128-256-512, [2, 2, 2, 2]; 11.2 M parameters, 0.56 G MACs)."""
+  num_classes: int = 10
+  stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  layers: factory.Layers = factory.FLOAT
+  stem_act: bool = True
+  bn_before_classifier: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    ly = self.layers
+    x = ly.first_conv(64, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="stem")(x)
+    x = ly.batch_norm(train)(x)
+    if self.stem_act:
+      x = ly.act(x)
+    for stage, blocks in enumerate(self.stage_sizes):
+      for b in range(blocks):
+        strides = 2 if stage > 0 and b == 0 else 1
+        x = BasicBlockB(64 * 2**stage, strides, ly, name=f"stage{stage + 1}_block{b}")(x, train)
+    x = jnp.mean(x, axis=(1, 2))
+    if self.bn_before_classifier:
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
+    return ly.last_dense(self.num_classes, name="classifier")(x)

@@ -1,0 +1,231 @@
+"""The one training engine: `run(config, workdir)` for every method (DESIGN.md section 3).
+
+The engine owns jit, sharding, donation, epoch hooks, evaluation, checkpoints, resumption,
+logging and failure handling; a method only supplies pure steps (`jaxcompress.methods.base`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxcompress import distributed
+from jaxcompress import methods as methods_lib
+from jaxcompress.data import pipeline, sources
+from jaxcompress.errors import ConfigError, PreemptedError, TrainingDivergedError
+from jaxcompress.methods.base import Method
+from jaxcompress.train import checkpoint as checkpoint_lib
+from jaxcompress.train import logging as logging_lib
+from jaxcompress.train.state import TrainState
+
+
+def _check_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write_test_{os.getpid()}")
+    with open(probe, "w", encoding="utf-8") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise ConfigError(f"Workdir {workdir!r} is not writable ({e.strerror}). Pass a --workdir you "
+                      "can write to.") from None
+
+
+def image_options(data_config: ml_collections.ConfigDict) -> pipeline.ImageOptions:
+  """The pipeline's ImageOptions from a `config.data` block."""
+  return pipeline.ImageOptions(mean=tuple(data_config.mean), std=tuple(data_config.std),
+                               crop_padding=data_config.get("crop_padding", 0),
+                               flip=data_config.get("flip", False))
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _overrides(method: Method, name: str) -> bool:
+  return getattr(type(method), name) is not getattr(Method, name)
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop polls (save, then stop)."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    self.requested = True
+
+  def restore(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def evaluate(method: Method, eval_fn: Any, state: TrainState, eval_ds: Any,
+             mesh: jax.sharding.Mesh) -> dict[str, float]:
+  """Runs `eval_fn` over every eval batch and returns metric sums divided by the valid count."""
+  totals: dict[str, jax.Array] = {}
+  count = 0.0
+  for local in pipeline.iterate(eval_ds):
+    count += float(np.sum(local["mask"])) * jax.process_count()
+    metrics = eval_fn(state, distributed.global_batch(local, mesh))
+    totals = metrics if not totals else jax.tree.map(jnp.add, totals, metrics)
+  del method
+  return {k: float(v) / max(count, 1.0) for k, v in jax.device_get(totals).items()}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains (or resumes) `config` in `workdir`.
+
+  Args:
+    config: an experiment config (see configs/).
+    workdir: output directory (config.json, metrics.jsonl, summary.txt, checkpoints/, events).
+
+  Returns:
+    {"state": final TrainState, "eval": last eval metrics, "steps": total steps}.
+
+  Raises:
+    ConfigError, DatasetNotFoundError, CheckpointError: before compiling, with the fix.
+    TrainingDivergedError: a non-finite metric; the last good checkpoint is kept.
+    PreemptedError: SIGTERM/preemption; a checkpoint of the current step was saved.
+  """
+  _check_workdir(workdir)
+  method_cls = methods_lib.get(config.method)
+  mesh = distributed.make_mesh()
+  batch_size = config.data.batch_size
+  distributed.check_batch_size(batch_size, mesh)
+  eval_batch_size = config.data.get("eval_batch_size", batch_size)
+  distributed.check_batch_size(eval_batch_size, mesh)
+  data_dir = config.data.get("data_dir", None)
+  train_src = sources.get(config.data.name, config.data.train_split, data_dir=data_dir,
+                          **config.data.get("source_kwargs", {}))
+  eval_src = sources.get(config.data.name, config.data.eval_split, data_dir=data_dir,
+                         **config.data.get("source_kwargs", {}))
+  steps_per_epoch = pipeline.steps_per_epoch(len(train_src), batch_size)
+  total_steps = (config.num_steps if config.get("num_steps", -1) > 0
+                 else config.num_epochs * steps_per_epoch)
+  method = method_cls(config, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+  options = image_options(config.data)
+  pidx, pcount = jax.process_index(), jax.process_count()
+  train_ds = pipeline.train_dataset(train_src, global_batch_size=batch_size, num_steps=total_steps,
+                                    seed=config.seed, options=options, process_index=pidx,
+                                    process_count=pcount)
+  eval_ds = pipeline.eval_dataset(eval_src, global_batch_size=eval_batch_size, options=options,
+                                  process_index=pidx, process_count=pcount)
+
+  replicated = distributed.replicated(mesh)
+  batch_sharding = distributed.batch_sharding(mesh)
+  example = distributed.global_batch(train_ds[0], mesh)
+  init_fn = jax.jit(method.init, out_shardings=replicated)
+  train_fn = jax.jit(method.train_step, in_shardings=(replicated, batch_sharding),
+                     out_shardings=(replicated, replicated), donate_argnums=0)
+  eval_fn = jax.jit(method.eval_step, in_shardings=(replicated, batch_sharding),
+                    out_shardings=replicated)
+  hook_kwargs = dict(out_shardings=replicated, donate_argnums=0)
+  jit_hooks = getattr(method, "jit_hooks", True)
+  epoch_start = (None if not _overrides(method, "on_epoch_start") else
+                 jax.jit(method.on_epoch_start, **hook_kwargs) if jit_hooks
+                 else method.on_epoch_start)
+  epoch_end = (None if not _overrides(method, "on_epoch_end") else
+               jax.jit(method.on_epoch_end, **hook_kwargs) if jit_hooks
+               else method.on_epoch_end)
+
+  main = distributed.is_main_process()
+  checkpointer = checkpoint_lib.Checkpointer(workdir, config.get("max_to_keep", 3),
+                                             async_save=config.get("async_checkpoint", True))
+  state = init_fn(jax.random.key(config.seed), example)
+  if checkpointer.latest_step() is not None:
+    state = checkpointer.restore(state)
+  start_step = int(jax.device_get(state.step))
+
+  if main:
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    table = method.summary(jax.tree.map(np.asarray, train_ds[0]))
+    with open(os.path.join(workdir, "summary.txt"), "w", encoding="utf-8") as f:
+      f.write(table + "\n")
+  writer = logging_lib.MetricWriter(workdir, total_steps, start_step, enabled=main,
+                                    progress=config.get("progress", "auto"))
+  if main and start_step == 0 and table:
+    writer.log(table)
+  if start_step:
+    writer.log(f"Resumed from checkpoint at step {start_step} in {checkpointer.directory}")
+
+  log_every = max(1, config.get("log_every", 50))
+  eval_every = config.get("eval_every", -1)
+  eval_every = steps_per_epoch if eval_every <= 0 else eval_every
+  checkpoint_every = config.get("checkpoint_every", -1)
+  checkpoint_every = steps_per_epoch if checkpoint_every <= 0 else checkpoint_every
+  preemption = _Preemption()
+  pending: list[dict[str, jax.Array]] = []
+  eval_metrics: dict[str, float] = {}
+
+  def save(current: TrainState) -> None:
+    if not bool(jax.device_get(_all_finite(current.params))):
+      raise TrainingDivergedError(
+          f"Parameters became NaN/inf before step {int(current.step)}; not saving. The last good "
+          f"checkpoint is in {checkpointer.directory}. Lower the learning rate.")
+    checkpointer.save(current)
+
+  try:
+    step = start_step
+    t_start = time.time()
+    for local in pipeline.iterate(train_ds, start_step,
+                                  num_workers=config.data.get("num_workers", 0)):
+      epoch, in_epoch = divmod(step, steps_per_epoch)
+      if in_epoch == 0 and epoch_start is not None:
+        state = epoch_start(state, epoch)
+      state, metrics = train_fn(state, distributed.global_batch(local, mesh))
+      pending.append(metrics)
+      step += 1
+      writer.advance(step)
+      if step % log_every == 0 or step == total_steps:
+        means = {k: float(np.mean(v)) for k, v in
+                 jax.device_get(jax.tree.map(lambda *x: jnp.stack(x), *pending)).items()}
+        pending = []
+        bad = [k for k, v in means.items() if not np.isfinite(v)]
+        if bad:
+          checkpointer.wait()
+          raise TrainingDivergedError(
+              f"Metric {bad[0]!r} is {means[bad[0]]} at step {step} (epoch {epoch}). Training "
+              f"stopped; the last good checkpoint is kept in {checkpointer.directory} "
+              f"(step {checkpointer.latest_step()}). Lower the learning rate or check the data.")
+        means["steps_per_second"] = (step - start_step) / max(time.time() - t_start, 1e-9)
+        writer.write(step, "train", means)
+      if (step % steps_per_epoch == 0) and epoch_end is not None:
+        state = epoch_end(state, epoch)
+      if step % eval_every == 0 or step == total_steps:
+        eval_metrics = evaluate(method, eval_fn, state, eval_ds, mesh)
+        writer.write(step, "eval", eval_metrics)
+      if step % checkpoint_every == 0 or step == total_steps:
+        save(state)
+      if preemption.requested or checkpointer.reached_preemption(step):
+        save(state)
+        checkpointer.wait()
+        raise PreemptedError(f"Preempted at step {step}; checkpoint saved in "
+                             f"{checkpointer.directory}. Rerun the same command to resume.")
+    if start_step >= total_steps:  # a finished run re-launched: just report
+      eval_metrics = evaluate(method, eval_fn, state, eval_ds, mesh)
+      writer.write(int(state.step), "eval", eval_metrics)
+    extras = method.final_report(state)
+    if main and extras:
+      with open(os.path.join(workdir, "final_report.json"), "w", encoding="utf-8") as f:
+        json.dump(extras, f, indent=2, default=str)
+  finally:
+    preemption.restore()
+    checkpointer.close()
+    writer.close()
+  return {"state": state, "eval": eval_metrics, "steps": total_steps}

@@ -1,0 +1,49 @@
+"""The one entry point: `python -m launch.main --config=configs/<paper>/<exp>.py --workdir=DIR`.
+
+Multi-host: pass --coordinator_address/--num_processes/--process_id (GPU clusters, localhost) or
+--jax_distributed (TPU pods, SLURM: JAX detects the cluster). All logic lives in the library
+(`jaxcompress.train.loop.run`), so Colab calls the same function.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from jaxcompress import distributed
+from jaxcompress.errors import UserError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (resumes if it has checkpoints).")
+_COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+_NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes.")
+_PID = flags.DEFINE_integer("process_id", None, "Index of this process.")
+_AUTO = flags.DEFINE_bool("jax_distributed", False, "Auto-detect the cluster (TPU pod, SLURM).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  try:
+    distributed.initialize(_COORD.value, _NPROC.value, _PID.value, auto=_AUTO.value)
+    from jaxcompress.train import loop  # pylint: disable=g-import-not-at-top
+    result = loop.run(_CONFIG.value, _WORKDIR.value)
+  except UserError as e:
+    print(f"jaxcompress: error: {e}", file=sys.stderr)
+    sys.exit(1)
+  if distributed.is_main_process():
+    shown = " ".join(f"{k}={v:.4f}" for k, v in result["eval"].items())
+    print(f"Finished {result['steps']} steps. Final eval: {shown}. Outputs in {_WORKDIR.value}")
+
+
+def run_main() -> None:
+  """Console-script entry point (`jaxcompress --config=... --workdir=...`)."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run_main()
