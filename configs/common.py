@@ -34,6 +34,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = -1   # steps; -1 = every epoch
   c.max_to_keep = 3
   c.async_checkpoint = True
+  c.num_devices = -1        # devices in the mesh; -1 = all (global) devices
   c.progress = "auto"       # "bar" on a terminal, "lines" otherwise, or "none"
 
   c.model = ml_collections.ConfigDict()

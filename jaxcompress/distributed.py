@@ -32,6 +32,11 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     local_device_ids: devices of this process (GPU: one process per GPU).
     auto: let JAX detect the cluster (TPU pods, SLURM, Open MPI).
   """
+  if coordinator_address is not None or auto:
+    # CPU processes need a collectives backend to talk to each other (tests, CPU clusters).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if local_device_ids is not None:
+    local_device_ids = [int(i) for i in local_device_ids]
   if coordinator_address is not None:
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id,

@@ -10,6 +10,7 @@ import logging
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from jaxcompress import distributed
@@ -21,15 +22,19 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (resumes if it
 _COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PID = flags.DEFINE_integer("process_id", None, "Index of this process.")
+_LOCAL_DEVICES = flags.DEFINE_list("local_device_ids", None, "Devices of this process.")
 _AUTO = flags.DEFINE_bool("jax_distributed", False, "Auto-detect the cluster (TPU pod, SLURM).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv: list[str]) -> None:
   del argv
-  logging.getLogger("absl").setLevel(logging.WARNING)
+  # Backend probing messages (no TPU found, ...) are noise for users; errors still show.
+  logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)
+  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax/grain INFO lines drown the progress
   try:
-    distributed.initialize(_COORD.value, _NPROC.value, _PID.value, auto=_AUTO.value)
+    distributed.initialize(_COORD.value, _NPROC.value, _PID.value, auto=_AUTO.value,
+                           local_device_ids=_LOCAL_DEVICES.value)
     from jaxcompress.train import loop  # pylint: disable=g-import-not-at-top
     result = loop.run(_CONFIG.value, _WORKDIR.value)
   except UserError as e:
@@ -40,9 +45,24 @@ def main(argv: list[str]) -> None:
     print(f"Finished {result['steps']} steps. Final eval: {shown}. Outputs in {_WORKDIR.value}")
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing that reports bad config overrides in one line instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    message = str(e)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    # config_flags raises these for unknown keys and values of the wrong type.
+    message = f"{type(e).__name__}: {str(e).strip(chr(34) + chr(39))}"
+  print(f"jaxcompress: error: bad flag or config override ({message}). Check the key exists in "
+        "the config file and the value has the field's type; --helpfull lists flags.",
+        file=sys.stderr)
+  sys.exit(1)
+
+
 def run_main() -> None:
   """Console-script entry point (`jaxcompress --config=... --workdir=...`)."""
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

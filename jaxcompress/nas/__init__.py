@@ -1,0 +1,38 @@
+"""Neural architecture search: DARTS/PC-DARTS spaces, genotypes, bandits and robust ops.
+
+Technique API (DESIGN.md section 5): `channel_shuffle`, `derive_genotype`, `Genotype`, `ucb`, `lcb`,
+`BanditState` (with `sample`, `update`, `remove_worst`), `gabor_kernel`, `nonlocal_mean`, `OPS`,
+`PRIMITIVES`.
+"""
+from jaxcompress.nas.bandit import BanditState
+from jaxcompress.nas.bandit import lcb
+from jaxcompress.nas.bandit import remove_by_score
+from jaxcompress.nas.bandit import remove_worst
+from jaxcompress.nas.bandit import sample
+from jaxcompress.nas.bandit import ucb
+from jaxcompress.nas.bandit import update
+from jaxcompress.nas.genotype import DARTS_V1
+from jaxcompress.nas.genotype import DARTS_V2
+from jaxcompress.nas.genotype import derive_genotype
+from jaxcompress.nas.genotype import from_json
+from jaxcompress.nas.genotype import Genotype
+from jaxcompress.nas.genotype import PC_DARTS
+from jaxcompress.nas.genotype import to_json
+from jaxcompress.nas.robust_ops import ABANDIT_OPS
+from jaxcompress.nas.robust_ops import ABANDIT_PRIMITIVES
+from jaxcompress.nas.robust_ops import gabor_kernel
+from jaxcompress.nas.robust_ops import nonlocal_mean
+from jaxcompress.nas.space import OPS
+from jaxcompress.nas.space import PRIMITIVES
+from jaxcompress.nas.supernet import channel_shuffle
+from jaxcompress.nas.supernet import edge_normalization
+from jaxcompress.nas.supernet import MixedOp
+from jaxcompress.nas.supernet import PCMixedOp
+from jaxcompress.nas.supernet import SampledOp
+
+__all__ = [
+    "ABANDIT_OPS", "ABANDIT_PRIMITIVES", "BanditState", "DARTS_V1", "DARTS_V2", "Genotype",
+    "MixedOp", "OPS", "PCMixedOp", "PC_DARTS", "PRIMITIVES", "SampledOp", "channel_shuffle",
+    "derive_genotype", "edge_normalization", "from_json", "gabor_kernel", "lcb",
+    "nonlocal_mean", "remove_by_score", "remove_worst", "sample", "to_json", "ucb", "update",
+]

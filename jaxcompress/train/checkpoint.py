@@ -53,6 +53,7 @@ class Checkpointer:
     try:
       return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
     except Exception as e:  # pylint: disable=broad-except
+      self.close()  # stop orbax's background threads before reporting
       raise CheckpointError(
           f"Cannot restore checkpoint step {step} in {self.directory}: "
           f"{type(e).__name__}: {str(e).splitlines()[0][:200]}. The checkpoint is corrupted or "

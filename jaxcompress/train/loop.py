@@ -74,17 +74,26 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def evaluate(method: Method, eval_fn: Any, state: TrainState, eval_ds: Any,
+def evaluate(eval_fn: Any, state: TrainState, eval_ds: Any,
              mesh: jax.sharding.Mesh) -> dict[str, float]:
-  """Runs `eval_fn` over every eval batch and returns metric sums divided by the valid count."""
+  """Runs `eval_fn` over every eval batch; returns metric sums divided by the valid count.
+
+  The valid count is summed from the global mask on device: with several processes the padded
+  last batch holds different numbers of real examples per process.
+  """
   totals: dict[str, jax.Array] = {}
-  count = 0.0
   for local in pipeline.iterate(eval_ds):
-    count += float(np.sum(local["mask"])) * jax.process_count()
-    metrics = eval_fn(state, distributed.global_batch(local, mesh))
+    batch = distributed.global_batch(local, mesh)
+    metrics = dict(eval_fn(state, batch), _count=_mask_sum(batch["mask"]))
     totals = metrics if not totals else jax.tree.map(jnp.add, totals, metrics)
-  del method
-  return {k: float(v) / max(count, 1.0) for k, v in jax.device_get(totals).items()}
+  totals = jax.device_get(totals)
+  count = max(float(totals.pop("_count")), 1.0)
+  return {k: float(v) / count for k, v in totals.items()}
+
+
+@jax.jit
+def _mask_sum(mask: jax.Array) -> jax.Array:
+  return jnp.sum(mask)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -104,7 +113,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """
   _check_workdir(workdir)
   method_cls = methods_lib.get(config.method)
-  mesh = distributed.make_mesh()
+  num_devices = config.get("num_devices", -1)
+  mesh = distributed.make_mesh(jax.devices()[:num_devices] if num_devices > 0 else None)
   batch_size = config.data.batch_size
   distributed.check_batch_size(batch_size, mesh)
   eval_batch_size = config.data.get("eval_batch_size", batch_size)
@@ -208,7 +218,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       if (step % steps_per_epoch == 0) and epoch_end is not None:
         state = epoch_end(state, epoch)
       if step % eval_every == 0 or step == total_steps:
-        eval_metrics = evaluate(method, eval_fn, state, eval_ds, mesh)
+        eval_metrics = evaluate(eval_fn, state, eval_ds, mesh)
         writer.write(step, "eval", eval_metrics)
       if step % checkpoint_every == 0 or step == total_steps:
         save(state)
@@ -218,7 +228,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         raise PreemptedError(f"Preempted at step {step}; checkpoint saved in "
                              f"{checkpointer.directory}. Rerun the same command to resume.")
     if start_step >= total_steps:  # a finished run re-launched: just report
-      eval_metrics = evaluate(method, eval_fn, state, eval_ds, mesh)
+      eval_metrics = evaluate(eval_fn, state, eval_ds, mesh)
       writer.write(int(state.step), "eval", eval_metrics)
     extras = method.final_report(state)
     if main and extras:

@@ -1,0 +1,159 @@
+"""Tests for jaxcompress.nas.bandit: confidence bounds, LCB sampling, EMA update, UCB removal."""
+from __future__ import annotations
+
+import math
+
+from absl.testing import absltest
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcompress.nas import bandit
+
+
+class BoundsTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_ucb_lcb_formulas(self):
+    mean = np.array([0.1, 0.5, 0.9, 0.3], np.float32)
+    count = np.array([1, 2, 5, 10], np.int32)
+    total = 18
+    radius = np.array([math.sqrt(2 * math.log(total) / n) for n in count])
+    u = self.variant(bandit.ucb)(mean, count, total)
+    l = self.variant(bandit.lcb)(mean, count, total)
+    np.testing.assert_allclose(u, mean + radius, rtol=1e-6)
+    np.testing.assert_allclose(l, mean - radius, rtol=1e-6)
+    self.assertEqual(u.dtype, jnp.float32)
+
+  def test_untried_arms_are_infinite(self):
+    u = bandit.ucb(jnp.array([0.5, 0.5]), jnp.array([0, 3]), 3)
+    l = bandit.lcb(jnp.array([0.5, 0.5]), jnp.array([0, 3]), 3)
+    self.assertEqual(float(u[0]), math.inf)
+    self.assertEqual(float(l[0]), -math.inf)
+    self.assertTrue(np.isfinite(u[1]) and np.isfinite(l[1]))
+
+
+class SamplingTest(absltest.TestCase):
+
+  def test_untried_alive_arms_first(self):
+    state = bandit.BanditState.create(3, 4, alive=np.array([True, True, False, True]))
+    seen = set()
+    for step in range(3):
+      ops = bandit.sample(state, jax.random.key(step))
+      self.assertTrue(np.all(np.asarray(ops) != 2))  # dead arm never sampled
+      counts = np.asarray(state.count)[np.arange(3), np.asarray(ops)]
+      np.testing.assert_array_equal(counts, 0)       # always an untried arm
+      seen.update(np.asarray(ops).tolist())
+      state = bandit.update(state, ops, 0.5, 0.7)
+    np.testing.assert_array_equal(state.count, [[1, 1, 0, 1]] * 3)
+    self.assertEqual(int(state.total), 3)
+
+  def test_lcb_probabilities(self):
+    mean = jnp.array([[0.5, 0.5, 0.2, 0.9]])
+    count = jnp.array([[1, 8, 4, 4]], jnp.int32)
+    alive = jnp.array([[True, True, True, False]])
+    state = bandit.BanditState(mean, count, alive, jnp.array(13, jnp.int32))
+    logits = bandit.sampling_logits(state, "lcb")
+    p = np.asarray(jax.nn.softmax(logits, axis=-1))[0]
+    lcb = np.asarray(mean[0]) - np.sqrt(2 * np.log(13) / np.asarray(count[0]))
+    ref = np.exp(-lcb[:3]) / np.exp(-lcb[:3]).sum()
+    np.testing.assert_allclose(p[:3], ref, rtol=1e-5)
+    self.assertEqual(p[3], 0.0)
+    # Equal means: the least-tried arm is the most likely (anti-bandit).
+    self.assertGreater(p[0], p[1])
+    # Empirical frequencies follow p.
+    keys = jax.random.split(jax.random.key(0), 4000)
+    draws = np.asarray(jax.vmap(lambda k: bandit.sample(state, k))(keys))[:, 0]
+    np.testing.assert_allclose(np.bincount(draws, minlength=4) / 4000, p, atol=0.03)
+
+  def test_callable_and_method_forms(self):
+    state = bandit.BanditState(jnp.array([[0.5, 0.5, 0.2]]), jnp.array([[1, 8, 4]], jnp.int32),
+                               jnp.ones((1, 3), bool), jnp.array(13, jnp.int32))
+    np.testing.assert_array_equal(bandit.sampling_logits(state, bandit.lcb),
+                                  bandit.sampling_logits(state, "LCB"))
+    key = jax.random.key(3)
+    self.assertEqual(int(state.sample(key)[0]), int(bandit.sample(state, key, bandit.lcb)[0]))
+    np.testing.assert_array_equal(state.remove_worst().alive,
+                                  bandit.remove_worst(state, bandit.ucb).alive)
+
+  def test_uniform_rule(self):
+    state = bandit.BanditState(jnp.array([[0.0, 9.0, 1.0]]), jnp.ones((1, 3), jnp.int32),
+                               jnp.array([[True, True, False]]), jnp.array(3, jnp.int32))
+    p = jax.nn.softmax(bandit.sampling_logits(state, "uniform"), -1)
+    np.testing.assert_allclose(p, [[0.5, 0.5, 0.0]])
+
+
+class UpdateTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_ema_update(self):
+    state = bandit.BanditState(
+        mean=jnp.array([[0.4, 0.6], [0.2, 0.0]]), count=jnp.array([[2, 1], [3, 0]], jnp.int32),
+        alive=jnp.ones((2, 2), bool), total=jnp.array(3, jnp.int32))
+    new = self.variant(bandit.update)(state, jnp.array([1, 1]), 0.9, 0.7)
+    # Edge 0, arm 1 (tried): EMA; edge 1, arm 1 (first reward): initialised to the reward.
+    np.testing.assert_allclose(new.mean, [[0.4, 0.3 * 0.6 + 0.7 * 0.9], [0.2, 0.9]], rtol=1e-6)
+    np.testing.assert_array_equal(new.count, [[2, 2], [3, 1]])
+    self.assertEqual(int(new.total), 4)
+
+  def test_per_edge_reward(self):
+    state = bandit.BanditState.create(2, 2)
+    state = bandit.update(state, jnp.array([0, 0]), jnp.array([0.1, 0.2]), 0.5)
+    np.testing.assert_allclose(state.mean[:, 0], [0.1, 0.2])
+
+
+class RemovalTest(absltest.TestCase):
+
+  def test_removes_lowest_ucb_and_keeps_last_arm(self):
+    mean = jnp.array([[0.9, 0.1, 0.5], [0.3, 0.3, 0.3], [0.5, 0.9, 0.2]])
+    count = jnp.array([[3, 3, 3], [1, 4, 4], [2, 2, 2]], jnp.int32)
+    alive = jnp.array([[True, True, True], [True, True, True], [False, True, False]])
+    state = bandit.BanditState(mean, count, alive, jnp.array(12, jnp.int32))
+    new = bandit.remove_worst(state)
+    np.testing.assert_array_equal(
+        new.alive, [[True, False, True], [True, False, True], [False, True, False]])
+
+  def test_untried_arm_is_not_removed(self):
+    state = bandit.BanditState(jnp.array([[0.0, 0.9]]), jnp.array([[0, 5]], jnp.int32),
+                               jnp.ones((1, 2), bool), jnp.array(5, jnp.int32))
+    np.testing.assert_array_equal(bandit.remove_worst(state).alive, [[True, False]])
+
+  def test_no_recompiles_when_arms_die(self):
+    traces = {"n": 0}
+
+    @jax.jit
+    def step(state, key):
+      traces["n"] += 1  # runs only when tracing
+      ops = bandit.sample(state, key)
+      state = bandit.update(state, ops, 0.5, 0.7)
+      return bandit.remove_worst(state)
+
+    state = bandit.BanditState.create((2, 3), 5)
+    for i in range(6):
+      state = step(state, jax.random.key(i))
+    self.assertEqual(traces["n"], 1)
+    np.testing.assert_array_equal(state.num_alive(), 1)  # one arm left; the last is never removed
+
+  def test_best_arm_survives_full_search(self):
+    # 14 edges x 8 arms, Bernoulli-like rewards with a clear best arm per edge.
+    rng = np.random.default_rng(0)
+    means = rng.uniform(0.1, 0.5, size=(14, 8))
+    best = rng.integers(0, 8, size=14)
+    means[np.arange(14), best] = 0.95
+    state = bandit.BanditState.create(14, 8)
+    key = jax.random.key(0)
+    for alive in range(8, 1, -1):
+      for _ in range(bandit.samples_per_phase(alive, 3)):
+        key, k1 = jax.random.split(key)
+        ops = np.asarray(bandit.sample(state, k1))
+        # Per-edge rewards keep the toy problem independent across edges.
+        reward = means[np.arange(14), ops] + 0.02 * rng.normal(size=14)
+        state = bandit.update(state, ops, reward, 0.7)
+      state = bandit.remove_worst(state)
+    np.testing.assert_array_equal(state.num_alive(), 1)
+    np.testing.assert_array_equal(bandit.best_ops(state), best)
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,136 @@
+"""Engine tests: hard method shapes, workdir contract, 8-device equality, resume, failures."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import toy_method  # pylint: disable=g-import-not-at-top,wrong-import-position  # noqa: E402,F401
+
+from configs import common  # noqa: E402
+from jaxcompress import errors  # noqa: E402
+from jaxcompress.train import loop  # noqa: E402
+
+
+def toy_config(**overrides):
+  c = common.base_config()
+  c.method = "toy_two_optimizers"
+  c.data.name = "synthetic"
+  c.data.source_kwargs = {"num_examples": 64, "image_shape": (4, 4, 1), "num_classes": 4}
+  c.data.batch_size = 16
+  c.data.eval_batch_size = 16
+  c.optim.learning_rate = 0.05
+  c.num_epochs = 2
+  c.log_every = 2
+  c.progress = "none"
+  c.async_checkpoint = False
+  for key, value in overrides.items():
+    c[key] = value
+  return c
+
+
+def test_two_optimizers_epoch_hook_ema_and_workdir_contract(tmp_path):
+  out = loop.run(toy_config(), str(tmp_path))
+  state = out["state"]
+  assert int(state.step) == 8  # 2 epochs x (64 // 16)
+  assert int(state.extra["hook_calls"]) == 2 and int(state.extra["hook_epoch"]) == 1
+  # Adam's count for the arch optimizer advanced once per step; the arch scalar moved.
+  assert int(state.opt_state["arch"][0].count) == 8
+  assert float(abs(state.params["arch"])) > 0
+  # The EMA copy lags the params: different, but close.
+  ema, net = state.extra["ema"], state.params["net"]
+  diffs = [float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(ema), jax.tree.leaves(net))]
+  assert max(diffs) > 0
+  for name in ("config.json", "metrics.jsonl", "summary.txt", "checkpoints"):
+    assert os.path.exists(tmp_path / name), name
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+  lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert {l["split"] for l in lines} == {"train", "eval"}
+  assert all(isinstance(l["step"], int) for l in lines)
+  assert json.load(open(tmp_path / "config.json"))["method"] == "toy_two_optimizers"
+
+
+def test_eight_devices_equal_one_device(tmp_path):
+  assert jax.device_count() == 8, "conftest must provide 8 CPU devices"
+  one = loop.run(toy_config(num_devices=1), str(tmp_path / "one"))["state"]
+  eight = loop.run(toy_config(num_devices=8), str(tmp_path / "eight"))["state"]
+  for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(eight.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(one.model_state), jax.tree.leaves(eight.model_state)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_resume_from_checkpoint_matches_uninterrupted(tmp_path):
+  full = loop.run(toy_config(), str(tmp_path / "full"))["state"]
+  # Interrupt a run after step 4: keep only the checkpoints up to step 4, as a kill would.
+  workdir = str(tmp_path / "resumed")
+  cfg = toy_config(checkpoint_every=2)
+  loop.run(cfg, workdir)
+  directory = os.path.join(workdir, "checkpoints")
+  for d in os.listdir(directory):
+    if d.isdigit() and int(d) > 4:
+      shutil.rmtree(os.path.join(directory, d))
+  resumed = loop.run(cfg, workdir)["state"]
+  assert int(resumed.step) == 8
+  steps = [json.loads(l)["step"] for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert steps.count(6) == 2  # steps 5..8 really ran a second time, from step 4
+  for a, b in zip(jax.tree.leaves((full.params, full.extra, full.opt_state)),
+                  jax.tree.leaves((resumed.params, resumed.extra, resumed.opt_state))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_nan_loss_stops_with_step_and_metric(tmp_path):
+  cfg = toy_config()
+  cfg.optim.learning_rate = 1e9
+  with pytest.raises(errors.TrainingDivergedError, match=r"'loss'.*step \d+"):
+    loop.run(cfg, str(tmp_path))
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("method", "no_such_method", "Unknown method 'no_such_method'"),
+    ("data.name", "no_such_data", "Unknown dataset 'no_such_data'"),
+    ("model.name", "no_such_model", "Unknown model 'no_such_model'"),
+    ("data.batch_size", 12, "not divisible by the 8 devices"),
+])
+def test_bad_configs_stop_before_compiling(tmp_path, field, value, match):
+  cfg = toy_config() if field != "model.name" else common.base_config()
+  if field == "model.name":
+    cfg.data.name = "synthetic"
+    cfg.progress = "none"
+  section, _, key = field.rpartition(".")
+  (cfg[section] if section else cfg)[key] = value
+  with pytest.raises(errors.UserError, match=match):
+    loop.run(cfg, str(tmp_path))
+
+
+def test_missing_tfds_dataset_names_the_prepare_command(tmp_path):
+  cfg = toy_config()
+  cfg.data.name = "cifar10"
+  cfg.data.data_dir = str(tmp_path / "no_tfds_here")
+  with pytest.raises(errors.DatasetNotFoundError, match="tfds build cifar10"):
+    loop.run(cfg, str(tmp_path / "work"))
+
+
+def test_unwritable_workdir(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("x")
+  with pytest.raises(errors.ConfigError, match="not writable"):
+    loop.run(toy_config(), str(blocker / "sub"))
+
+
+def test_corrupted_checkpoint_is_reported(tmp_path):
+  loop.run(toy_config(num_steps=4, checkpoint_every=4), str(tmp_path))
+  step_dir = os.path.join(tmp_path, "checkpoints", "4")
+  for root, _, files in os.walk(step_dir):
+    for f in files:
+      if not f.startswith("_"):
+        with open(os.path.join(root, f), "wb") as fh:
+          fh.write(b"garbage")
+  with pytest.raises(errors.CheckpointError, match="Cannot restore checkpoint step 4"):
+    loop.run(toy_config(num_steps=6), str(tmp_path))
