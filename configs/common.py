@@ -56,6 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.flip = False
   c.data.data_dir = ml_collections.config_dict.placeholder(str)
   c.data.num_workers = 0
+  c.data.search_split = 0.0  # > 0: batches pair train[:f] with "val_" examples from train[f:]
   c.data.source_kwargs = ml_collections.ConfigDict()
 
   c.optim = ml_collections.ConfigDict()

@@ -7,7 +7,8 @@ downscale, other kernels, other boundary rules), which shifts PSNR by tenths of 
 MATLAB's algorithm, reproduced here:
   * Keys cubic kernel with a = -0.5 on [-2, 2]:
       |x| <= 1: 1.5|x|^3 - 2.5|x|^2 + 1;  1 < |x| <= 2: -0.5|x|^3 + 2.5|x|^2 - 4|x| + 2.
-  * Output size ceil(scale * in). Output pixel x (1-based) maps to u = x / scale + (1 - 1/scale) / 2.
+  * Output size ceil(scale * in). Output pixel x (1-based) maps to
+    u = x / scale + (1 - 1/scale) / 2 in input coordinates.
   * Downscale (scale < 1) antialiasing: kernel h(t) = scale * cubic(scale * t), width 4 / scale.
   * Taps: left = floor(u - width / 2), P = ceil(width) + 2 taps left + 0 .. P-1, weights
     h(u - index) normalised to sum 1 per output pixel.

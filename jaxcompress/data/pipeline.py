@@ -35,9 +35,13 @@ class ImageOptions:
 
 
 def _stack(examples: list[dict[str, Any]], options: ImageOptions) -> dict[str, np.ndarray]:
-  images = np.stack([e["image"] for e in examples])
-  batch = {"image": augment_lib.normalize(images, options.mean, options.std),
-           "label": np.asarray([e["label"] for e in examples], np.int32)}
+  batch = {}
+  for prefix in ("", "val_"):
+    if prefix + "image" not in examples[0]:
+      continue
+    images = np.stack([e[prefix + "image"] for e in examples])
+    batch[prefix + "image"] = augment_lib.normalize(images, options.mean, options.std)
+    batch[prefix + "label"] = np.asarray([e[prefix + "label"] for e in examples], np.int32)
   if "mask" in examples[0]:
     batch["mask"] = np.asarray([e["mask"] for e in examples], np.float32)
   return batch
@@ -54,8 +58,12 @@ def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
 
 def train_dataset(source: Any, *, global_batch_size: int, num_steps: int, seed: int,
                   options: ImageOptions, process_index: int = 0,
-                  process_count: int = 1) -> grain.MapDataset:
+                  process_count: int = 1, val_source: Any = None) -> grain.MapDataset:
   """The training stream as a MapDataset of this process's local batches, one per step.
+
+  With `val_source` (bilevel search: DARTS trains weights on one half of the training split and
+  architecture parameters on the other), every batch also carries "val_image"/"val_label" drawn
+  from `val_source` with its own per-epoch permutation.
 
   Args:
     source: random-access source of {"image", "label"} examples.
@@ -64,6 +72,7 @@ def train_dataset(source: Any, *, global_batch_size: int, num_steps: int, seed: 
     seed: data seed (permutations and augmentation).
     options: normalisation and augmentation.
     process_index, process_count: this process's shard of every global batch.
+    val_source: optional second source paired with every example.
 
   Returns:
     `ds` with `ds[step]` the local batch (dict of NumPy arrays) of global step `step`.
@@ -85,6 +94,14 @@ def train_dataset(source: Any, *, global_batch_size: int, num_steps: int, seed: 
     rng = np.random.default_rng([seed, 1_000_003, position])
     item["image"] = augment_lib.augment(np.asarray(item["image"]), rng,
                                         crop_padding=options.crop_padding, flip=options.flip)
+    if val_source is not None:
+      m = len(val_source)
+      val_epoch, val_offset = divmod(position, m)
+      val_perm = np.random.default_rng([seed, 7, val_epoch]).permutation(m)
+      val = val_source[int(val_perm[val_offset])]
+      item["val_image"] = augment_lib.augment(np.asarray(val["image"]), rng,
+                                              crop_padding=options.crop_padding, flip=options.flip)
+      item["val_label"] = val["label"]
     return item
 
   ds = grain.MapDataset.range(num_steps * global_batch_size).map(example)

@@ -136,3 +136,21 @@ def get(name: str, split: str, *, data_dir: str | None = None, **kwargs: Any) ->
     return TfdsSource(name, split, data_dir)
   raise ConfigError(f"Unknown dataset {name!r}. Known: {', '.join(names())}. "
                    "Set config.data.name to one of them.")
+
+
+class SubsetSource:
+  """A contiguous fraction [start, stop) of another source (e.g. the two halves of DARTS search)."""
+
+  def __init__(self, source: Any, start: float, stop: float):
+    n = len(source)
+    self._source, self._offset = source, int(round(start * n))
+    self._length = int(round(stop * n)) - self._offset
+    self.num_classes = getattr(source, "num_classes", None)
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    if not 0 <= index < self._length:
+      raise IndexError(index)
+    return self._source[self._offset + index]

@@ -1,0 +1,3 @@
+"""Distillation losses (attention maps, PAMS SKT)."""
+from jaxcompress.distill.attention import attention_map
+from jaxcompress.distill.attention import skt_loss

@@ -78,8 +78,8 @@ class Classification(Method):
 
   def summary(self, example_batch: Batch) -> str:
     try:
-      from jaxcompress import summary as summary_lib  # pylint: disable=g-import-not-at-top
+      from jaxcompress.summary import summary as summarize  # pylint: disable=g-import-not-at-top
     except ImportError:  # pragma: no cover - during bootstrap
       return ""
     image = jax.ShapeDtypeStruct((1, *example_batch["image"].shape[1:]), jnp.float32)
-    return str(summary_lib.summary(self.model, image, train=False))
+    return str(summarize(self.model, image, train=False))

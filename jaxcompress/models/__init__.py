@@ -13,7 +13,8 @@ import flax.linen as nn
 
 from jaxcompress.models import factory
 
-# name -> "module:constructor"; constructors take (num_classes=..., layers=..., **kwargs).
+# name -> "module:constructor"; constructors take (layers=..., **kwargs): classifiers take
+# num_classes, super-resolution models scale, GAN models their own sizes.
 _MODELS = {
     "resnet20": "jaxcompress.models.resnet_cifar:ResNet20",
     "cifar_resnet": "jaxcompress.models.resnet_cifar:CifarResNetA",
@@ -21,6 +22,12 @@ _MODELS = {
     "vgg_small": "jaxcompress.models.vgg_small:VGGSmall",
     "resnet18": "jaxcompress.models.resnet_imagenet:ResNet18",
     "resnet34": "jaxcompress.models.resnet_imagenet:ResNet34",
+    "edsr": "jaxcompress.models.edsr:EDSR",
+    "edsr_baseline": "jaxcompress.models.edsr:edsr_baseline",
+    "edsr_full": "jaxcompress.models.edsr:edsr_full",
+    "rdn": "jaxcompress.models.rdn:rdn",
+    "cyclegan_resnet_generator": "jaxcompress.models.cyclegan:ResnetGenerator",
+    "patchgan_discriminator": "jaxcompress.models.cyclegan:NLayerDiscriminator",
 }
 
 
@@ -57,7 +64,7 @@ def build(name: str, *, layers: str | factory.Layers = "float",
 
 def _import_layer_sets() -> None:
   """Imports the modules that register layer sets (binary, quantized) with the factory."""
-  for module in ("jaxcompress.quant.layers", "jaxcompress.quant.quantizers"):
+  for module in ("jaxcompress.quant.layers", "jaxcompress.models.edsr"):
     try:
       importlib.import_module(module)
     except ImportError:  # pragma: no cover - optional families not built yet

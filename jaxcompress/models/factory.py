@@ -43,6 +43,8 @@ class Layers:
     dense: factory for inner dense layers.
     first_conv: factory for the stem convolution (float in every compression paper).
     last_dense: factory for the classifier (float in every compression paper).
+    last_conv: factory for the output conv of image-to-image models (float: SR tails, GANs).
+    conv_transpose: factory for transposed convolutions (GAN generators).
     norm: factory for normalisation layers, called like `nn.BatchNorm(use_running_average=...)`.
     act: activation function (e.g. `nn.relu`, `nn.hard_tanh` for binary nets).
     bn_scale_init: initial value of batch-norm scales (RBNN's official code uses 1e-8).
@@ -51,6 +53,8 @@ class Layers:
   dense: ModuleFactory = nn.Dense
   first_conv: ModuleFactory = dataclasses.field(default_factory=_default_conv)
   last_dense: ModuleFactory = nn.Dense
+  last_conv: ModuleFactory = dataclasses.field(default_factory=_default_conv)
+  conv_transpose: ModuleFactory = nn.ConvTranspose
   norm: ModuleFactory = nn.BatchNorm
   act: Callable[[jax.Array], jax.Array] = nn.relu
   bn_scale_init: float = 1.0

@@ -124,6 +124,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                           **config.data.get("source_kwargs", {}))
   eval_src = sources.get(config.data.name, config.data.eval_split, data_dir=data_dir,
                          **config.data.get("source_kwargs", {}))
+  val_src = None
+  search_fraction = config.data.get("search_split", 0.0)
+  if search_fraction:  # bilevel NAS: weights on [0, f) of the train split, architecture on [f, 1)
+    val_src = sources.SubsetSource(train_src, search_fraction, 1.0)
+    train_src = sources.SubsetSource(train_src, 0.0, search_fraction)
   steps_per_epoch = pipeline.steps_per_epoch(len(train_src), batch_size)
   total_steps = (config.num_steps if config.get("num_steps", -1) > 0
                  else config.num_epochs * steps_per_epoch)
@@ -132,7 +137,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   pidx, pcount = jax.process_index(), jax.process_count()
   train_ds = pipeline.train_dataset(train_src, global_batch_size=batch_size, num_steps=total_steps,
                                     seed=config.seed, options=options, process_index=pidx,
-                                    process_count=pcount)
+                                    process_count=pcount, val_source=val_src)
   eval_ds = pipeline.eval_dataset(eval_src, global_batch_size=eval_batch_size, options=options,
                                   process_index=pidx, process_count=pcount)
 

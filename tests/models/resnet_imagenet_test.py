@@ -8,7 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcompress import summary as summary_lib
+import importlib
+
+# `jaxcompress.summary` is the function (contract); the module is reached by its dotted name.
+summary_lib = importlib.import_module("jaxcompress.summary")
 from jaxcompress.models import factory
 from jaxcompress.models import resnet_imagenet
 

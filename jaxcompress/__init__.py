@@ -1,0 +1,10 @@
+"""jaxcompress: train, search, compress and deploy efficient networks in JAX/Flax.
+
+Technique libraries (`quant`, `prune`, `distill`, `nas`, `robust`) are pure JAX functions and
+small linen layers; `models` builds architectures through layer factories; `train` is the one
+engine every paper method (`methods`) runs on. `jaxcompress.summary(model, *inputs)` prints the
+per-layer parameter/bit/MAC table (DESIGN.md section 5).
+"""
+from jaxcompress.summary import summary  # noqa: F401  (contract: jaxcompress.summary(model, ...))
+
+__version__ = "0.1.0"
