@@ -27,9 +27,9 @@ traced once, so its MACs are counted once; `xla_flops` gives an independent tota
 
 Example:
   >>> import jax, jax.numpy as jnp
-  >>> from jaxcompress import summary as summary_lib
+  >>> from jaxcompress.summary import summary
   >>> from jaxcompress.models import resnet_cifar
-  >>> s = summary_lib.summary(resnet_cifar.ResNet20(),
+  >>> s = summary(resnet_cifar.ResNet20(),
   ...                         jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32), train=False)
   >>> print(s)            # the table
   >>> s.total_macs        # 40.55e6
