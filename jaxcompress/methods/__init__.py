@@ -15,6 +15,13 @@ from jaxcompress.methods.base import Method
 # name -> "module:attribute" of the built-in methods.
 _BUILTIN = {
     "classification": "jaxcompress.methods.classification:Classification",
+    "rbnn": "jaxcompress.methods.rbnn:RBNN",
+    "sr": "jaxcompress.methods.pams:SuperResolution",
+    "pams": "jaxcompress.methods.pams:PAMS",
+    "pc_darts": "jaxcompress.methods.pc_darts:PCDarts",
+    "bnas": "jaxcompress.methods.bnas:BNAS",
+    "abandit_nas": "jaxcompress.methods.abandit_nas:ABanditNAS",
+    "adversarial": "jaxcompress.methods.abandit_nas:AdversarialTraining",
 }
 _REGISTERED: dict[str, Callable[..., Method]] = {}
 
