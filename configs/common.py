@@ -58,6 +58,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.num_workers = 0
   c.data.search_split = 0.0  # > 0: batches pair train[:f] with "val_" examples from train[f:]
   c.data.source_kwargs = ml_collections.ConfigDict()
+  c.data.transform = ""      # named per-example transform (jaxcompress/data/transforms.py)
+  c.data.transform_kwargs = ml_collections.ConfigDict()
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "sgd"

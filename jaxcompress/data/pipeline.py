@@ -10,7 +10,7 @@ global position. Global batch b is the concatenation of the local batches of pro
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import grain
 import numpy as np
@@ -35,16 +35,22 @@ class ImageOptions:
 
 
 def _stack(examples: list[dict[str, Any]], options: ImageOptions) -> dict[str, np.ndarray]:
+  """Stacks examples key by key: "image" keys are normalised to float32, labels int32, masks
+  float32, any other array (e.g. super-resolution "lr"/"hr" pairs) stacked as float32."""
   batch = {}
-  for prefix in ("", "val_"):
-    if prefix + "image" not in examples[0]:
-      continue
-    images = np.stack([e[prefix + "image"] for e in examples])
-    batch[prefix + "image"] = augment_lib.normalize(images, options.mean, options.std)
-    batch[prefix + "label"] = np.asarray([e[prefix + "label"] for e in examples], np.int32)
-  if "mask" in examples[0]:
-    batch["mask"] = np.asarray([e["mask"] for e in examples], np.float32)
+  for key in examples[0]:
+    values = np.stack([np.asarray(e[key]) for e in examples])
+    if key in ("image", "val_image"):
+      values = augment_lib.normalize(values, options.mean, options.std)
+    elif key in ("label", "val_label"):
+      values = values.astype(np.int32)
+    else:
+      values = values.astype(np.float32)
+    batch[key] = values
   return batch
+
+
+ExampleFn = Callable[[dict[str, Any], np.random.Generator], dict[str, Any]]
 
 
 def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
@@ -58,7 +64,8 @@ def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
 
 def train_dataset(source: Any, *, global_batch_size: int, num_steps: int, seed: int,
                   options: ImageOptions, process_index: int = 0,
-                  process_count: int = 1, val_source: Any = None) -> grain.MapDataset:
+                  process_count: int = 1, val_source: Any = None,
+                  example_fn: ExampleFn | None = None) -> grain.MapDataset:
   """The training stream as a MapDataset of this process's local batches, one per step.
 
   With `val_source` (bilevel search: DARTS trains weights on one half of the training split and
@@ -73,6 +80,8 @@ def train_dataset(source: Any, *, global_batch_size: int, num_steps: int, seed: 
     options: normalisation and augmentation.
     process_index, process_count: this process's shard of every global batch.
     val_source: optional second source paired with every example.
+    example_fn: optional per-example transform `(example, rng) -> example` applied before the
+      image augmentation (e.g. paired LR/HR patch cropping for super-resolution).
 
   Returns:
     `ds` with `ds[step]` the local batch (dict of NumPy arrays) of global step `step`.
@@ -92,8 +101,11 @@ def train_dataset(source: Any, *, global_batch_size: int, num_steps: int, seed: 
       permutations[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
     item = dict(source[int(permutations[epoch][offset])])
     rng = np.random.default_rng([seed, 1_000_003, position])
-    item["image"] = augment_lib.augment(np.asarray(item["image"]), rng,
-                                        crop_padding=options.crop_padding, flip=options.flip)
+    if example_fn is not None:
+      item = example_fn(item, rng)
+    if "image" in item:
+      item["image"] = augment_lib.augment(np.asarray(item["image"]), rng,
+                                          crop_padding=options.crop_padding, flip=options.flip)
     if val_source is not None:
       m = len(val_source)
       val_epoch, val_offset = divmod(position, m)
@@ -110,16 +122,25 @@ def train_dataset(source: Any, *, global_batch_size: int, num_steps: int, seed: 
 
 
 def eval_dataset(source: Any, *, global_batch_size: int, options: ImageOptions,
-                 process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
-  """Every eval example exactly once, the last global batch padded with `mask` = 0 examples."""
+                 process_index: int = 0, process_count: int = 1,
+                 example_fn: ExampleFn | None = None) -> grain.MapDataset:
+  """Every eval example exactly once, the last global batch padded with `mask` = 0 examples.
+
+  `example_fn` (deterministic: it gets a fixed-seed generator) maps raw examples first.
+  """
   n = len(source)
   num_batches = -(-n // global_batch_size)
   local = global_batch_size // process_count
-  pad = {k: np.zeros_like(np.asarray(v)) for k, v in source[0].items()}
+
+  def load(i: int) -> dict[str, Any]:
+    item = dict(source[i])
+    return example_fn(item, np.random.default_rng(i)) if example_fn is not None else item
+
+  pad = {k: np.zeros_like(np.asarray(v)) for k, v in load(0).items()}
 
   def example(i: int) -> dict[str, Any]:
     if i < n:
-      return {**source[i], "mask": 1.0}
+      return {**load(i), "mask": 1.0}
     return {**pad, "mask": 0.0}
 
   ds = grain.MapDataset.range(num_batches * global_batch_size).map(example)

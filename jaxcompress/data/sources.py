@@ -112,6 +112,11 @@ class TfdsSource:
 _OFFLINE: dict[str, Callable[..., Any]] = {"digits": digits, "synthetic": synthetic}
 
 
+def register(name: str, builder: Callable[..., Any]) -> None:
+  """Registers `builder(split, **kwargs) -> source` under `name` (e.g. super-resolution sets)."""
+  _OFFLINE[name] = builder
+
+
 def names() -> list[str]:
   """Source names accepted by `get`."""
   return sorted(set(_OFFLINE) | set(_TFDS))

@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxcompress import distributed
 from jaxcompress import methods as methods_lib
-from jaxcompress.data import pipeline, sources
+from jaxcompress.data import pipeline, sources, transforms
 from jaxcompress.errors import ConfigError, PreemptedError, TrainingDivergedError
 from jaxcompress.methods.base import Method
 from jaxcompress.train import checkpoint as checkpoint_lib
@@ -120,6 +120,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   eval_batch_size = config.data.get("eval_batch_size", batch_size)
   distributed.check_batch_size(eval_batch_size, mesh)
   data_dir = config.data.get("data_dir", None)
+  transforms.load_providers()  # registers task-specific sources (e.g. super-resolution sets)
   train_src = sources.get(config.data.name, config.data.train_split, data_dir=data_dir,
                           **config.data.get("source_kwargs", {}))
   eval_src = sources.get(config.data.name, config.data.eval_split, data_dir=data_dir,
@@ -134,12 +135,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                  else config.num_epochs * steps_per_epoch)
   method = method_cls(config, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
   options = image_options(config.data)
+  transform_kwargs = dict(config.data.get("transform_kwargs", {}))
+  train_fn_example = transforms.get(config.data.get("transform", ""), train=True,
+                                    **transform_kwargs)
+  eval_fn_example = transforms.get(config.data.get("transform", ""), train=False,
+                                   **transform_kwargs)
   pidx, pcount = jax.process_index(), jax.process_count()
   train_ds = pipeline.train_dataset(train_src, global_batch_size=batch_size, num_steps=total_steps,
                                     seed=config.seed, options=options, process_index=pidx,
-                                    process_count=pcount, val_source=val_src)
+                                    process_count=pcount, val_source=val_src,
+                                    example_fn=train_fn_example)
   eval_ds = pipeline.eval_dataset(eval_src, global_batch_size=eval_batch_size, options=options,
-                                  process_index=pidx, process_count=pcount)
+                                  process_index=pidx, process_count=pcount,
+                                  example_fn=eval_fn_example)
 
   replicated = distributed.replicated(mesh)
   batch_sharding = distributed.batch_sharding(mesh)
