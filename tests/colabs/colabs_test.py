@@ -1,0 +1,27 @@
+"""Each colab runs top to bottom on its quick config, and its .ipynb is in sync with its .py."""
+from __future__ import annotations
+
+import os
+import runpy
+
+import jupytext
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COLABS = sorted(f for f in os.listdir(os.path.join(ROOT, "colabs")) if f.endswith(".py"))
+
+
+@pytest.mark.parametrize("name", COLABS)
+def test_ipynb_paired_with_py(name):
+  py = jupytext.read(os.path.join(ROOT, "colabs", name))
+  nb = jupytext.read(os.path.join(ROOT, "colabs", name[:-3] + ".ipynb"))
+  strip = lambda cells: [(c.cell_type, c.source.strip()) for c in cells]  # noqa: E731
+  assert strip(py.cells) == strip(nb.cells), "run `jupytext --sync colabs/*.py`"
+
+
+@pytest.mark.parametrize("name", COLABS)
+def test_colab_runs_on_quick_config(name, monkeypatch):
+  monkeypatch.setenv("QUICKSTART_ARG", "quick")
+  monkeypatch.chdir(ROOT)
+  namespace = runpy.run_path(os.path.join(ROOT, "colabs", name))
+  assert os.path.exists(os.path.join(namespace["workdir"], "metrics.jsonl"))
