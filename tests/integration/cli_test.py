@@ -116,3 +116,22 @@ def test_two_processes_match_one_process_with_eight_devices(tmp_path):
   final = [line for line in out.splitlines() if line.startswith("Finished")]
   assert final and final[0].split(" Outputs")[0] == outs[0].strip().splitlines()[-1].split(
       " Outputs")[0]
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes(tmp_path):
+  workdir = str(tmp_path / "w")
+  flags = ["--config.num_steps=40", "--config.checkpoint_every=1000", "--config.log_every=1",
+           "--config.async_checkpoint=False"]
+  proc = launch(workdir, *flags, wait=False)
+  metrics = os.path.join(workdir, "metrics.jsonl")
+  deadline = time.time() + 300
+  while time.time() < deadline and not (os.path.exists(metrics) and os.path.getsize(metrics)):
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 1, out[-2000:]
+  assert "Preempted at step" in out and "Traceback" not in out
+  step = int(out.split("Preempted at step ")[1].split(";")[0])
+  assert 0 < step < 40 and os.path.isdir(os.path.join(workdir, "checkpoints", str(step)))
+  code, out = launch(workdir, *flags)
+  assert code == 0 and f"Resumed from checkpoint at step {step}" in out
