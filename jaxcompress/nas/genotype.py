@@ -26,6 +26,25 @@ from jaxcompress.nas.space import PRIMITIVES
 Edge = tuple[str, int]
 
 
+class Concat(list):
+  """The list of concatenated states; compares equal to an equal list, tuple or `range`.
+
+  The official DARTS code derives `range(2, 6)` while its published genotypes store lists;
+  comparing with either form gives the same answer here.
+  """
+
+  def __eq__(self, other: Any) -> bool:
+    if isinstance(other, (list, tuple, range)):
+      return list(self) == list(other)
+    return NotImplemented
+
+  def __ne__(self, other: Any) -> bool:
+    eq = self.__eq__(other)
+    return eq if eq is NotImplemented else not eq
+
+  __hash__ = None  # mutable, like list
+
+
 class Genotype(NamedTuple):
   """A DARTS cell pair: per node two (op_name, input_index) edges, listed node by node.
 
@@ -119,12 +138,12 @@ def derive_genotype(alphas_normal: Any, alphas_reduce: Any, betas_normal: Any = 
 
   if (betas_normal is None) != (betas_reduce is None):
     raise ValueError("Pass both betas_normal and betas_reduce, or neither.")
-  concat = list(range(2 + steps - multiplier, steps + 2))
+  concat = Concat(range(2 + steps - multiplier, steps + 2))
   return Genotype(
       normal=_parse(weights(alphas_normal, betas_normal), steps, primitives),
       normal_concat=concat,
       reduce=_parse(weights(alphas_reduce, betas_reduce), steps, primitives),
-      reduce_concat=list(concat))
+      reduce_concat=Concat(concat))
 
 
 def to_json(genotype: Genotype) -> str:
@@ -142,13 +161,13 @@ def from_json(text: str) -> Genotype:
   d = json.loads(text)
   return Genotype(
       normal=[(str(op), int(j)) for op, j in d["normal"]],
-      normal_concat=[int(c) for c in d["normal_concat"]],
+      normal_concat=Concat(int(c) for c in d["normal_concat"]),
       reduce=[(str(op), int(j)) for op, j in d["reduce"]],
-      reduce_concat=[int(c) for c in d["reduce_concat"]])
+      reduce_concat=Concat(int(c) for c in d["reduce_concat"]))
 
 
 def _g(normal, reduce, concat=(2, 3, 4, 5)) -> Genotype:
-  return Genotype(list(normal), list(concat), list(reduce), list(concat))
+  return Genotype(list(normal), Concat(concat), list(reduce), Concat(concat))
 
 
 # Published cells, transcribed from quark0/darts cnn/genotypes.py and yuhuixu1993/PC-DARTS
