@@ -1,0 +1,94 @@
+"""Shared pieces of the super-resolution / PAMS configs (PAMS, ECCV 2020, arXiv 2011.04212)."""
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+
+BENCHMARK_SETS = ("Set5", "Set14", "B100", "Urban100")
+
+
+def sr_config(*, method: str, model: str, scale: int, patch_size: int, quick: bool,
+              data_dir: str | None = None,
+              benchmark_dir: str | None = None) -> ml_collections.ConfigDict:
+  """DIV2K training (EDSR-PyTorch recipe), benchmark evaluation in the final report.
+
+  One "epoch" = 1000 batches of 16 (EDSR-PyTorch `--test_every 1000`): DIV2K's 800 images are
+  repeated 20 times per pass. `:quick` shrinks everything for a CPU smoke run on the offline
+  photographs (sr_offline) instead of DIV2K. `data_dir`: the TFDS directory holding DIV2K;
+  `benchmark_dir`: the folder holding Set5/Set14/B100/Urban100 (default $SR_BENCHMARK_DIR).
+  """
+  c = common.base_config()
+  c.method = method
+  c.model.name = model
+  c.model.layers = "float"
+  c.model.kwargs = ml_collections.ConfigDict({"scale": scale})
+  del c.model["num_classes"]
+
+  c.data.name = "div2k"
+  c.data.train_split = "train"
+  c.data.eval_split = "validation[:10]"   # DIV2K 801-810, EDSR-PyTorch's in-training validation
+  c.data.batch_size = 16
+  c.data.eval_batch_size = 1 if not quick else 2
+  c.data.source_kwargs = ml_collections.ConfigDict({"scale": scale, "repeat": 20})
+  if data_dir:
+    c.data.source_kwargs.data_dir = data_dir
+  c.data.transform = "sr_patch"
+  c.data.transform_kwargs = ml_collections.ConfigDict(
+      {"patch_size": patch_size, "eval_patch_size": 480})  # 120x120 LR center crop at x4
+  c.data.mean = (0.0,)   # unused: SR batches have "lr"/"hr" (no "image"), kept in [0, 255]
+  c.data.std = (1.0,)
+
+  c.optim.name = "adam"
+  c.optim.learning_rate = 1e-4
+  c.optim.b1, c.optim.b2, c.optim.eps = 0.9, 0.999, 1e-8
+  c.optim.weight_decay = 0.0
+  c.optim.momentum = 0.0
+  c.optim.schedule = "step"
+  c.optim.decay_epochs = 10
+  c.optim.decay_factor = 0.5
+
+  # Full-image paper-protocol evaluation after training (sr_benchmark folder layout in
+  # jaxcompress/data/sr.py; point source_kwargs.root at the folder holding Set5, Set14, ...).
+  c.final_eval = [{"name": "sr_benchmark", "split": s,
+                   "source_kwargs": {"scale": scale, "root": benchmark_dir or ""}}
+                  for s in BENCHMARK_SETS]
+  c.final_eval_max_images = -1
+  c.final_eval_ssim = True
+  c.log_every = 100
+  if quick:
+    c.data.name = "sr_offline"
+    c.data.train_split, c.data.eval_split = "train", "test"
+    c.data.source_kwargs = ml_collections.ConfigDict({"scale": scale, "repeat": 4})
+    c.data.batch_size = 4
+    c.data.transform_kwargs = ml_collections.ConfigDict(
+        {"patch_size": 12 * scale, "eval_patch_size": 32 * scale})
+    if model.startswith("edsr"):
+      c.model.name = "edsr"   # edsr_baseline fixes the depth/width
+      c.model.kwargs.update({"n_resblocks": 2, "n_feats": 8})
+    c.final_eval = []
+    c.final_eval_max_images = 1
+    c.final_eval_ssim = False
+    c.num_epochs = 2
+    c.log_every = 5
+  return c
+
+
+def pams_block(bits: int, teacher_path: str | None) -> ml_collections.ConfigDict:
+  """The `config.pams` block: paper defaults (official-code behaviours behind the flags)."""
+  return ml_collections.ConfigDict({
+      "bits": bits,
+      "skt_weight": 1e3,              # official --w_at
+      "student_init": "teacher",      # paper; "random" = released code (commit 69b5228)
+      "alpha_calib": "ema",           # paper; "last_batch" = released code's effective behaviour
+      "alpha_init": 10.0,
+      "calib_epochs": 1,
+      "teacher_path": ml_collections.config_dict.placeholder(str) if teacher_path is None
+                      else teacher_path,
+      "teacher_epochs": 0,            # > 0 without teacher_path: train the teacher in place
+  })
+
+
+def pams_optim(c: ml_collections.ConfigDict) -> None:
+  """Adam 1e-4 for weights, 1e-2 for every alpha; StepLR x0.5 every 10 epochs (paper/code)."""
+  c.optim.groups = [{"regex": ".*alpha", "learning_rate": 1e-2}]

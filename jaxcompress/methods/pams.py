@@ -1,0 +1,501 @@
+"""PAMS (ECCV 2020, arXiv 2011.04212) and the float super-resolution method that trains its teachers.
+
+Registry names: "sr" -> `SuperResolution`, "pams" -> `PAMS`.
+
+`SuperResolution` (float EDSR / RDN teachers, EDSR-PyTorch recipe): L1 loss on `rgb_range` 255
+images, Adam (0.9, 0.999, eps 1e-8), lr 1e-4 with step decay (configured in `config.optim`).
+
+`PAMS` (the quantized student):
+  * teacher: the full-precision model with the same `config.model`, frozen (no gradient, no
+    optimizer), its params in `state.extra["teacher"]`. Loaded from `config.pams.teacher_path`
+    (an `sr` run's workdir or its `checkpoints/` folder (orbax, newest step), or a `.msgpack`
+    file of `flax.serialization.to_bytes(params)` / `.npz` of "a/b/kernel" keys, see
+    `load_params` / `save_params`). Without a path, `config.pams.teacher_epochs` > 0 trains the
+    teacher IN PLACE first (the quick CPU config): the first `teacher_epochs` epochs of the run
+    update only the teacher (L1, its own Adam in `opt_state["teacher"]` built from `config.optim`
+    without the groups); at the first student epoch the student is initialised from it and the
+    teacher is frozen from then on. Epoch numbers below count from that first student epoch.
+  * student: `config.model` with the "pams" layer set (`config.pams.bits`), initialised from the
+    teacher's weights (paper, issues colorjam/PAMS#12/#15; default `student_init="teacher"`); the
+    alphas keep `alpha_init`. `student_init="random"` is the released code's random init.
+  * loss: `L1(SR, HR) + skt_weight * SKT(body feature)`, skt_weight 1e3 (official `--w_at`); SKT
+    on the body output after the global skip (`return_features=True`).
+  * optimizer: `config.optim` with regex groups: Adam 1e-4 for weights and 1e-2 for every `alpha`
+    (`groups=[{"regex": ".*alpha", "learning_rate": 1e-2}]`), StepLR x0.5 every 10 epochs. The
+    student's schedule counts its own steps (the teacher phase does not decay it).
+  * alpha calibration: during the first `calib_epochs` (1) student epochs the quantizers run in
+    calibration mode (`PAMSQuantAct`, `pams_calib` collection in `state.model_state`): the batch
+    statistic mean_n max|x_n| updates `max_val` ("ema": exponential moving average, decay
+    0.9997, paper; "last_batch": overwritten each step, the official code's effective
+    behaviour), and alpha is overwritten with it before each optimizer step (then Adam still
+    updates it, as the official trainer). After calibration alphas only move by Adam.
+  * metrics: training loss / l1 / skt (and `teacher_phase`, 1 during an in-place teacher phase,
+    when the student's eval PSNR is that of its untrained init); eval PSNR on the MATLAB Y channel with shave = scale on
+    the eval crops (`psnr`, student; `teacher_psnr`); `final_report` evaluates full images with
+    the paper protocol (PSNR and SSIM, student, teacher and MATLAB-bicubic baseline) on the eval
+    set and on `config.final_eval` sets (e.g. Set5/Set14/B100/Urban100 via `sr_benchmark`).
+
+Example:
+  >>> from configs.pams import offline_edsr_x2
+  >>> loop.run(offline_edsr_x2.get_config(), "/tmp/pams")
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable, Mapping
+
+import flax
+from flax import traverse_util
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxcompress import models
+from jaxcompress.data import sources
+from jaxcompress.data import sr as sr_data  # pylint: disable=unused-import  (registers SR sources)
+from jaxcompress.data import transforms as transforms_lib
+from jaxcompress.data.imresize import imresize
+from jaxcompress.distill.attention import skt_loss
+from jaxcompress.errors import ConfigError, DatasetNotFoundError
+from jaxcompress.methods.base import Batch, Method, Metrics
+from jaxcompress.metrics import image_quality
+from jaxcompress.optim import builder
+from jaxcompress.quant import quantizers
+from jaxcompress.train.state import TrainState
+
+CALIB = quantizers.CALIB_COLLECTION
+_Y = (65.481, 128.553, 24.966)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics.
+
+
+def psnr_y(sr: jax.Array, hr: jax.Array, scale: int, rgb_range: float = 255.0) -> jax.Array:
+  """Per-image PSNR (N,) with the MATLAB protocol of `image_quality.psnr`, jit-able.
+
+  Both images are put on the uint8 grid (`floor(clip(x * 255 / rgb_range, 0, 255) + 0.5)`),
+  converted to MATLAB's Y (16 + RGB . (65.481, 128.553, 24.966) / 255, unrounded), `scale`
+  pixels are shaved and PSNR = 10 log10(255^2 / MSE) (MSE floored at 1e-10).
+  """
+  def y(x):
+    x = jnp.floor(jnp.clip(x.astype(jnp.float32) * (255.0 / rgb_range), 0.0, 255.0) + 0.5)
+    return 16.0 + x @ jnp.asarray(_Y, jnp.float32) / 255.0
+  a, b = y(sr), y(hr)
+  if scale > 0:
+    a, b = a[:, scale:-scale, scale:-scale], b[:, scale:-scale, scale:-scale]
+  mse = jnp.mean(jnp.square(a - b), axis=(1, 2))
+  return 10.0 * jnp.log10(255.0 ** 2 / jnp.maximum(mse, 1e-10))
+
+
+def l1_loss(sr: jax.Array, hr: jax.Array) -> jax.Array:
+  """Mean absolute error (`nn.L1Loss`)."""
+  return jnp.mean(jnp.abs(sr.astype(jnp.float32) - hr.astype(jnp.float32)))
+
+
+def evaluate_sr(predictors: Mapping[str, Callable[[np.ndarray], np.ndarray]], source: Any,
+                scale: int, *, rgb_range: float = 255.0, max_images: int = -1,
+                bicubic: bool = True, with_ssim: bool = True,
+                table_path: str | None = None) -> dict[str, Any]:
+  """Full-image evaluation with the paper protocol (MATLAB Y channel, shave = scale, uint8 grid).
+
+  Args:
+    predictors: {label: fn((1, h, w, 3) float32 LR in [0, rgb_range]) -> (1, H, W, 3) SR}.
+    source: a source of {"lr", "hr"} uint8 examples (e.g. `sources.get("sr_benchmark", "Set5")`).
+    scale: upscaling factor (the shave).
+    rgb_range: value range of the inputs/outputs.
+    max_images: evaluate only the first images (-1: all).
+    bicubic: also score the MATLAB bicubic upscaling of the LR image (`imresize(lr, scale)`).
+    with_ssim: compute SSIM as well (slower, NumPy).
+    table_path: if given, a Markdown table (per image and mean) is written there.
+
+  Returns:
+    {"num_images": n, "<label>/psnr": mean, "<label>/ssim": mean, ..., "images": per-image rows}
+    with label "bicubic" for the baseline.
+  """
+  n = len(source) if max_images is None or max_images < 0 else min(max_images, len(source))
+  names = getattr(source, "names", None)
+  rows = []
+  for i in range(n):
+    ex = source[i]
+    lr, hr = np.asarray(ex["lr"]), np.asarray(ex["hr"])
+    outputs = {k: np.asarray(fn(lr[None].astype(np.float32)))[0] for k, fn in predictors.items()}
+    if bicubic:
+      outputs["bicubic"] = imresize(lr, float(scale)).astype(np.float64) * (rgb_range / 255.0)
+    row = {"image": names[i] if names is not None and i < len(names) else str(i)}
+    for label, sr in outputs.items():
+      h = hr[:sr.shape[0], :sr.shape[1]].astype(np.float64) * (rgb_range / 255.0)
+      sr = sr[:h.shape[0], :h.shape[1]]
+      row[f"{label}/psnr"] = image_quality.psnr(sr, h, scale, rgb_range)
+      if with_ssim:
+        row[f"{label}/ssim"] = image_quality.ssim(sr, h, scale, rgb_range)
+    rows.append(row)
+  keys = [k for k in rows[0] if k != "image"] if rows else []
+  result: dict[str, Any] = {"num_images": n}
+  result.update({k: float(np.mean([r[k] for r in rows])) for k in keys})
+  result["images"] = rows
+  if table_path:
+    lines = ["| image | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines += [f"| {r['image']} | " + " | ".join(f"{r[k]:.4f}" for k in keys) + " |" for r in rows]
+    lines.append("| **mean** | " + " | ".join(f"{result[k]:.4f}" for k in keys) + " |")
+    with open(table_path, "w", encoding="utf-8") as f:
+      f.write("\n".join(lines) + "\n")
+  return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Teacher parameters on disk.
+
+
+def save_params(path: str, params: Any) -> None:
+  """Writes params as flax msgpack (`.msgpack`) or a flat `.npz` ("a/b/kernel" keys)."""
+  params = jax.device_get(params)
+  if path.endswith(".npz"):
+    flat = traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/")
+    np.savez(path, **{k: np.asarray(v) for k, v in flat.items()})
+  else:
+    with open(path, "wb") as f:
+      f.write(flax.serialization.to_bytes(params))
+
+
+def _latest_step_dir(directory: str) -> str | None:
+  steps = [d for d in os.listdir(directory) if d.isdigit()]
+  if not steps:
+    return None
+  step = os.path.join(directory, max(steps, key=int))
+  return os.path.join(step, "default") if os.path.isdir(os.path.join(step, "default")) else step
+
+
+def load_params(path: str) -> Any:
+  """Reads teacher params: `.msgpack`, `.npz`, an orbax checkpoint dir, or a run's workdir.
+
+  For a workdir / `checkpoints/` folder the newest step's TrainState is read and its `params`
+  returned.
+
+  Raises:
+    ConfigError: the path does not exist or holds no parameters.
+  """
+  if not os.path.exists(path):
+    raise ConfigError(f"Teacher parameters {path!r} not found. Set config.pams.teacher_path to an "
+                      "'sr' run's workdir (python -m launch.main --config=configs/pams/"
+                      "edsr_teacher_x4.py --workdir=DIR), its checkpoints/ folder, or a .msgpack "
+                      "/ .npz params file.")
+  if os.path.isfile(path):
+    if path.endswith(".npz"):
+      with np.load(path) as z:
+        return traverse_util.unflatten_dict({k: np.asarray(z[k]) for k in z.files}, sep="/")
+    with open(path, "rb") as f:
+      tree = flax.serialization.msgpack_restore(f.read())
+    return tree["params"] if set(tree) == {"params"} else tree
+  directory = path
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    directory = os.path.join(path, "checkpoints")
+  step_dir = _latest_step_dir(directory) if not os.path.exists(
+      os.path.join(directory, "_METADATA")) else directory
+  if step_dir is None:
+    raise ConfigError(f"No checkpoint step found under {directory!r} for the teacher. Train it "
+                      "first (method 'sr') or point config.pams.teacher_path at a params file.")
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  with ocp.StandardCheckpointer() as ckpt:
+    tree = ckpt.restore(os.path.abspath(step_dir))
+  if isinstance(tree, Mapping) and "params" in tree:
+    tree = tree["params"]
+  return jax.tree.map(np.asarray, tree)
+
+
+def _check_like(loaded: Any, like: Any, what: str) -> Any:
+  """`loaded` cast to `like`'s structure and dtypes; ConfigError naming the first mismatch."""
+  flat_l = traverse_util.flatten_dict(flax.core.unfreeze(loaded))
+  flat_r = traverse_util.flatten_dict(flax.core.unfreeze(like))
+  out = {}
+  for key, ref in flat_r.items():
+    if key not in flat_l:
+      raise ConfigError(f"{what} has no parameter {'/'.join(key)}: it was trained with another "
+                        "config.model (name/kwargs/scale).")
+    value = np.asarray(flat_l[key])
+    if value.shape != ref.shape:
+      raise ConfigError(f"{what} parameter {'/'.join(key)} has shape {value.shape}, the model "
+                        f"needs {ref.shape}: check config.model.kwargs (scale, n_feats, ...).")
+    out[key] = jnp.asarray(value, ref.dtype)
+  return traverse_util.unflatten_dict(out)
+
+
+def student_from_teacher(student_params: Any, teacher_params: Any) -> Any:
+  """Student params with every weight copied from the same path of the teacher (alphas kept).
+
+  Raises:
+    ConfigError: a student weight has no counterpart of the same shape in the teacher.
+  """
+  flat_s = traverse_util.flatten_dict(flax.core.unfreeze(student_params))
+  flat_t = traverse_util.flatten_dict(flax.core.unfreeze(teacher_params))
+  out = {}
+  for key, value in flat_s.items():
+    if key[-1] == "alpha":
+      out[key] = value
+      continue
+    t = flat_t.get(key)
+    if t is None or t.shape != value.shape:
+      raise ConfigError(f"Student parameter {'/'.join(key)} {value.shape} has no teacher "
+                        "counterpart of that shape; the student and teacher must share "
+                        "config.model.")
+    out[key] = jnp.asarray(t, value.dtype)
+  return traverse_util.unflatten_dict(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Methods.
+
+
+def _scale(config: ml_collections.ConfigDict) -> int:
+  kwargs = config.model.get("kwargs", {}) or {}
+  if "scale" in kwargs:
+    return int(kwargs["scale"])
+  return int((config.data.get("source_kwargs", {}) or {}).get("scale", 4))
+
+
+class SuperResolution(Method):
+  """Float super-resolution (EDSR/RDN teachers): L1 loss, optimizer from `config.optim`.
+
+  Batches hold "lr" and "hr" images in [0, rgb_range] (float32, NHWC).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, **kwargs: Any):
+    super().__init__(config, **kwargs)
+    m = config.model
+    self.scale = _scale(config)
+    self.model_kwargs = dict(m.get("kwargs", {}) or {})
+    self.model_kwargs.setdefault("scale", self.scale)
+    self.rgb_range = float(self.model_kwargs.get("rgb_range", 255.0))
+    self.model = self._build(m.get("layers", "float"), dict(m.get("layer_kwargs", {}) or {}))
+
+  def _build(self, layers: str, layer_kwargs: dict[str, Any]) -> Any:
+    return models.build(self.config.model.name, layers=layers, layer_kwargs=layer_kwargs,
+                        **self.model_kwargs)
+
+  def init(self, rng: jax.Array, example_batch: Batch) -> TrainState:
+    variables = dict(self.model.init(rng, example_batch["lr"][:1]))
+    params = variables.pop("params")
+    self.tx = builder.make_optimizer(self.config.optim, params, self.total_steps,
+                                     self.steps_per_epoch)
+    return TrainState.create(params=params, model_state=variables, rng=rng,
+                             optimizers={"model": (self.tx, params)})
+
+  def predict(self, params: Any, model_state: Any, lr: jax.Array) -> jax.Array:
+    """SR output of the trained model (evaluation mode)."""
+    return self.model.apply({"params": params, **model_state}, lr)
+
+  def train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+    def loss_fn(params):
+      sr = self.model.apply({"params": params, **state.model_state}, batch["lr"])
+      return l1_loss(sr, batch["hr"]), sr
+    (loss, sr), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = self.tx.update(grads, state.opt_state["model"], state.params)
+    new_state = state.replace(step=state.step + 1,
+                              params=optax.apply_updates(state.params, updates),
+                              opt_state={**state.opt_state, "model": opt_state})
+    psnr = jnp.mean(psnr_y(jax.lax.stop_gradient(sr), batch["hr"], self.scale, self.rgb_range))
+    return new_state, {"loss": loss, "l1": loss, "psnr": psnr}
+
+  def eval_step(self, state: TrainState, batch: Batch) -> Metrics:
+    sr = self.predict(state.params, state.model_state, batch["lr"])
+    mask = batch["mask"]
+    l1 = jnp.mean(jnp.abs(sr - batch["hr"]), axis=(1, 2, 3))
+    return {"psnr": jnp.sum(psnr_y(sr, batch["hr"], self.scale, self.rgb_range) * mask),
+            "l1": jnp.sum(l1 * mask)}
+
+  # -- full-image evaluation -------------------------------------------------------------------
+
+  def _predictors(self, state: TrainState) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    fn = jax.jit(self.predict)
+    params, model_state = jax.device_get(state.params), jax.device_get(state.model_state)
+    model_state = {k: v for k, v in model_state.items() if k != CALIB}
+    return {"model": lambda lr: np.asarray(fn(params, model_state, lr))}
+
+  def final_eval_sets(self) -> list[dict[str, Any]]:
+    """The sets scored in `final_report`: `config.final_eval` or the eval split."""
+    c = self.config
+    sets = list(c.get("final_eval", []) or [])
+    if not sets:
+      sets = [{"name": c.data.name, "split": c.data.eval_split,
+               "source_kwargs": dict(c.data.get("source_kwargs", {}) or {})}]
+    return [dict(s) for s in sets]
+
+  def final_report(self, state: TrainState) -> dict[str, Any]:
+    """Paper-protocol PSNR/SSIM (Y, shave = scale) on full images of each `final_eval_sets`."""
+    if not self.config.get("final_eval_enabled", True):
+      return {}
+    transforms_lib.load_providers()
+    predictors = self._predictors(state)
+    report = {}
+    for spec in self.final_eval_sets():
+      kwargs = dict(spec.get("source_kwargs", {}) or {})
+      kwargs.setdefault("scale", self.scale)
+      if spec["name"] != "sr_offline" and "data_dir" not in kwargs and self.config.data.get(
+          "data_dir"):
+        kwargs["data_dir"] = self.config.data.data_dir
+      key = f"{spec['name']}/{spec['split']}"
+      try:
+        source = sources.get(spec["name"], spec["split"], **kwargs)
+      except DatasetNotFoundError as e:  # training is done: report the missing set, don't fail
+        logging.warning("final_report: skipping %s: %s", key, e)
+        report[key] = {"error": str(e)}
+        continue
+      report[key] = evaluate_sr(
+          predictors, source, self.scale, rgb_range=self.rgb_range,
+          max_images=self.config.get("final_eval_max_images", -1),
+          with_ssim=self.config.get("final_eval_ssim", True))
+    return report
+
+  def summary(self, example_batch: Batch) -> str:
+    try:
+      from jaxcompress.summary import summary as summarize  # pylint: disable=g-import-not-at-top
+      lr = jax.ShapeDtypeStruct((1, *example_batch["lr"].shape[1:]), jnp.float32)
+      return str(summarize(self.model, lr))
+    except Exception:  # pylint: disable=broad-except  # the summary is informative only
+      return ""
+
+
+def _calibration_active(calib: Any) -> jax.Array:
+  flags = [v for k, v in traverse_util.flatten_dict(flax.core.unfreeze(calib)).items()
+           if k[-1] == "active"]
+  return jnp.any(jnp.stack([jnp.asarray(f) for f in flags])) if flags else jnp.array(False)
+
+
+class PAMS(SuperResolution):
+  """PAMS quantized student with an SKT-distilling frozen teacher (see the module docstring).
+
+  Config block `config.pams`: bits (8), skt_weight (1e3), student_init ("teacher" | "random"),
+  alpha_calib ("ema" | "last_batch"), alpha_init (10), calib_epochs (1), teacher_path (None),
+  teacher_epochs (0: needs teacher_path), teacher_optim (overrides of `config.optim` for the
+  in-place teacher, e.g. {"learning_rate": 1e-3}).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, **kwargs: Any):
+    super().__init__(config, **kwargs)
+    p = config.get("pams", None) or ml_collections.ConfigDict()
+    self.bits = int(p.get("bits", 8))
+    self.skt_weight = float(p.get("skt_weight", 1e3))
+    self.student_init = p.get("student_init", "teacher")
+    self.calib_epochs = int(p.get("calib_epochs", 1))
+    calibration = p.get("alpha_calib", "ema")
+    if self.student_init not in ("teacher", "random"):
+      raise ConfigError(f"config.pams.student_init must be 'teacher' or 'random', got "
+                        f"{self.student_init!r}.")
+    if calibration not in ("ema", "last_batch"):
+      raise ConfigError(f"config.pams.alpha_calib must be 'ema' or 'last_batch', got "
+                        f"{calibration!r}.")
+    self.teacher_path = p.get("teacher_path", None) or None
+    self.teacher_epochs = 0 if self.teacher_path else int(p.get("teacher_epochs", 0))
+    if not self.teacher_path and self.teacher_epochs <= 0:
+      raise ConfigError("PAMS needs a full-precision teacher: set config.pams.teacher_path to an "
+                        "'sr' run's workdir or a params file, or config.pams.teacher_epochs > 0 "
+                        "to train it in place first.")
+    self.teacher_steps = self.teacher_epochs * self.steps_per_epoch
+    self.teacher = self._build("float", {})
+    self.model = self._build("pams", {"bits": self.bits, "calibration": calibration,
+                                      "alpha_init": float(p.get("alpha_init", 10.0))})
+    self._loaded_teacher = load_params(self.teacher_path) if self.teacher_path else None
+
+  def init(self, rng: jax.Array, example_batch: Batch) -> TrainState:
+    lr = example_batch["lr"][:1]
+    rng_s, rng_t = jax.random.split(rng)
+    variables = dict(self.model.init(rng_s, lr))
+    params = variables.pop("params")
+    teacher = self.teacher.init(rng_t, lr)["params"]
+    if self._loaded_teacher is not None:
+      teacher = _check_like(self._loaded_teacher, teacher, f"Teacher {self.teacher_path!r}")
+    if self.student_init == "teacher" and not self.teacher_steps:
+      params = student_from_teacher(params, teacher)
+    variables[CALIB] = quantizers.set_calibration(variables[CALIB], not self.teacher_steps)
+    self.tx = builder.make_optimizer(self.config.optim, params, self.total_steps,
+                                     self.steps_per_epoch)
+    optimizers = {"model": (self.tx, params)}
+    if self.teacher_steps:
+      optim = self.config.optim.to_dict()
+      optim.pop("groups", None)
+      optim.update(dict(self.config.pams.get("teacher_optim", {}) or {}))
+      self.teacher_tx = builder.make_optimizer(ml_collections.ConfigDict(optim), teacher,
+                                               self.total_steps, self.steps_per_epoch)
+      optimizers["teacher"] = (self.teacher_tx, teacher)
+    return TrainState.create(params=params, model_state=variables, rng=rng,
+                             optimizers=optimizers, extra={"teacher": teacher})
+
+  def on_epoch_start(self, state: TrainState, epoch: Any) -> TrainState:
+    """Switches calibration on for the first `calib_epochs` student epochs (off otherwise); with
+    an in-place teacher, initialises the student from it at the first student epoch."""
+    student_epoch = jnp.asarray(epoch) - self.teacher_epochs
+    active = (student_epoch >= 0) & (student_epoch < self.calib_epochs)
+    calib = quantizers.set_calibration(state.model_state[CALIB], active)
+    params = state.params
+    if self.teacher_steps and self.student_init == "teacher":
+      start = student_epoch == 0
+      copied = student_from_teacher(params, state.extra["teacher"])
+      params = jax.tree.map(lambda c, p: jnp.where(start, c, p), copied, params)
+    return state.replace(params=params, model_state={**state.model_state, CALIB: calib})
+
+  def student_loss(self, params: Any, model_state: Any, batch: Batch,
+                   teacher_feature: jax.Array) -> tuple[jax.Array, Any]:
+    """L1 + skt_weight * SKT; aux = (metrics, updated pams_calib)."""
+    (sr, feature), updates = self.model.apply({"params": params, **model_state}, batch["lr"],
+                                              return_features=True, mutable=[CALIB])
+    l1 = l1_loss(sr, batch["hr"])
+    skt = skt_loss(feature, teacher_feature)
+    loss = l1 + self.skt_weight * skt
+    psnr = jnp.mean(psnr_y(jax.lax.stop_gradient(sr), batch["hr"], self.scale, self.rgb_range))
+    return loss, ({"loss": loss, "l1": l1, "skt": skt, "psnr": psnr}, updates[CALIB])
+
+  def _student_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+    teacher = jax.lax.stop_gradient(state.extra["teacher"])
+    _, teacher_feature = self.teacher.apply({"params": teacher}, batch["lr"], return_features=True)
+    grads, (metrics, calib) = jax.grad(self.student_loss, has_aux=True)(
+        state.params, state.model_state, batch, jax.lax.stop_gradient(teacher_feature))
+    active = _calibration_active(calib)
+    # Official trainer: alpha.data = max_val (calibration epoch), then the optimizer step.
+    params = jax.tree.map(lambda c, p: jnp.where(active, c, p),
+                          quantizers.calibrated_params(state.params, calib), state.params)
+    updates, opt_state = self.tx.update(grads, state.opt_state["model"], params)
+    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(params, updates),
+                              model_state={**state.model_state, CALIB: calib},
+                              opt_state={**state.opt_state, "model": opt_state})
+    return new_state, {**metrics, "teacher_phase": jnp.float32(0.0)}
+
+  def _teacher_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+    def loss_fn(teacher):
+      sr = self.teacher.apply({"params": teacher}, batch["lr"])
+      return l1_loss(sr, batch["hr"]), sr
+    (loss, sr), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.extra["teacher"])
+    updates, opt_state = self.teacher_tx.update(grads, state.opt_state["teacher"],
+                                                state.extra["teacher"])
+    teacher = optax.apply_updates(state.extra["teacher"], updates)
+    new_state = state.replace(step=state.step + 1, extra={**state.extra, "teacher": teacher},
+                              opt_state={**state.opt_state, "teacher": opt_state})
+    psnr = jnp.mean(psnr_y(jax.lax.stop_gradient(sr), batch["hr"], self.scale, self.rgb_range))
+    return new_state, {"loss": loss, "l1": loss, "skt": jnp.zeros_like(loss), "psnr": psnr,
+                       "teacher_phase": jnp.float32(1.0)}
+
+  def train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+    if not self.teacher_steps:
+      return self._student_step(state, batch)
+    return jax.lax.cond(state.step < self.teacher_steps, self._teacher_step, self._student_step,
+                        state, batch)
+
+  def predict(self, params: Any, model_state: Any, lr: jax.Array) -> jax.Array:
+    # Evaluation: `pams_calib` immutable -> quantizers use the learned alphas.
+    return self.model.apply({"params": params}, lr)
+
+  def eval_step(self, state: TrainState, batch: Batch) -> Metrics:
+    metrics = super().eval_step(state, batch)
+    teacher = self.teacher.apply({"params": state.extra["teacher"]}, batch["lr"])
+    metrics["teacher_psnr"] = jnp.sum(
+        psnr_y(teacher, batch["hr"], self.scale, self.rgb_range) * batch["mask"])
+    return metrics
+
+  def _predictors(self, state: TrainState) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    student = jax.jit(lambda p, x: self.model.apply({"params": p}, x))
+    teacher = jax.jit(lambda p, x: self.teacher.apply({"params": p}, x))
+    sp, tp = jax.device_get(state.params), jax.device_get(state.extra["teacher"])
+    return {"student": lambda lr: np.asarray(student(sp, lr)),
+            "teacher": lambda lr: np.asarray(teacher(tp, lr))}
