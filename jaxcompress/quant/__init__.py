@@ -44,3 +44,6 @@ from jaxcompress.quant.quantizers import PAMSQuantAct
 from jaxcompress.quant.quantizers import get_quantizer
 from jaxcompress.quant.quantizers import pams_quantize
 from jaxcompress.quant.quantizers import pams_quantize_weight
+from jaxcompress.quant.transform import QuantRule, Quantized, layer_bits_fn, quantize
+from jaxcompress.quant.export import (Exported, export, export_sizes, pack_bits, serve_apply,
+                                      serve_fn, unpack_bits, xnor_popcount_matmul)
