@@ -23,7 +23,7 @@ def imagenet_config(model_name: str) -> ml_collections.ConfigDict:
   c.data.crop_padding = 0
   c.data.flip = True
   # Random-resized 224 crop (train) / resize 256 + centre 224 crop (eval), as the official DALI
-  # pipeline. The transform must be registered in jaxcompress/data/transforms.py.
+  # pipeline (jaxcompress/data/imagenet.py).
   c.data.transform = "imagenet_crop"
   c.data.transform_kwargs = ml_collections.ConfigDict({"size": 224})
   c.data.num_workers = 16

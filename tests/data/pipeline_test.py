@@ -92,3 +92,20 @@ def test_random_crop_reference():
 def test_batch_larger_than_dataset_is_a_config_error():
   with pytest.raises(errors.ConfigError, match="exceeds"):
     pipeline.steps_per_epoch(10, 16)
+
+
+def test_imagenet_crop_transform_shapes_and_determinism():
+  from jaxcompress.data import transforms  # pylint: disable=g-import-not-at-top
+  image = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+  train = transforms.get("imagenet_crop", train=True)
+  evaluate = transforms.get("imagenet_crop", train=False)
+  a = train({"image": image, "label": 1}, np.random.default_rng(5))["image"]
+  b = train({"image": image, "label": 1}, np.random.default_rng(5))["image"]
+  assert a.shape == (224, 224, 3) and np.array_equal(a, b)
+  c = evaluate({"image": image, "label": 1}, np.random.default_rng(0))["image"]
+  assert c.shape == (224, 224, 3)
+  # Eval is the centre of the 256-short-side resize: a constant image stays constant.
+  flat = np.full((300, 400, 3), 7, np.uint8)
+  assert np.all(evaluate({"image": flat}, np.random.default_rng(0))["image"] == 7)
+  with pytest.raises(errors.ConfigError, match="Unknown data transform"):
+    transforms.get("nope", train=True)
