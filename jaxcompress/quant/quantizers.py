@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxcompress.ops import conv as conv_ops
+
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
@@ -380,7 +382,7 @@ class PAMSConv(nn.Module):
     spatial = "HWD"[:n] if n <= 3 else None
     dn = lax.conv_dimension_numbers(x.shape, kernel.shape,
                                     ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C"))
-    y = lax.conv_general_dilated(
+    y = conv_ops.conv_general_dilated(  # lax on GPU/TPU, matmul weight-gradients on CPU
         x, kernel, window_strides=tup(self.strides), padding=_conv_padding(self.padding, n),
         rhs_dilation=tup(self.kernel_dilation), dimension_numbers=dn,
         feature_group_count=self.feature_group_count, precision=self.precision)

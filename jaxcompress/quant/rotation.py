@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike, DTypeLike
 
+from jaxcompress.ops import conv as conv_ops
 from jaxcompress.quant import estimators
 
 Padding = str | int | Sequence[int] | Sequence[tuple[int, int]]
@@ -228,9 +229,10 @@ def pad_and_conv(xb: jax.Array, wb: jax.Array, strides: int | Sequence[int], pad
   pads = explicit_padding(padding, xb.shape[1:-1], wb.shape[:nd], st)
   xb = jnp.pad(xb, [(0, 0)] + pads + [(0, 0)])
   dtype = jnp.result_type(xb, wb)
-  return lax.conv_general_dilated(xb.astype(dtype), wb.astype(dtype), st, "VALID",
-                                  dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                  precision=precision)
+  # The library's conv entry point: lax on GPU/TPU, matmul weight-gradients on CPU.
+  return conv_ops.conv_general_dilated(xb.astype(dtype), wb.astype(dtype), st, "VALID",
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                       precision=precision)
 
 
 def rbnn_conv2d(x: ArrayLike, w: ArrayLike, r1: ArrayLike, r2: ArrayLike, theta: ArrayLike,

@@ -1,0 +1,245 @@
+"""Training-step throughput: jaxcompress CIFAR ResNet-20 vs an equivalent PyTorch model.
+
+One step = forward in train mode (batch statistics), softmax cross-entropy, backward, SGD with
+momentum 0.9 and weight decay 5e-4, batch-norm running-stat update. Batch 128 of 32x32x3.
+Every variant runs `--reps` times interleaved (A B C A B C ...) so that load from other
+processes on the machine hits all of them alike; the table shows img/s at the best and the
+median repetition, and the last line is `ratio <jaxcompress/torch>` of the best repetitions.
+
+Usage:
+  python benchmarks/train_step.py --model resnet20 [--reps 10] [--steps 3] [--compare]
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import flax.linen as nn
+import optax
+
+from jaxcompress.models import factory, resnet_cifar
+from jaxcompress.ops import batch_norm as bn_ops
+from jaxcompress.ops import conv as conv_ops
+from jaxcompress.quant import layers as quant_layers  # noqa: F401  (registers "rbnn")
+from jaxcompress.quant import rotation
+
+BATCH = 128
+NUM_CLASSES = 10
+
+
+def model_layers(model_name: str) -> factory.Layers:
+  """The library's layer set for `model_name` ("resnet20": float, "rbnn_resnet20": RBNN)."""
+  if model_name == "resnet20":
+    return factory.FLOAT
+  if model_name == "rbnn_resnet20":
+    return factory.get("rbnn")
+  raise ValueError(f"Unknown model {model_name!r}; expected resnet20 or rbnn_resnet20.")
+
+
+def make_jax_step(layers: factory.Layers, label: str,
+                  impl: str = "auto") -> tuple[Callable[[], Any], str]:
+  """Builds a jitted ResNet-20 training step and returns a closure running one step of it.
+
+  Args:
+    layers: the layer set the model is built from.
+    label: name printed in the table.
+    impl: conv implementation ("auto", "lax", "matmul"), fixed at trace time.
+
+  Returns:
+    (run_one_step, label): `run_one_step()` performs one step and blocks until it is done.
+  """
+  conv_ops.set_conv_impl(impl)
+  model = resnet_cifar.ResNet20(num_classes=NUM_CLASSES, layers=layers)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((BATCH, 32, 32, 3), dtype=np.float32))
+  y = jnp.asarray(rng.integers(0, NUM_CLASSES, BATCH))
+  variables = model.init(jax.random.key(0), x, train=False)
+  params, batch_stats = variables["params"], variables.get("batch_stats", {})
+  # Other collections (RBNN's rotations and surrogate schedule) are constants within a step.
+  consts = {k: v for k, v in variables.items() if k not in ("params", "batch_stats")}
+  tx = optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(0.1, momentum=0.9))
+  opt_state = tx.init(params)
+
+  # Donating params / state lets XLA update them in place instead of allocating every step.
+  @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
+  def step(params, batch_stats, opt_state, x, y):
+    def loss_fn(p):
+      logits, updates = model.apply({"params": p, "batch_stats": batch_stats, **consts}, x,
+                                    train=True, mutable=["batch_stats"])
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+      return loss, updates["batch_stats"]
+    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), new_stats, opt_state, loss
+
+  state = [params, batch_stats, opt_state]
+
+  def run() -> None:
+    p, s, o, loss = step(state[0], state[1], state[2], x, y)
+    state[:] = [p, s, o]
+    loss.block_until_ready()
+
+  run()  # compile
+  conv_ops.set_conv_impl("auto")
+  return run, label
+
+
+def make_torch_step(model_name: str) -> tuple[Callable[[], Any], str]:
+  """The same step in PyTorch (CPU, 2 threads, NCHW, oneDNN convolutions)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from torch import nn as tnn  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(2)
+  torch.manual_seed(0)
+
+  class Block(tnn.Module):
+    """Basic block with the option-A shortcut (stride-2 subsample + zero channel padding)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, binary: bool):
+      super().__init__()
+      conv = BinConv2d if binary else tnn.Conv2d
+      self.conv1 = conv(cin, cout, 3, stride, 1, bias=False)
+      self.bn1 = tnn.BatchNorm2d(cout)
+      self.conv2 = conv(cout, cout, 3, 1, 1, bias=False)
+      self.bn2 = tnn.BatchNorm2d(cout)
+      self.stride, self.pad = stride, cout - cin
+      self.act = tnn.Hardtanh() if binary else tnn.ReLU()
+
+    def forward(self, x):
+      sc = x
+      if self.stride != 1:
+        sc = sc[:, :, ::self.stride, ::self.stride]
+      if self.pad:
+        sc = tnn.functional.pad(sc, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+      y = self.act(self.bn1(self.conv1(x)))
+      return self.act(self.bn2(self.conv2(y)) + sc)
+
+  class RBNNSign(torch.autograd.Function):
+    """sign() with RBNN's surrogate gradient k * t * (1 - tanh(t x)^2)."""
+
+    @staticmethod
+    def forward(ctx, x, k, t):
+      ctx.save_for_backward(x)
+      ctx.k, ctx.t = k, t
+      return torch.sign(x)
+
+    @staticmethod
+    def backward(ctx, g):
+      (x,) = ctx.saved_tensors
+      return ctx.k * ctx.t * (1 - torch.tanh(x * ctx.t) ** 2) * g, None, None
+
+  class BinConv2d(tnn.Conv2d):
+    """RBNN's official BinarizeConv2d forward: standardised weights and activations, bi-rotated
+    weights mixed by |sin theta|, sign with the tanh surrogate, conv, times alpha."""
+
+    def __init__(self, *args, **kwargs):
+      super().__init__(*args, **kwargs)
+      cout, cin, kh, kw = self.weight.shape
+      self.a, self.b = rotation.rotation_shape(cin * kh * kw)
+      self.register_buffer("r1", torch.linalg.qr(torch.randn(self.a, self.a))[0])
+      self.register_buffer("r2", torch.linalg.qr(torch.randn(self.b, self.b))[0])
+      self.rotate = tnn.Parameter(torch.full((cout, 1, 1, 1), math.pi / 2))
+      self.alpha = tnn.Parameter(torch.rand(cout, 1, 1) * 0.1)
+      self.k, self.t = 100.0, 0.01
+
+    def forward(self, x):
+      w = self.weight
+      w1 = w - w.mean(dim=(1, 2, 3), keepdim=True)
+      w2 = w1 / w1.std(dim=(1, 2, 3), keepdim=True)
+      a1 = x - x.mean(dim=(1, 2, 3), keepdim=True)
+      a2 = a1 / a1.std(dim=(1, 2, 3), keepdim=True)
+      rotated = (self.r1.t() @ w2.view(w.shape[0], self.a, self.b) @ self.r2).view_as(w)
+      w3 = w2 + torch.abs(torch.sin(self.rotate)) * (rotated.detach() - w2)
+      bw = RBNNSign.apply(w3, self.k, self.t)
+      ba = RBNNSign.apply(a2, 1.0, max(self.t, 1.0))
+      out = tnn.functional.conv2d(ba, bw, None, self.stride, self.padding)
+      return out * self.alpha
+
+  class ResNet20(tnn.Module):
+
+    def __init__(self, binary: bool):
+      super().__init__()
+      self.stem = tnn.Conv2d(3, 16, 3, 1, 1, bias=False)
+      self.bn = tnn.BatchNorm2d(16)
+      blocks, cin = [], 16
+      for stage, width in enumerate((16, 32, 64)):
+        for b in range(3):
+          blocks.append(Block(cin, width, 2 if stage > 0 and b == 0 else 1, binary))
+          cin = width
+      self.blocks = tnn.Sequential(*blocks)
+      self.fc = tnn.Linear(64, NUM_CLASSES)
+
+    def forward(self, x):
+      x = torch.relu(self.bn(self.stem(x)))
+      x = self.blocks(x)
+      return self.fc(x.mean(dim=(2, 3)))
+
+  model = ResNet20(binary=model_name == "rbnn_resnet20")
+  model.train()
+  opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+  x = torch.randn(BATCH, 3, 32, 32)
+  y = torch.randint(0, NUM_CLASSES, (BATCH,))
+  loss_fn = tnn.CrossEntropyLoss()
+
+  def run() -> None:
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    opt.step()
+
+  run()
+  return run, "torch"
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--model", default="resnet20", choices=("resnet20", "rbnn_resnet20"))
+  parser.add_argument("--reps", type=int, default=10, help="interleaved repetitions")
+  parser.add_argument("--steps", type=int, default=3, help="training steps per repetition")
+  parser.add_argument("--compare", action="store_true",
+                      help="also time plain flax (nn.Conv + nn.BatchNorm) and each "
+                      "jaxcompress.ops layer separately, to attribute the speed-up")
+  args = parser.parse_args(argv)
+
+  layers = model_layers(args.model)
+  runners = [make_jax_step(layers, "jaxcompress")]
+  if args.compare:
+    # Plain flax: nn.Conv wherever the layer set uses jaxcompress.ops.conv.Conv, nn.BatchNorm.
+    plain = {f: nn.Conv for f in ("conv", "first_conv") if getattr(layers, f) is conv_ops.Conv}
+    runners.append(make_jax_step(layers.replace(norm=nn.BatchNorm, **plain), "flax baseline"))
+    runners.append(make_jax_step(layers.replace(norm=nn.BatchNorm), "ops.conv + nn.BatchNorm"))
+    runners.append(make_jax_step(layers.replace(norm=bn_ops.BatchNorm),
+                                 "ops.conv + ops.BatchNorm"))
+  runners.append(make_torch_step(args.model))
+  times: dict[str, list[float]] = {label: [] for _, label in runners}
+  for _ in range(args.reps):
+    for run, label in runners:
+      t0 = time.perf_counter()
+      for _ in range(args.steps):
+        run()
+      times[label].append((time.perf_counter() - t0) / args.steps)
+
+  print(f"{args.model} training step, batch {BATCH}, {jax.default_backend()} "
+        f"({args.reps} interleaved reps x {args.steps} steps)")
+  print(f"{'variant':24s} {'img/s best':>11s} {'img/s median':>13s}")
+  best, med = {}, {}
+  for label, ts in times.items():
+    best[label], med[label] = BATCH / min(ts), BATCH / statistics.median(ts)
+    print(f"{label:24s} {best[label]:11.1f} {med[label]:13.1f}")
+  # The ratio uses the best repetition: on a loaded 2-core machine PyTorch's OpenMP threads
+  # lose far more than XLA's under contention (medians fell to 1/7 of the best for torch, 2/3
+  # for JAX, in the same run), so median ratios mostly measure the load, not the code.
+  print(f"median ratio {med['jaxcompress'] / med['torch']:.3f} (load-sensitive)")
+  print(f"ratio {best['jaxcompress'] / best['torch']:.3f}")
+  sys.stdout.flush()
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,171 @@
+"""Tests for jaxcompress.ops.conv: equality with lax.conv_general_dilated (values and gradients)."""
+from __future__ import annotations
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxcompress.ops import conv as conv_ops
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+# (name, lhs shape, rhs shape, strides, padding, lhs_dilation, rhs_dilation, feature groups)
+CASES = [
+    ("3x3_s1_same", (2, 6, 6, 3), (3, 3, 3, 4), (1, 1), "SAME", None, None, 1),
+    ("3x3_s2_same_odd", (2, 7, 9, 3), (3, 3, 3, 5), (2, 2), "SAME", None, None, 1),
+    ("3x3_s2_valid", (2, 9, 7, 3), (3, 3, 3, 2), (2, 2), "VALID", None, None, 1),
+    ("3x3_asym_explicit", (2, 7, 6, 3), (3, 3, 3, 4), (1, 2), ((2, 0), (1, 3)), None, None, 1),
+    ("3x3_dilation2", (2, 9, 8, 3), (3, 3, 3, 4), (1, 1), "SAME", None, (2, 2), 1),
+    ("3x3_dilation2_s2_valid", (2, 11, 11, 2), (3, 3, 2, 3), (2, 2), "VALID", None, (2, 1), 1),
+    ("1x1_s1", (2, 5, 5, 4), (1, 1, 4, 3), (1, 1), "VALID", None, None, 1),
+    ("1x1_s2", (2, 7, 7, 4), (1, 1, 4, 3), (2, 2), "VALID", None, None, 1),
+    ("1x1_padded", (2, 5, 5, 4), (1, 1, 4, 3), (1, 1), ((1, 0), (0, 1)), None, None, 1),
+    ("5x5_same", (3, 7, 7, 2), (5, 5, 2, 3), (1, 1), "SAME", None, None, 1),
+    ("2x4_kernel", (2, 6, 7, 2), (2, 4, 2, 3), (1, 1), "SAME_LOWER", None, None, 1),
+    ("batch_7_prime", (7, 5, 5, 2), (3, 3, 2, 2), (1, 1), "SAME", None, None, 1),
+    ("groups2", (2, 6, 6, 4), (3, 3, 2, 6), (1, 1), "SAME", None, None, 2),
+    ("depthwise", (2, 6, 6, 4), (3, 3, 1, 4), (2, 2), "SAME", None, None, 4),
+    ("transposed_lhs_dilation", (2, 5, 5, 3), (3, 3, 3, 2), (1, 1), ((2, 2), (1, 2)), (2, 2),
+     None, 1),
+]
+
+
+def _value_and_grads(conv, lhs, rhs, cot, strides, padding, lhs_dil, rhs_dil, groups,
+                     dimension_numbers=NHWC):
+  """Jitted conv output and d<out, cot>/d(lhs, rhs) for the given conv function."""
+  def loss(a, b):
+    out = conv(a, b, strides, padding, lhs_dilation=lhs_dil, rhs_dilation=rhs_dil,
+               dimension_numbers=dimension_numbers, feature_group_count=groups)
+    return jnp.sum(out * cot), out
+  (_, out), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(lhs, rhs)
+  return out, grads[0], grads[1]
+
+
+def _inputs(lhs_shape, rhs_shape, strides, padding, lhs_dil, rhs_dil, groups, dtype,
+            dimension_numbers=NHWC):
+  rng = np.random.default_rng(sum(lhs_shape) + 7 * sum(rhs_shape))
+  lhs = jnp.asarray(rng.normal(size=lhs_shape), dtype)
+  rhs = jnp.asarray(rng.normal(size=rhs_shape), dtype)
+  out_shape = jax.eval_shape(
+      lambda a, b: lax.conv_general_dilated(a, b, strides, padding, lhs_dilation=lhs_dil,
+                                            rhs_dilation=rhs_dil,
+                                            dimension_numbers=dimension_numbers,
+                                            feature_group_count=groups), lhs, rhs).shape
+  cot = jnp.asarray(rng.normal(size=out_shape), dtype)
+  return lhs, rhs, cot
+
+
+class ConvGeneralDilatedTest(parameterized.TestCase):
+
+  def tearDown(self):
+    conv_ops.set_conv_impl("auto")
+    super().tearDown()
+
+  def _check(self, impl, dtype, rtol, case, dimension_numbers=NHWC):
+    _, lhs_shape, rhs_shape, strides, padding, lhs_dil, rhs_dil, groups = case
+    lhs, rhs, cot = _inputs(lhs_shape, rhs_shape, strides, padding, lhs_dil, rhs_dil, groups,
+                            dtype, dimension_numbers)
+    conv_ops.set_conv_impl(impl)
+    got = _value_and_grads(conv_ops.conv_general_dilated, lhs, rhs, cot, strides, padding,
+                           lhs_dil, rhs_dil, groups, dimension_numbers)
+    want = _value_and_grads(lax.conv_general_dilated, lhs, rhs, cot, strides, padding, lhs_dil,
+                            rhs_dil, groups, dimension_numbers)
+    for name, g, w in zip(("out", "d_lhs", "d_rhs"), got, want):
+      self.assertEqual(g.shape, w.shape, name)
+      self.assertEqual(g.dtype, w.dtype, name)
+      scale = float(jnp.max(jnp.abs(w))) + 1.0
+      np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=rtol, atol=rtol * scale,
+                                 err_msg=f"{case[0]} {impl} {name}")
+
+  @parameterized.named_parameters(*[(c[0], c) for c in CASES])
+  def test_matches_lax_float32(self, case):
+    self._check("auto", jnp.float32, 2e-5, case)
+
+  @parameterized.named_parameters(*[(c[0], c) for c in CASES[1::2]])
+  def test_matmul_impl_matches_lax(self, case):
+    self._check("matmul", jnp.float32, 2e-5, case)
+
+  @parameterized.named_parameters(*[(c[0], c) for c in CASES[::3]])
+  def test_matches_lax_float64(self, case):
+    with jax.enable_x64(True):
+      self._check("auto", jnp.float64, 1e-11, case)
+
+  def test_bfloat16_keeps_dtype(self):
+    case = CASES[0]
+    self._check("auto", jnp.bfloat16, 3e-2, case)
+
+  def test_negative_padding_crops(self):
+    # Reference: crop explicitly, then lax with the non-negative remainder. (lax itself with
+    # negative padding returned garbage on XLA:CPU in jaxlib 0.10.2.)
+    lhs, rhs, cot = _inputs((2, 8, 8, 3), (3, 3, 3, 4), (1, 1), "VALID", None, None, 1,
+                            jnp.float32)
+    cot = cot[:, :6, :5]
+    def ref(a, b, strides, padding, **kwargs):
+      del padding
+      a = jnp.pad(a[:, 1:, :7], ((0, 0), (0, 1), (0, 0), (0, 0)))
+      return lax.conv_general_dilated(a, b, strides, "VALID", **kwargs)
+    for impl in ("auto", "matmul"):
+      conv_ops.set_conv_impl(impl)
+      got = _value_and_grads(conv_ops.conv_general_dilated, lhs, rhs, cot, (1, 1),
+                             ((-1, 1), (0, -1)), None, None, 1)
+      want = _value_and_grads(ref, lhs, rhs, cot, (1, 1), None, None, None, 1)
+      for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=2e-5, atol=2e-4)
+
+  def test_one_spatial_dim(self):
+    case = ("1d", (2, 9, 3), (3, 3, 4), (2,), "SAME", None, (2,), 1)
+    self._check("auto", jnp.float32, 2e-5, case, dimension_numbers=("NWC", "WIO", "NWC"))
+
+  def test_nchw_falls_back_to_lax(self):
+    case = ("nchw", (2, 3, 6, 6), (4, 3, 3, 3), (1, 1), "SAME", None, None, 1)
+    self._check("auto", jnp.float32, 1e-6, case, dimension_numbers=None)
+    lhs, rhs, _ = _inputs(*case[1:], jnp.float32, None)
+    jaxpr = jax.make_jaxpr(jax.grad(
+        lambda a, b: jnp.sum(conv_ops.conv_general_dilated(a, b, (1, 1), "SAME")), argnums=1))(
+            lhs, rhs)
+    self.assertNotIn("dot_general", str(jaxpr))
+
+  def test_impl_switch(self):
+    lhs, rhs, _ = _inputs(*CASES[0][1:], jnp.float32)
+    # The weight gradient is a dot_general in the matmul formulations, a conv in lax's.
+    grad_jaxpr = lambda: str(jax.make_jaxpr(jax.grad(
+        lambda a, b: jnp.sum(conv_ops.conv_general_dilated(a, b, (1, 1), "SAME",
+                                                           dimension_numbers=NHWC)),
+        argnums=1))(lhs, rhs))
+    conv_ops.set_conv_impl("lax")
+    self.assertEqual(conv_ops.get_conv_impl(), "lax")
+    self.assertNotIn("dot_general", grad_jaxpr())
+    conv_ops.set_conv_impl("auto")
+    self.assertIn("dot_general", grad_jaxpr())
+    with self.assertRaisesRegex(ValueError, "matmul"):
+      conv_ops.set_conv_impl("winograd")
+
+  def test_flax_conv_factory(self):
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 8, 8, 3)), jnp.float32)
+    fast = conv_ops.Conv(5, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    self.assertIsInstance(fast, nn.Conv)
+    ref = nn.Conv(5, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    variables = ref.init(jax.random.key(0), x)
+    loss = lambda m: lambda v: jnp.sum(jnp.sin(m.apply(v, x)))
+    g_fast = jax.jit(jax.grad(loss(fast)))(variables)
+    g_ref = jax.jit(jax.grad(loss(ref)))(variables)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+                 g_fast, g_ref)
+    seen = []
+
+    def interceptor(next_fun, args, kwargs, context):
+      if isinstance(context.module, nn.Conv):
+        seen.append(context.method_name)
+      return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(interceptor):
+      fast.apply(variables, x)
+    self.assertIn("__call__", seen)
+
+
+if __name__ == "__main__":
+  absltest.main()
