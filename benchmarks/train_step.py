@@ -92,11 +92,14 @@ def make_jax_step(layers: factory.Layers, label: str,
   return run, label
 
 
-def make_torch_step(model_name: str) -> tuple[Callable[[], Any], str]:
-  """The same step in PyTorch (CPU, 2 threads, NCHW, oneDNN convolutions)."""
+def make_torch_step(model_name: str, device: str = "cpu") -> tuple[Callable[[], Any], str]:
+  """The same step in PyTorch (CPU: 2 threads, NCHW, oneDNN convolutions; or CUDA)."""
   import torch  # pylint: disable=g-import-not-at-top
   from torch import nn as tnn  # pylint: disable=g-import-not-at-top
-  torch.set_num_threads(2)
+  if device == "cpu":
+    torch.set_num_threads(2)
+  else:
+    torch.backends.cudnn.benchmark = True
   torch.manual_seed(0)
 
   class Block(tnn.Module):
@@ -122,7 +125,7 @@ def make_torch_step(model_name: str) -> tuple[Callable[[], Any], str]:
       return self.act(self.bn2(self.conv2(y)) + sc)
 
   class RBNNSign(torch.autograd.Function):
-    """sign() with RBNN's surrogate gradient k * t * (1 - tanh(t x)^2)."""
+    """sign() with RBNN's training-aware surrogate gradient k * max(0, sqrt(2) t - t^2 |x|)."""
 
     @staticmethod
     def forward(ctx, x, k, t):
@@ -133,7 +136,8 @@ def make_torch_step(model_name: str) -> tuple[Callable[[], Any], str]:
     @staticmethod
     def backward(ctx, g):
       (x,) = ctx.saved_tensors
-      return ctx.k * ctx.t * (1 - torch.tanh(x * ctx.t) ** 2) * g, None, None
+      surrogate = torch.clamp(math.sqrt(2) * ctx.t - ctx.t ** 2 * x.abs(), min=0)
+      return ctx.k * surrogate * g, None, None
 
   class BinConv2d(tnn.Conv2d):
     """RBNN's official BinarizeConv2d forward: standardised weights and activations, bi-rotated
@@ -181,11 +185,11 @@ def make_torch_step(model_name: str) -> tuple[Callable[[], Any], str]:
       x = self.blocks(x)
       return self.fc(x.mean(dim=(2, 3)))
 
-  model = ResNet20(binary=model_name == "rbnn_resnet20")
+  model = ResNet20(binary=model_name == "rbnn_resnet20").to(device)
   model.train()
   opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-  x = torch.randn(BATCH, 3, 32, 32)
-  y = torch.randint(0, NUM_CLASSES, (BATCH,))
+  x = torch.randn(BATCH, 3, 32, 32, device=device)
+  y = torch.randint(0, NUM_CLASSES, (BATCH,), device=device)
   loss_fn = tnn.CrossEntropyLoss()
 
   def run() -> None:
@@ -193,6 +197,8 @@ def make_torch_step(model_name: str) -> tuple[Callable[[], Any], str]:
     loss = loss_fn(model(x), y)
     loss.backward()
     opt.step()
+    if device != "cpu":
+      torch.cuda.synchronize()
 
   run()
   return run, "torch"
@@ -206,6 +212,8 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--compare", action="store_true",
                       help="also time plain flax (nn.Conv + nn.BatchNorm) and each "
                       "jaxcompress.ops layer separately, to attribute the speed-up")
+  parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                      help="where the PyTorch model runs (JAX uses its default backend)")
   args = parser.parse_args(argv)
 
   layers = model_layers(args.model)
@@ -217,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     runners.append(make_jax_step(layers.replace(norm=nn.BatchNorm), "ops.conv + nn.BatchNorm"))
     runners.append(make_jax_step(layers.replace(norm=bn_ops.BatchNorm),
                                  "ops.conv + ops.BatchNorm"))
-  runners.append(make_torch_step(args.model))
+  runners.append(make_torch_step(args.model, args.device))
   times: dict[str, list[float]] = {label: [] for _, label in runners}
   for _ in range(args.reps):
     for run, label in runners:
