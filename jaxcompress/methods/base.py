@@ -40,6 +40,9 @@ class Method(abc.ABC):
     self.config = config
     self.steps_per_epoch = steps_per_epoch
     self.total_steps = total_steps
+    # The run's output directory, set by the engine before `init` (None outside the engine):
+    # methods write extra artefacts there (genotype.json, robust-accuracy tables).
+    self.workdir: str | None = None
 
   @abc.abstractmethod
   def init(self, rng: jax.Array, example_batch: Batch) -> TrainState:

@@ -134,6 +134,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   total_steps = (config.num_steps if config.get("num_steps", -1) > 0
                  else config.num_epochs * steps_per_epoch)
   method = method_cls(config, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+  method.workdir = workdir
   options = image_options(config.data)
   transform_kwargs = dict(config.data.get("transform_kwargs", {}))
   train_fn_example = transforms.get(config.data.get("transform", ""), train=True,

@@ -1,0 +1,323 @@
+"""The DARTS / PC-DARTS search network (supernet) in NHWC Flax linen.
+
+Follows `quark0/darts` `cnn/model_search.py` (DARTS, arXiv 1806.09055) and
+`yuhuixu1993/PC-DARTS` `model_search.py` (PC-DARTS, arXiv 1907.05737):
+
+* stem: 3x3 conv to `stem_multiplier * C` channels + BN (affine, as the official stem);
+* `layers` cells; reduction cells (channels x2, stride-2 edges on the two cell inputs) at
+  `layers // 3` and `2 * layers // 3`;
+* cell: inputs c_{k-2}, c_{k-1} preprocessed by `FactorizedReduce` (when the previous cell
+  reduced) or ReLU-1x1 conv-BN, and ReLU-1x1 conv-BN; `steps` intermediate nodes, node i sums
+  over the 2 + i earlier states (14 edges for 4 steps); output = concat of the last
+  `multiplier` states; all search-net BNs are affine-free;
+* every edge is a mixed op over `primitives` weighted by softmax(alpha); PC-DARTS sends only
+  the first C/K channels through the ops (the rest bypass, 2x2 max-pooled on stride-2 edges),
+  concatenates and channel-shuffles with K groups (`partial_channels=1` is plain DARTS);
+* PC-DARTS edge normalisation: node i = sum_j softmax_j(beta_i)_j * edge_ij;
+* global average pool + linear classifier.
+
+Architecture parameters live in their own parameter subtree `params["arch"]` (`alphas_normal`,
+`alphas_reduce` (num_edges, num_ops), and with edge normalisation `betas_normal`,
+`betas_reduce` (num_edges,)), initialised 1e-3 * N(0, 1) as the official code, and shared by all
+cells of a type. `split_params` / `merge_params` separate them from the network weights.
+
+Two traced extras serve op-space reduction and sampling (BNAS, ABanditNAS) without recompiling:
+
+* `alive`: bool (2, num_edges, num_ops) for [normal, reduce]; abandoned ops get zero mixing
+  weight (softmax over the alive ops only) and, with `skip_dead=True`, are not computed at all
+  (`nn.cond` per op: the op-space reduction speed-up on accelerators).
+* `op_index`: int (2, num_edges); each edge runs only that op (`nn.switch`), a single-path
+  sub-network with the inherited weights; edge normalisation and partial channels still apply.
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> net = SearchNetwork(num_classes=10, init_channels=16, layers=8)
+  >>> x = jnp.zeros((2, 32, 32, 3))
+  >>> variables = net.init(jax.random.key(0), x, train=False)
+  >>> weights, arch = split_params(variables["params"])
+  >>> logits, upd = net.apply(variables, x, train=True, mutable=["batch_stats"])
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcompress.nas import genotype as genotype_lib
+from jaxcompress.nas import space
+from jaxcompress.nas.supernet import channel_shuffle, edge_normalization
+
+ARCH = "arch"  # the parameter subtree holding the architecture parameters
+_NEG = -1e9    # logit of an abandoned op (exp underflows to exactly 0, no NaN gradients)
+
+
+def num_edges(steps: int) -> int:
+  """Edges of a cell with `steps` intermediate nodes: sum_{i<steps} (2 + i) (14 for 4)."""
+  return sum(2 + i for i in range(steps))
+
+
+def op_registry(op_set: str, binary_activations: bool = False) -> dict[str, Any]:
+  """The op factories of a search space: "darts" (`space.OPS`) or "binary" (XNOR ops)."""
+  if op_set == "darts":
+    return space.OPS
+  if op_set == "binary":
+    from jaxcompress.nas import binary_ops  # pylint: disable=g-import-not-at-top
+    return binary_ops.binary_ops(binary_activations)
+  raise ValueError(f"Unknown op_set {op_set!r}; use 'darts' or 'binary'.")
+
+
+class SearchOp(nn.Module):
+  """One candidate op of the search network; pools get the DARTS affine-free BN."""
+  name_: str
+  features: int
+  stride: int = 1
+  op_set: str = "darts"
+  binary_activations: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    op = op_registry(self.op_set, self.binary_activations)[self.name_](
+        self.features, self.stride, False)
+    y = op(x, train)
+    if "pool" in self.name_:
+      y = space.batch_norm(train, False)(y)
+    return y
+
+
+class SearchEdge(nn.Module):
+  """A (PC-)DARTS edge: mixed op over `primitives` on 1/k of the channels, then shuffle.
+
+  Attributes:
+    features: channels C of the edge (input = output).
+    stride: 2 on reduction-cell edges reading the cell inputs.
+    partial_channels: PC-DARTS K (1: every channel goes through the ops, no shuffle).
+    primitives: op names; the last axis of weights / alive, the range of `index`.
+    op_set: "darts" or "binary".
+    binary_activations: binary op set only: binarize activations too (1-bit search).
+    skip_dead: do not compute abandoned ops (`nn.cond`), instead of weighting them by 0.
+  """
+  features: int
+  stride: int = 1
+  partial_channels: int = 4
+  primitives: Sequence[str] = tuple(space.PRIMITIVES)
+  op_set: str = "darts"
+  binary_activations: bool = False
+  skip_dead: bool = False
+
+  def setup(self):
+    c = self.features // self.partial_channels
+    self.ops = [SearchOp(name, c, self.stride, self.op_set, self.binary_activations)
+                for name in self.primitives]
+
+  def __call__(self, x: jax.Array, weights: jax.Array | None = None,
+               index: jax.Array | None = None, alive: jax.Array | None = None,
+               train: bool = False) -> jax.Array:
+    """Mixed op (`weights` (num_ops,)) or single sampled op (`index`, int scalar)."""
+    k = self.partial_channels
+    c = x.shape[-1]
+    x_sel, x_bypass = (x[..., : c // k], x[..., c // k:]) if k > 1 else (x, None)
+    n = len(self.primitives)
+    if self.is_initializing():
+      # Run every op once so each owns its parameters, whatever the later mode.
+      ys = [op(x_sel, train) for op in self.ops]
+      y = sum(ys) if weights is None else sum(weights[i] * ys[i] for i in range(n))
+    elif index is not None:
+      branches = [lambda mdl, v, i=i: mdl.ops[i](v, train) for i in range(n)]
+      y = nn.switch(jnp.asarray(index, jnp.int32), branches, self, x_sel)
+    else:
+      y = 0.0
+      for i in range(n):
+        if self.skip_dead and alive is not None:
+          out_shape = jax.eval_shape(lambda v: v[:, ::self.stride, ::self.stride], x_sel).shape
+          yi = nn.cond(alive[i], lambda mdl, v, i=i: mdl.ops[i](v, train),
+                       lambda mdl, v: jnp.zeros(out_shape, v.dtype), self, x_sel)
+        else:
+          yi = self.ops[i](x_sel, train)
+        y = y + weights[i].astype(yi.dtype) * yi
+    if k == 1:
+      return y
+    if y.shape[1] != x.shape[1]:
+      x_bypass = nn.max_pool(x_bypass, (2, 2), strides=(2, 2))
+    return channel_shuffle(jnp.concatenate([y, x_bypass], axis=-1), k)
+
+
+class SearchCell(nn.Module):
+  """A DARTS search cell: preprocessing, `steps` nodes over mixed edges, concat output."""
+  features: int
+  reduction: bool = False
+  reduction_prev: bool = False
+  steps: int = 4
+  multiplier: int = 4
+  partial_channels: int = 4
+  primitives: Sequence[str] = tuple(space.PRIMITIVES)
+  op_set: str = "darts"
+  binary_activations: bool = False
+  skip_dead: bool = False
+
+  @nn.compact
+  def __call__(self, s0: jax.Array, s1: jax.Array, weights: jax.Array,
+               edge_weights: jax.Array | None, train: bool = False,
+               index: jax.Array | None = None, alive: jax.Array | None = None) -> jax.Array:
+    c = self.features
+    if self.reduction_prev:
+      s0 = space.FactorizedReduce(c, affine=False, name="preprocess0")(s0, train)
+    else:
+      s0 = space.ReLUConvBN(c, 1, 1, 0, affine=False, name="preprocess0")(s0, train)
+    s1 = space.ReLUConvBN(c, 1, 1, 0, affine=False, name="preprocess1")(s1, train)
+    states, offset = [s0, s1], 0
+    for _ in range(self.steps):
+      s = 0.0
+      for j, h in enumerate(states):
+        e = offset + j
+        edge = SearchEdge(c, 2 if self.reduction and j < 2 else 1, self.partial_channels,
+                          tuple(self.primitives), self.op_set, self.binary_activations,
+                          self.skip_dead, name=f"edge_{e}")
+        y = edge(h, weights[e], None if index is None else index[e],
+                 None if alive is None else alive[e], train)
+        s = s + (y if edge_weights is None else edge_weights[e].astype(y.dtype) * y)
+      offset += len(states)
+      states.append(s)
+    return jnp.concatenate(states[-self.multiplier:], axis=-1)
+
+
+class ArchParams(nn.Module):
+  """The architecture parameters (own subtree): alphas (and betas) per cell type."""
+  num_edges: int
+  num_ops: int
+  edge_norm: bool = True
+  init_scale: float = 1e-3
+
+  @nn.compact
+  def __call__(self) -> dict[str, jax.Array]:
+    init = nn.initializers.normal(self.init_scale)
+    out = {"alphas_normal": self.param("alphas_normal", init, (self.num_edges, self.num_ops)),
+           "alphas_reduce": self.param("alphas_reduce", init, (self.num_edges, self.num_ops))}
+    if self.edge_norm:
+      out["betas_normal"] = self.param("betas_normal", init, (self.num_edges,))
+      out["betas_reduce"] = self.param("betas_reduce", init, (self.num_edges,))
+    return out
+
+
+def op_weights(alphas: jax.Array, alive: jax.Array | None = None) -> jax.Array:
+  """softmax over ops of alphas, restricted to the alive ops (dead ops get weight 0)."""
+  if alive is not None:
+    alphas = jnp.where(alive, alphas, jnp.asarray(_NEG, alphas.dtype))
+  return jax.nn.softmax(alphas, axis=-1)
+
+
+class SearchNetwork(nn.Module):
+  """The (PC-)DARTS search network.
+
+  Attributes:
+    num_classes: classifier outputs.
+    init_channels: C (16 in DARTS / PC-DARTS search).
+    layers: number of cells (8 in the search).
+    steps: intermediate nodes per cell (4).
+    multiplier: states concatenated into the cell output (4).
+    stem_multiplier: stem channels = stem_multiplier * C (3).
+    partial_channels: PC-DARTS K (4); 1 gives DARTS.
+    edge_norm: PC-DARTS edge normalisation (betas).
+    primitives: candidate op names (alpha's column order).
+    op_set: "darts" (float ops) or "binary" (XNOR-binarized conv ops, BNAS).
+    binary_activations: with op_set "binary", binarize activations too (1-bit BNAS).
+    skip_dead: skip computing abandoned ops (see module docstring).
+  """
+  num_classes: int = 10
+  init_channels: int = 16
+  layers: int = 8
+  steps: int = 4
+  multiplier: int = 4
+  stem_multiplier: int = 3
+  partial_channels: int = 4
+  edge_norm: bool = True
+  primitives: Sequence[str] = tuple(space.PRIMITIVES)
+  op_set: str = "darts"
+  binary_activations: bool = False
+  skip_dead: bool = False
+
+  def reduction_layers(self) -> tuple[int, ...]:
+    return (self.layers // 3, 2 * self.layers // 3)
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False, *, alive: jax.Array | None = None,
+               op_index: jax.Array | None = None) -> jax.Array:
+    """Logits for NHWC images.
+
+    Args:
+      x: (N, H, W, C_in) images.
+      train: BN batch statistics (and their update when `batch_stats` is mutable).
+      alive: optional bool (2, num_edges, num_ops) alive-op masks for [normal, reduce].
+      op_index: optional int (2, num_edges): run only this op on every edge (sampled path).
+    """
+    ne = num_edges(self.steps)
+    arch = ArchParams(ne, len(self.primitives), self.edge_norm, name=ARCH)()
+    if alive is not None:
+      alive = jnp.asarray(alive, bool)
+    w_normal = op_weights(arch["alphas_normal"], None if alive is None else alive[0])
+    w_reduce = op_weights(arch["alphas_reduce"], None if alive is None else alive[1])
+    if self.edge_norm:
+      e_normal = edge_normalization(arch["betas_normal"], self.steps)
+      e_reduce = edge_normalization(arch["betas_reduce"], self.steps)
+    else:
+      e_normal = e_reduce = None
+
+    c = self.init_channels
+    s = nn.Conv(self.stem_multiplier * c, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+                kernel_init=space.torch_conv_init, name="stem_conv")(x)
+    s = space.batch_norm(train, True, name="stem_bn")(s)
+    s0 = s1 = s
+    reduction_prev = False
+    for i in range(self.layers):
+      reduction = i in self.reduction_layers()
+      if reduction:
+        c *= 2
+      t = 1 if reduction else 0
+      cell = SearchCell(c, reduction, reduction_prev, self.steps, self.multiplier,
+                        self.partial_channels, tuple(self.primitives), self.op_set,
+                        self.binary_activations, self.skip_dead, name=f"cell_{i}")
+      out = cell(s0, s1, w_reduce if reduction else w_normal,
+                 e_reduce if reduction else e_normal, train,
+                 None if op_index is None else op_index[t],
+                 None if alive is None else alive[t])
+      s0, s1 = s1, out
+      reduction_prev = reduction
+    y = jnp.mean(s1, axis=(1, 2))
+    return nn.Dense(self.num_classes, name="classifier")(y)
+
+
+def split_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+  """(network weights, architecture parameters) from the full parameter tree."""
+  weights = {k: v for k, v in params.items() if k != ARCH}
+  return weights, params[ARCH]
+
+
+def merge_params(weights: dict[str, Any], arch: dict[str, Any]) -> dict[str, Any]:
+  """Inverse of `split_params`."""
+  return {**weights, ARCH: arch}
+
+
+def genotype_from_arch(arch: dict[str, Any], alive: Any = None, steps: int = 4,
+                       primitives: Sequence[str] = tuple(space.PRIMITIVES),
+                       multiplier: int = 4) -> genotype_lib.Genotype:
+  """The (PC-)DARTS genotype of architecture parameters; abandoned ops (alive False) excluded.
+
+  Args:
+    arch: `params["arch"]` (alphas, optional betas).
+    alive: optional bool (2, num_edges, num_ops) masks; dead ops get weight 0, so an edge whose
+      only survivor is `none` ranks last.
+    steps, primitives, multiplier: the cell's shape.
+  """
+  a_n = np.asarray(arch["alphas_normal"], np.float64)
+  a_r = np.asarray(arch["alphas_reduce"], np.float64)
+  if alive is not None:
+    alive = np.asarray(alive, bool)
+    a_n = np.where(alive[0], a_n, _NEG)
+    a_r = np.where(alive[1], a_r, _NEG)
+  b_n = arch.get("betas_normal")
+  b_r = arch.get("betas_reduce")
+  return genotype_lib.derive_genotype(
+      a_n, a_r, None if b_n is None else np.asarray(b_n), None if b_r is None else np.asarray(b_r),
+      steps=steps, primitives=primitives, multiplier=multiplier)

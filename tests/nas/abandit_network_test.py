@@ -1,0 +1,155 @@
+"""Tests for jaxcompress.nas.abandit_network: genotypes, eval network, search network, derivation."""
+from __future__ import annotations
+
+from absl.testing import absltest
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcompress.nas import abandit_network as an
+from jaxcompress.nas import robust_ops
+
+
+class GenotypeTest(absltest.TestCase):
+
+  def test_released_genotypes_transcribed(self):
+    for g in (an.ABANDIT_CIFAR_1, an.ABANDIT_CIFAR_2):
+      self.assertEqual(g.num_cells, 6)
+      for cell, concat in zip(g.cells, g.concats):
+        self.assertLen(cell, 4)
+        self.assertEqual(concat, (1, 2, 3, 4))
+        for j, (op, idx) in enumerate(cell, start=1):
+          self.assertIn(op, robust_ops.ABANDIT_PRIMITIVES)
+          self.assertLess(idx, j)  # a node reads B_0 or an earlier node
+    self.assertEqual(an.ABANDIT_CIFAR_1.cells[0][1], ("gab_filt_3x3", 1))
+    self.assertEqual(an.ABANDIT_CIFAR_2.cells[4][1], ("skip_connect", 1))
+
+  def test_dict_json_round_trip_and_official_nested_layout(self):
+    d = an.genotype_to_dict(an.ABANDIT_CIFAR_1)
+    self.assertEqual(sorted(d)[:2], ["a", "a_concat"])
+    self.assertEqual(an.genotype_from_dict(d), an.ABANDIT_CIFAR_1)
+    self.assertEqual(an.genotype_from_json(an.genotype_to_json(an.ABANDIT_CIFAR_2)),
+                     an.ABANDIT_CIFAR_2)
+    nested = {"a": [[("conv_3x3", 0)], [("skip_connect", 1)], [("conv_5x5", 2)],
+                    [("max_pool_3x3", 0)]], "a_concat": list(range(1, 5))}
+    g = an.get_genotype(nested)
+    self.assertEqual(g.cells[0][3], ("max_pool_3x3", 0))
+    self.assertEqual(an.get_genotype("ABANDIT_CIFAR_2"), an.ABANDIT_CIFAR_2)
+    self.assertEqual(an.get_genotype('{"genotype": %s}' % an.genotype_to_json(
+        an.ABANDIT_CIFAR_1)), an.ABANDIT_CIFAR_1)
+    with self.assertRaisesRegex(ValueError, "ABANDIT_CIFAR_1"):
+      an.get_genotype("NO_SUCH_GENOTYPE")
+
+  def test_layer_layout_of_the_ten_layer_network(self):
+    self.assertEqual([an.cell_index(i, 10, 6) for i in range(10)], [0, 0, 1, 1, 2, 3, 3, 4, 5, 5])
+    self.assertEqual(an.reduction_layers(10), (3, 6))
+    self.assertEqual(an.denoising_layers(10), (2, 5, 7))
+    self.assertEqual([an.cell_index(i, 6, 6) for i in range(6)], list(range(6)))
+    self.assertEqual(an.edge_list()[:3], [(0, 1), (0, 2), (1, 2)])
+    self.assertEqual(an.num_edges(), 10)
+
+  def test_derive_genotype_rule(self):
+    prims = ("max_pool_3x3", "skip_connect", "conv_3x3")
+    mean = np.zeros((1, 10, 3))
+    alive = np.zeros((1, 10, 3), bool)
+    alive[..., 2] = True                        # conv_3x3 survives everywhere ...
+    alive[0, 1, :] = [True, False, False]       # ... except edge (0, 2): max_pool
+    mean[0, :, 2] = np.arange(10) / 10.0
+    mean[0, 1, 0] = 0.9                         # (0, 2) beats (1, 2) for node 2
+    mean[0, 3, 2] = mean[0, 4, 2] = mean[0, 5, 2] = 0.5  # tie on node 3 -> input 0
+    g = an.derive_genotype(mean, alive, prims)
+    self.assertEqual(g.cells[0], (("conv_3x3", 0), ("max_pool_3x3", 0), ("conv_3x3", 0),
+                                  ("conv_3x3", 3)))
+    self.assertEqual(g.concats[0], (1, 2, 3, 4))
+
+
+class EvalNetworkTest(absltest.TestCase):
+
+  def _shapes(self, genotype, manual):
+    net = an.AbanditNetwork(genotype, C=48, layers=10, auxiliary=True, manual_denoising=manual)
+    x = jnp.zeros((2, 32, 32, 3))
+    v = jax.eval_shape(lambda k: net.init(k, x), jax.random.key(0))
+    (logits, aux), _ = jax.eval_shape(
+        lambda v: net.apply(v, x, train=True, mutable=["batch_stats"]), v)
+    logits_eval, aux_eval = jax.eval_shape(lambda v: net.apply(v, x), v)
+    return v, logits, aux, logits_eval, aux_eval
+
+  def test_both_genotypes_shapes_aux_and_denoising_placement(self):
+    for genotype, manual in ((an.ABANDIT_CIFAR_1, True), (an.ABANDIT_CIFAR_2, False)):
+      v, logits, aux, logits_eval, aux_eval = self._shapes(genotype, manual)
+      self.assertEqual(logits.shape, (2, 10))
+      self.assertEqual(aux.shape, (2, 10))
+      self.assertEqual(logits_eval.shape, (2, 10))
+      self.assertIsNone(aux_eval)
+      p = v["params"]
+      self.assertLen([k for k in p if k.startswith("cell_")], 10)
+      # Cell 9 has C = 4 * 48 = 192 per node -> 768 channels into the classifier.
+      self.assertEqual(p["classifier"]["kernel"].shape, (4 * 4 * 48, 10))
+      # Reduction cells double C: cell 3 works at 96, cell 6 at 192 channels.
+      self.assertEqual(p["cell_3"]["ReLUConvBN_0"]["Conv_0"]["kernel"].shape[-1], 96)
+      self.assertEqual(p["cell_6"]["ReLUConvBN_0"]["Conv_0"]["kernel"].shape[-1], 192)
+      # Hand-placed denoising: an extra DenoisingBlock with BN over the 4C concat output.
+      for i in range(10):
+        blocks = [k for k in p[f"cell_{i}"] if k.startswith("DenoisingBlock")]
+        widths = [p[f"cell_{i}"][b]["BatchNorm_0"]["scale"].shape[0] for b in blocks]
+        c_cell = 48 * (1 + (i >= 3) + 2 * (i >= 6))
+        self.assertEqual(4 * c_cell in widths, manual and i in (2, 5, 7), (i, widths))
+      n_params = sum(x.size for x in jax.tree.leaves(p))
+      self.assertGreater(n_params, 1_000_000)
+
+  def test_small_network_runs_and_denoising_starts_as_identity(self):
+    g = an.make_genotype([[("skip_connect", 0), ("dtp_blok_3x3", 1), ("max_pool_3x3", 0),
+                           ("conv_3x3", 2)]])
+    net = an.AbanditNetwork(g, C=4, layers=3, auxiliary=False, mean=(0.5,), std=(0.5,))
+    x = jax.random.uniform(jax.random.key(1), (2, 8, 8, 1))
+    v = net.init(jax.random.key(0), x)
+    logits, aux = net.apply(v, x)
+    self.assertEqual(logits.shape, (2, 10))
+    self.assertIsNone(aux)
+    # Zero-initialised BN scale in every denoising block (identity at init) survives he_fout.
+    params = an.reinit_he_fout(v["params"], jax.random.key(3))
+    scale = params["cell_0"]["DenoisingBlock_0"]["BatchNorm_0"]["scale"]
+    np.testing.assert_array_equal(scale, 0.0)
+    k = params["cell_1"]["AbanditConv_0"]["Conv_0"]["kernel"]
+    self.assertAlmostEqual(float(jnp.std(k)), np.sqrt(2.0 / (9 * k.shape[-1])), delta=0.05)
+    np.testing.assert_array_equal(params["classifier"]["bias"], 0.0)
+
+
+class SearchNetworkTest(absltest.TestCase):
+
+  def test_ops_switch_by_traced_index_without_recompiling(self):
+    prims = ("skip_connect", "max_pool_3x3", "avg_pool_3x3")
+    net = an.SearchNetwork(C=4, num_classes=3, layers=2, num_cells=2, primitives=prims,
+                           affine=True, mean=(0.0,), std=(1.0,))
+    x = jax.random.uniform(jax.random.key(1), (2, 8, 8, 1))
+    ops0 = jnp.zeros((2, 10), jnp.int32)
+    v = net.init(jax.random.key(0), x, ops0)
+    edge = v["params"]["cell_0"]["edge_0_1"]
+    # Every op owns its weights (reduction edge: FactorizedReduce, pools with affine BN).
+    self.assertEqual(set(edge), {"ops_0", "ops_1", "ops_2"})
+    traces = {"n": 0}
+
+    @jax.jit
+    def run(v, ops):
+      traces["n"] += 1
+      return net.apply(v, x, ops, train=True, mutable=["batch_stats"])[0]
+
+    outs = [run(v, jnp.full((2, 10), k, jnp.int32)) for k in range(3)]
+    mixed = run(v, jnp.asarray(np.random.default_rng(0).integers(0, 3, (2, 10)), jnp.int32))
+    self.assertEqual(traces["n"], 1)
+    self.assertEqual(mixed.shape, (2, 3))
+    self.assertGreater(float(jnp.abs(outs[0] - outs[1]).max()), 1e-6)
+
+  def test_search_cell_sums_every_predecessor(self):
+    cell = an.SearchCell(4, reduction=False, primitives=("skip_connect", "max_pool_3x3"))
+    x = jax.random.normal(jax.random.key(2), (2, 6, 6, 4))
+    ops = jnp.zeros((10,), jnp.int32)   # identity everywhere: B_j = sum_{i<j} B_i = 2^{j-1} B_0
+    v = cell.init(jax.random.key(0), x, ops)
+    y, _ = cell.apply(v, x, ops, train=True, mutable=["batch_stats"])
+    b1 = y[..., :4]
+    for j in range(1, 4):
+      np.testing.assert_allclose(y[..., 4 * j:4 * (j + 1)], 2.0 ** j * b1, rtol=1e-5, atol=1e-5)
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,134 @@
+"""Search network (supernet) and binarized ops: shapes, arch subtree, masks, sampled paths."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcompress.nas import binary_ops
+from jaxcompress.nas import genotype as genotype_lib
+from jaxcompress.nas import search
+
+OPS4 = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
+
+
+def tiny(**kw):
+  args = dict(num_classes=10, init_channels=8, layers=3, steps=2, multiplier=2,
+              partial_channels=4, primitives=OPS4)
+  args.update(kw)
+  return search.SearchNetwork(**args)
+
+
+@pytest.fixture(scope="module")
+def net_and_vars():
+  net = tiny()
+  x = jax.random.normal(jax.random.key(1), (4, 8, 8, 1))
+  variables = jax.jit(lambda k: net.init(k, x, train=False))(jax.random.key(0))
+  return net, variables, x
+
+
+def test_shapes_and_arch_subtree(net_and_vars):
+  net, variables, x = net_and_vars
+  params = variables["params"]
+  assert search.num_edges(2) == 5 and search.num_edges(4) == 14
+  arch = params[search.ARCH]
+  assert {k: v.shape for k, v in arch.items()} == {
+      "alphas_normal": (5, 4), "alphas_reduce": (5, 4), "betas_normal": (5,),
+      "betas_reduce": (5,)}
+  # 1e-3 * N(0, 1) init.
+  assert float(jnp.max(jnp.abs(arch["alphas_normal"]))) < 1e-2
+  weights, arch2 = search.split_params(params)
+  assert search.ARCH not in weights and "cell_0" in weights and "stem_conv" in weights
+  assert jax.tree.structure(search.merge_params(weights, arch2)) == jax.tree.structure(params)
+  # No architecture parameter anywhere else in the tree.
+  flat = jax.tree_util.tree_flatten_with_path(weights)[0]
+  assert not any("alpha" in jax.tree_util.keystr(p) or "beta" in jax.tree_util.keystr(p)
+                 for p, _ in flat)
+  # Reductions at layers // 3 = 1 and 2 * layers // 3 = 2: C = 8 -> 16 -> 32; the classifier
+  # reads multiplier * 32 channels. Reduction-cell edges on the cell inputs are stride 2.
+  assert params["classifier"]["kernel"].shape == (2 * 32, 10)
+  assert net.reduction_layers() == (1, 2)
+  assert "preprocess0" in params["cell_2"]  # FactorizedReduce after a reduction
+  logits = net.apply(variables, x, train=False)
+  assert logits.shape == (4, 10)
+  # Partial channels: the ops see C / K channels (cell_0: 8 / 4 = 2 channels).
+  sep = params["cell_0"]["edge_0"]["ops_3"]
+  kernels = [v.shape for v in jax.tree.leaves(sep)]
+  assert (3, 3, 1, 2) in kernels
+
+
+def test_alive_masks_and_sampled_path_agree(net_and_vars):
+  net, variables, x = net_and_vars
+  ne, k = 5, len(OPS4)
+  idx = jnp.array([[3, 1, 2, 3, 0], [1, 3, 3, 2, 1]], jnp.int32)
+  alive = jax.nn.one_hot(idx, k, dtype=bool)
+  w = search.op_weights(jnp.zeros((ne, k)), alive[0])
+  np.testing.assert_allclose(np.asarray(w), np.asarray(alive[0], np.float32))
+
+  def fwd(module, **kw):
+    return module.apply(variables, x, train=True, mutable=["batch_stats"], **kw)[0]
+
+  mixed = jax.jit(lambda a: fwd(net, alive=a))(alive)
+  sampled = jax.jit(lambda i: fwd(net, op_index=i))(idx)
+  skipped = jax.jit(lambda a: fwd(net.clone(skip_dead=True), alive=a))(alive)
+  np.testing.assert_allclose(mixed, sampled, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(mixed, skipped, rtol=1e-5, atol=1e-5)
+
+
+def test_genotype_from_arch_respects_alive():
+  arch = {"alphas_normal": np.zeros((14, 8)), "alphas_reduce": np.zeros((14, 8))}
+  arch["alphas_normal"][:, 4] = 5.0  # sep_conv_3x3 strongest everywhere
+  alive = np.ones((2, 14, 8), bool)
+  alive[0, :, 4] = False             # ... but abandoned
+  g = search.genotype_from_arch(arch, alive)
+  assert all(op != "sep_conv_3x3" for op, _ in g.normal)
+  assert len(g.normal) == 8 and len(g.reduce) == 8
+  g2 = search.genotype_from_arch(arch)
+  assert all(op == "sep_conv_3x3" for op, _ in g2.normal)
+  # An edge whose only survivor is `none` is never kept when others compete.
+  alive = np.zeros((2, 14, 8), bool)
+  alive[:, :, 3] = True
+  alive[0, 2] = False
+  alive[0, 2, 0] = True  # node 1's edge from input 0 (edge 2): only `none` survives
+  g3 = search.genotype_from_arch(arch, alive)
+  assert sorted(j for _, j in g3.normal[2:4]) == [1, 2]
+  assert all(op == "skip_connect" for op, _ in g3.normal)
+  assert genotype_lib.from_json(genotype_lib.to_json(g3)) == g3
+
+
+def test_xnor_conv_matches_reference_and_gradient_mask():
+  kx, kw = jax.random.split(jax.random.key(0))
+  x = jax.random.normal(kx, (2, 6, 6, 3)) * 1.5
+  w = jax.random.normal(kw, (3, 3, 3, 4)) * 0.7
+  a = np.mean(np.abs(np.asarray(w)), axis=(0, 1, 2))
+  wb = np.where(np.asarray(w) < 0, -1.0, 1.0) * a
+  xb = np.where(np.asarray(x) < 0, -1.0, 1.0)
+  ref = jax.lax.conv_general_dilated(jnp.asarray(xb, jnp.float32), jnp.asarray(wb, jnp.float32),
+                                     (1, 1), ((1, 1), (1, 1)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  out = binary_ops.xnor_conv2d(x, w, 1, 1)
+  np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+  gx = jax.grad(lambda v: binary_ops.xnor_conv2d(v, w, 1, 1).sum())(x)
+  assert np.all(np.asarray(gx)[np.abs(np.asarray(x)) > 1] == 0)
+  assert np.any(np.asarray(gx)[np.abs(np.asarray(x)) <= 1] != 0)
+  # Weight-only mode keeps real activations.
+  out_real = binary_ops.xnor_conv2d(x, w, 1, 1, binarize_input=False)
+  ref_real = jax.lax.conv_general_dilated(x, jnp.asarray(wb, jnp.float32), (1, 1),
+                                          ((1, 1), (1, 1)),
+                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(out_real, ref_real, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("one_bit", [False, True])
+def test_binary_op_set_shapes(one_bit):
+  ops = binary_ops.binary_ops(one_bit)
+  assert set(ops) >= set(search.space.PRIMITIVES)
+  x = jnp.ones((2, 8, 8, 4)).at[0, 0, 0, 0].set(-1.0)
+  for name in ("sep_conv_3x3", "dil_conv_5x5", "skip_connect", "max_pool_3x3"):
+    for stride in (1, 2):
+      op = ops[name](4, stride, False)
+      v = op.init(jax.random.key(0), x, train=False)
+      y = op.apply(v, x, train=False)
+      assert y.shape == (2, 8 // stride, 8 // stride, 4), (name, stride)
+  assert isinstance(ops["sep_conv_3x3"](4, 1, False), binary_ops.BinarySepConv)
