@@ -23,35 +23,16 @@ retrained as XNOR networks reach about 96 % (paper: 96.53 % for BNAS vs 97.22 % 
 exact per-model numbers unconfirmed: check the paper's Table 1).
 """
 from configs import common
-from jaxcompress.methods import pc_darts
+from configs.pc_darts import cifar10_search as pc_darts_search
 
 
 def get_config(arg: str | None = None):
   args = common.parse_arg(arg, quick=False, skip=False, float=False)
   args["1bit"] = "1bit" in (arg or "").split(",")
-  c = common.base_config()
+  # The PC-DARTS search recipe (data halves, SGD, 50 epochs, partial channels) plus BNAS's
+  # binarized op space and performance/UCB-based operation abandonment.
+  c = pc_darts_search.get_config()
   c.method = "bnas"
-  c.data.name = "cifar10"
-  c.data.eval_split = "test"
-  c.data.mean = common.CIFAR_MEAN
-  c.data.std = common.CIFAR_STD
-  c.data.crop_padding = 4
-  c.data.flip = True
-  c.data.num_workers = 4
-  c.data.batch_size = 256
-  c.data.eval_batch_size = 256
-  c.data.search_split = 0.5
-  c.model.name = "darts_search"
-  c.model.num_classes = 10
-  c.num_epochs = 50
-  c.log_every = 50
-  c.optim.name = "sgd"
-  c.optim.learning_rate = 0.1
-  c.optim.momentum = 0.9
-  c.optim.weight_decay = 3e-4
-  c.optim.schedule = "cosine"
-  c.optim.grad_clip = 5.0
-  c.nas = pc_darts.default_nas_config()
   c.nas.op_set = "darts" if args.float else "binary"
   c.nas.binary_activations = args["1bit"]
   c.nas.skip_dead = args.skip
