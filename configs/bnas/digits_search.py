@@ -15,34 +15,19 @@ Expected: final_report.json shows `removals` 7 (quick: 3) and one alive op per e
 running statistics are stale for the final 1-op-per-edge network (only the genotype matters).
 """
 from configs import common
+from configs.pc_darts import digits_search as pc_darts_digits
 from jaxcompress.methods import pc_darts
 
 
 def get_config(arg: str | None = None):
   args = common.parse_arg(arg, quick=False)
   one_bit = "1bit" in (arg or "").split(",")
-  c = common.base_config()
+  # The PC-DARTS digits search (same data halves, optimizer, tiny supernet) with BNAS's binarized
+  # op space and one operation abandoned per edge after every epoch from epoch 1 on.
+  c = pc_darts_digits.get_config()
   c.method = "bnas"
-  c.data.name = "digits"
-  c.data.crop_padding = 1
-  c.data.batch_size = 64
-  c.data.eval_batch_size = 120
-  c.data.search_split = 0.5
-  c.model.name = "darts_search"
-  c.model.num_classes = 10
-  c.log_every = 11
-  c.optim.name = "sgd"
-  c.optim.learning_rate = 0.1
-  c.optim.momentum = 0.9
-  c.optim.weight_decay = 3e-4
-  c.optim.schedule = "cosine"
-  c.optim.grad_clip = 5.0
-  c.nas = pc_darts.default_nas_config()
-  c.nas.init_channels = 8
-  c.nas.layers = 3
-  c.nas.steps = 3
-  c.nas.multiplier = 3
   c.nas.arch_start_epoch = 1
+  c.nas.write_png = pc_darts.default_nas_config().write_png
   c.nas.op_set = "binary"
   c.nas.binary_activations = one_bit
   c.nas.abandon_rule = "ucb" if one_bit else "performance"

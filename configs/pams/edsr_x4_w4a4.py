@@ -17,21 +17,10 @@ Expected: Set5 x4 PSNR(Y) a few tenths of a dB below the 8-bit row (unconfirmed:
 paper); final_report.json, "student/psnr".
 Variants: `:quick` (tiny EDSR on the offline photos, teacher trained in place; CPU seconds).
 """
-from configs import common
-from configs.pams import _sr_common
+from configs.pams import edsr_x4_w8a8
 
 BITS = 4
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, quick=False, data_dir="", bench="", teacher_path="")
-  c = _sr_common.sr_config(method="pams", model="edsr_baseline", scale=4, patch_size=192,
-                           quick=args.quick, data_dir=args.data_dir or None,
-                           benchmark_dir=args.bench or None)
-  _sr_common.pams_optim(c)
-  c.pams = _sr_common.pams_block(BITS, args.teacher_path or None)
-  c.num_epochs = 30
-  if args.quick:
-    c.num_epochs = 2
-    c.pams.teacher_epochs = 1
-  return c
+  return edsr_x4_w8a8.edsr_x4_config(arg, BITS)

@@ -24,12 +24,17 @@ BITS = 8
 
 
 def get_config(arg=None):
+  return edsr_x4_config(arg, BITS)
+
+
+def edsr_x4_config(arg, bits: int):
+  """PAMS EDSR x4 at `bits` for weights and activations (shared with edsr_x4_w4a4.py)."""
   args = common.parse_arg(arg, quick=False, data_dir="", bench="", teacher_path="")
   c = _sr_common.sr_config(method="pams", model="edsr_baseline", scale=4, patch_size=192,
                            quick=args.quick, data_dir=args.data_dir or None,
                            benchmark_dir=args.bench or None)
   _sr_common.pams_optim(c)
-  c.pams = _sr_common.pams_block(BITS, args.teacher_path or None)
+  c.pams = _sr_common.pams_block(bits, args.teacher_path or None)
   c.num_epochs = 30
   if args.quick:
     c.num_epochs = 2
