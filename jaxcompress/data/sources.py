@@ -83,23 +83,39 @@ def synthetic(split: str, num_examples: int = 256, image_shape: tuple[int, ...] 
 _TFDS = {"cifar10": 10, "cifar100": 100, "imagenet2012": 1000, "mnist": 10}
 
 
+def open_tfds(name: str, split: str, data_dir: str | None = None, hint: str = "") -> Any:
+  """`tfds.data_source(name, split)` without downloading; a missing dataset names the fix.
+
+  Args:
+    name: TFDS name (with config, e.g. "div2k/bicubic_x4").
+    split: split (TFDS slicing allowed).
+    data_dir: TFDS data directory (None: ~/tensorflow_datasets or $TFDS_DATA_DIR).
+    hint: an extra line for the error message (e.g. an offline alternative).
+
+  Raises:
+    DatasetNotFoundError: with the exact `tfds build` command.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+  except Exception as e:  # pylint: disable=broad-except
+    where = f" under {data_dir}" if data_dir else " in ~/tensorflow_datasets (or $TFDS_DATA_DIR)"
+    raise DatasetNotFoundError(
+        f"TFDS dataset {name!r} (split {split!r}) is not prepared{where} in ArrayRecord "
+        f"format ({type(e).__name__}). Prepare it once with:\n"
+        f"  pip install -e .[prepare] && tfds build {name} --file_format=array_record"
+        + (f" --data_dir={data_dir}" if data_dir else "")
+        + (f"\n{hint}" if hint else "")) from None
+
+
 class TfdsSource:
   """A TFDS dataset read through `tfds.data_source` (ArrayRecord; no TensorFlow needed)."""
 
   def __init__(self, name: str, split: str, data_dir: str | None = None):
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     self.num_classes = _TFDS.get(name)
-    try:
-      self._source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-    except Exception as e:  # pylint: disable=broad-except
-      where = f" under {data_dir}" if data_dir else " in ~/tensorflow_datasets (or $TFDS_DATA_DIR)"
-      raise DatasetNotFoundError(
-          f"TFDS dataset {name!r} (split {split!r}) is not prepared{where} in ArrayRecord "
-          f"format ({type(e).__name__}). Prepare it once with:\n"
-          f"  pip install -e .[prepare] && tfds build {name} --file_format=array_record"
-          + (f" --data_dir={data_dir}" if data_dir else "")
-          + ("\n(imagenet2012 also needs the ILSVRC2012 tars in the manual dir, see TFDS docs)"
-             if name == "imagenet2012" else "")) from None
+    hint = ("(imagenet2012 also needs the ILSVRC2012 tars in the manual dir, see TFDS docs)"
+            if name == "imagenet2012" else "")
+    self._source = open_tfds(name, split, data_dir, hint)
 
   def __len__(self) -> int:
     return len(self._source)

@@ -238,19 +238,11 @@ class Div2kSource:
   def __init__(self, split: str, scale: int = 4, data_dir: str | None = None, repeat: int = 1):
     if scale not in (2, 3, 4):
       raise ConfigError(f"div2k has bicubic scales 2, 3 and 4, not {scale}.")
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     name = f"div2k/bicubic_x{scale}"
     self.scale, self.repeat = scale, max(1, int(repeat))
-    try:
-      self._source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-    except Exception as e:  # pylint: disable=broad-except
-      where = f" under {data_dir}" if data_dir else " in ~/tensorflow_datasets (or $TFDS_DATA_DIR)"
-      raise DatasetNotFoundError(
-          f"TFDS dataset {name!r} (split {split!r}) is not prepared{where} in ArrayRecord format "
-          f"({type(e).__name__}). Prepare it once with:\n"
-          f"  pip install -e .[prepare] && tfds build {name} --file_format=array_record"
-          + (f" --data_dir={data_dir}" if data_dir else "")
-          + "\nOr train on the offline photographs: config.data.name = 'sr_offline'.") from None
+    self._source = sources.open_tfds(
+        name, split, data_dir,
+        hint="Or train on the offline photographs: config.data.name = 'sr_offline'.")
 
   def __len__(self) -> int:
     return len(self._source) * self.repeat

@@ -50,7 +50,19 @@ def _quantize(quantizer: Quantizer, x: jax.Array) -> jax.Array:
   return x if fn is None else fn(x)
 
 
-class BinaryConv(nn.Module):
+class _QuantizerBits:
+  """`weight_bits` / `input_bits` read by the model summary, from the subclass's quantizer fields."""
+
+  @property
+  def weight_bits(self) -> int:
+    return estimators.bits_of(self.kernel_quantizer)
+
+  @property
+  def input_bits(self) -> int:
+    return estimators.bits_of(self.input_quantizer)
+
+
+class BinaryConv(_QuantizerBits, nn.Module):
   """Convolution with quantised input and kernel (larq `QuantConv2D`, NHWC / HWIO).
 
   `y = conv(pad(q_in(x)), q_k(kernel)) + bias`: the zero padding is applied after the input
@@ -77,14 +89,6 @@ class BinaryConv(nn.Module):
   bias_init: Initializer = nn.initializers.zeros_init()
   param_dtype: Any = jnp.float32
 
-  @property
-  def weight_bits(self) -> int:
-    return estimators.bits_of(self.kernel_quantizer)
-
-  @property
-  def input_bits(self) -> int:
-    return estimators.bits_of(self.input_quantizer)
-
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     nd = x.ndim - 2
@@ -98,7 +102,7 @@ class BinaryConv(nn.Module):
     return y
 
 
-class BinaryDense(nn.Module):
+class BinaryDense(_QuantizerBits, nn.Module):
   """Dense layer with quantised input and kernel (larq `QuantDense`): `q_in(x) @ q_k(W) + b`.
 
   Attributes:
@@ -114,14 +118,6 @@ class BinaryDense(nn.Module):
   kernel_init: Initializer = nn.initializers.lecun_normal()
   bias_init: Initializer = nn.initializers.zeros_init()
   param_dtype: Any = jnp.float32
-
-  @property
-  def weight_bits(self) -> int:
-    return estimators.bits_of(self.kernel_quantizer)
-
-  @property
-  def input_bits(self) -> int:
-    return estimators.bits_of(self.input_quantizer)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
