@@ -12,7 +12,8 @@ Hardware: 1 GPU (paper: about 1-2 GPU-days for CIFAR-10, unconfirmed). Compilati
 edge is a `lax.switch` over 9 ops in the forward, the PGD loop and the backward pass (the
 switched forward alone compiled in 27 s on an H100 host; the full training step was not timed).
 Expected: final_report.json holds a complete genotype ("search_complete": true, one op per edge);
-evaluate it with cifar10_eval_genotype1.py and --config.model.kwargs.genotype=WORKDIR/final_report.json.
+evaluate it with cifar10_eval_genotype1.py and --config.model.kwargs.genotype=WORKDIR/genotype.json
+(WORKDIR/final_report.json works too).
 Choices where the paper is silent (documented in jaxcompress/methods/abandit_nas.py): search net
 C = 16 with affine-free BN, batch 128, SGD 0.025 cosine, reward = clean validation accuracy.
 Variants: `:quick` (a few steps of a 2-cell, 3-op search on tiny batches).

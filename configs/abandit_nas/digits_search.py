@@ -10,9 +10,15 @@ Command:
   python -m launch.main --config=configs/abandit_nas/digits_search.py --workdir=/tmp/abnas_digits
 Hardware: any CPU (2 cores); under 3 minutes, most of it compilation.
 Expected: final_report.json with "search_complete": true, a 2-cell genotype (one op per node),
-"samples": 9, "removals": 3. Measured (seed 0, shared 2-core CPU): 63-170 s end to end; the final
-eval of the best-so-far ops inside the shared supernet gave clean accuracy 0.33 and PGD-3 0.04 (a
-search proxy with batch statistics, not a trained model).
+"samples": 9, "removals": 3; the genotype alone in genotype.json. Measured (seed 0, shared
+2-core CPU): 63-170 s end to end; the final eval of the best-so-far ops inside the shared
+supernet gave clean accuracy 0.33 and PGD-3 0.04 (a search proxy with batch statistics, not a
+trained model).
+Next step (PGD-7 training of the found network + robust table, about 1-2 minutes; the whole
+search -> genotype -> training -> table pipeline takes about 2-3 minutes on a loaded 2-core CPU):
+  python -m launch.main --config=configs/abandit_nas/digits_eval.py \
+      --config.model.kwargs.genotype=/tmp/abnas_digits/genotype.json --workdir=/tmp/abnas_eval
+  cat /tmp/abnas_eval/robust_eval.md
 Variants: `:quick` (K = 2, T = 1: 2 epochs, the test-sized run).
 """
 from configs import common
@@ -51,5 +57,6 @@ def get_config(arg: str | None = None):
   c.progress = "lines"
   if args.quick:
     c.nas.primitives = ("max_pool_3x3", "skip_connect")
+    c.adv.eval_attacks = ("clean",)   # one compiled eval: the test-sized run
     c.num_epochs = num_search_samples(2, args.T)   # 2
   return c

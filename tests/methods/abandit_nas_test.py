@@ -100,6 +100,25 @@ class ScheduleTest(absltest.TestCase):
     self.assertEqual(traces["n"], 1)  # the jitted hook never recompiles as arms disappear
 
 
+class SupernetInitTest(absltest.TestCase):
+
+  def test_jitted_and_eager_initialisation_agree(self):
+    # Small supernets are initialised by one jitted call, large ones op by op: same draws.
+    method = abandit_nas.ABanditNAS(_search_config(), steps_per_epoch=2)
+    batch = {"image": jnp.zeros((2, 8, 8, 1)), "val_image": jnp.zeros((2, 8, 8, 1))}
+    self.assertLessEqual(2 * an.num_edges() * 2, abandit_nas.JIT_INIT_MAX_OPS)
+    jitted = method.make_variables(jax.random.key(0), batch)
+    old = abandit_nas.JIT_INIT_MAX_OPS
+    abandit_nas.JIT_INIT_MAX_OPS = 0
+    try:
+      eager = method.make_variables(jax.random.key(0), batch)
+    finally:
+      abandit_nas.JIT_INIT_MAX_OPS = old
+    self.assertEqual(jax.tree.structure(jitted), jax.tree.structure(eager))
+    for a, b in zip(jax.tree.leaves(jitted), jax.tree.leaves(eager)):
+      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 class SearchRunTest(absltest.TestCase):
 
   def test_tiny_search_removes_arms_and_reports_genotype(self):
@@ -117,6 +136,8 @@ class SearchRunTest(absltest.TestCase):
     self.assertEqual(report["samples"], 2)
     self.assertEqual(report["removals"], 1)
     g = an.genotype_from_dict(report["genotype"])
+    # genotype.json (what the evaluation configs read) holds the same genotype.
+    self.assertEqual(an.get_genotype(os.path.join(workdir, "genotype.json")), g)
     self.assertEqual(g.num_cells, 2)
     for cell in g.cells:
       self.assertLen(cell, 4)
