@@ -92,3 +92,65 @@ def pams_block(bits: int, teacher_path: str | None) -> ml_collections.ConfigDict
 def pams_optim(c: ml_collections.ConfigDict) -> None:
   """Adam 1e-4 for weights, 1e-2 for every alpha; StepLR x0.5 every 10 epochs (paper/code)."""
   c.optim.groups = [{"regex": ".*alpha", "learning_rate": 1e-2}]
+
+
+# The paper's model sizes (sheet section 4) and the tiny `:quick` variants of each.
+PAPER_MODELS = {
+    "edsr_baseline": {},                                   # 16 blocks x 64 feats, res_scale 1
+    "rdn": {"d": 16, "c": 8, "g": 64, "g0": 64},           # D=16 RDBs x C=8 layers, G=G0=64
+}
+QUICK_RDN = {"d": 2, "c": 2, "g": 8, "g0": 8}
+
+
+def teacher_config(arg: str | None, *, model: str, scale: int,
+                   patch_size: int) -> ml_collections.ConfigDict:
+  """Full-precision teacher (method "sr"): EDSR-PyTorch recipe, 300 epochs, lr halved at 200.
+
+  Args:
+    arg: the config arg ("quick", "data_dir=...", "bench=...").
+    model: "edsr_baseline" or "rdn".
+    scale: upscaling factor.
+    patch_size: HR training patch.
+
+  Returns:
+    The teacher config.
+  """
+  args = common.parse_arg(arg, quick=False, data_dir="", bench="")
+  c = sr_config(method="sr", model=model, scale=scale, patch_size=patch_size, quick=args.quick,
+                data_dir=args.data_dir or None, benchmark_dir=args.bench or None)
+  c.model.kwargs.update(PAPER_MODELS[model] if not args.quick or model != "rdn" else QUICK_RDN)
+  if not args.quick:
+    c.num_epochs = 300
+    c.optim.decay_epochs = 200
+  return c
+
+
+def pams_paper_config(arg: str | None, *, model: str, scale: int, bits: int,
+                      patch_size: int) -> ml_collections.ConfigDict:
+  """A PAMS paper setting: `bits`-bit student of `model` at `scale` (sheet sections 3-4).
+
+  Adam (0.9, 0.999, eps 1e-8, no weight decay) lr 1e-4 for weights and 1e-2 for every alpha,
+  StepLR x0.5 every 10 epochs, 30 epochs of 1000 batches of 16, L1 + 1e3 * SKT, student
+  initialised from the FP teacher, first-epoch EMA alpha calibration.
+
+  Args:
+    arg: the config arg ("quick", "data_dir=...", "bench=...", "teacher_path=...").
+    model: "edsr_baseline" or "rdn".
+    scale: upscaling factor.
+    bits: weight and activation bit width.
+    patch_size: HR training patch (EDSR 192 at x4, RDN 96).
+
+  Returns:
+    The student config (`config.pams.teacher_path` from the arg or the command line).
+  """
+  args = common.parse_arg(arg, quick=False, data_dir="", bench="", teacher_path="")
+  c = sr_config(method="pams", model=model, scale=scale, patch_size=patch_size, quick=args.quick,
+                data_dir=args.data_dir or None, benchmark_dir=args.bench or None)
+  c.model.kwargs.update(PAPER_MODELS[model] if not args.quick or model != "rdn" else QUICK_RDN)
+  pams_optim(c)
+  c.pams = pams_block(bits, args.teacher_path or None)
+  c.num_epochs = 30
+  if args.quick:
+    c.num_epochs = 2
+    c.pams.teacher_epochs = 1
+  return c

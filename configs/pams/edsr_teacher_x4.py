@@ -11,20 +11,13 @@ Command:
       --workdir=/ckpt/edsr_x4
   (DIV2K: `tfds build div2k/bicubic_x4 --file_format=array_record` once; the final report scores
   Set5/Set14/B100/Urban100 under `bench` (layout in jaxcompress/data/sr.py).)
+  Students: configs/pams/edsr_x4_8bit.py, edsr_x4_4bit.py with --config.pams.teacher_path=/ckpt/edsr_x4.
 Hardware: 1 GPU (A100/H100 class), about 1-2 days; any GPU works.
 Expected: Set5 x4 PSNR(Y) about 32.1 dB, Set14 about 28.6 (EDSR-baseline published numbers).
 Variants: `:quick` (tiny EDSR, offline scikit-image photos, seconds on CPU).
 """
-from configs import common
 from configs.pams import _sr_common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, quick=False, data_dir="", bench="")
-  c = _sr_common.sr_config(method="sr", model="edsr_baseline", scale=4, patch_size=192,
-                           quick=args.quick, data_dir=args.data_dir or None,
-                           benchmark_dir=args.bench or None)
-  if not args.quick:
-    c.num_epochs = 300
-    c.optim.decay_epochs = 200
-  return c
+  return _sr_common.teacher_config(arg, model="edsr_baseline", scale=4, patch_size=192)

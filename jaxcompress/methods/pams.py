@@ -35,12 +35,19 @@ images, Adam (0.9, 0.999, eps 1e-8), lr 1e-4 with step decay (configured in `con
     the paper protocol (PSNR and SSIM, student, teacher and MATLAB-bicubic baseline) on the eval
     set and on `config.final_eval` sets (e.g. Set5/Set14/B100/Urban100 via `sr_benchmark`).
 
+Teacher -> students pipeline (`launch/pams_pipeline.py`, colabs/pams.py): `pipeline_configs`
+splits a config with a `pipeline.bits` block (configs/pams/quick.py) into an "sr" teacher run and
+one PAMS run per bit width loading that teacher; `pipeline_report` scores all of them and MATLAB
+bicubic on the held-out eval images (`pams_table.md` / `.json`). The engine stays one method per
+run; the chain is three ordinary, resumable runs.
+
 Example:
   >>> from configs.pams import offline_edsr_x2
   >>> loop.run(offline_edsr_x2.get_config(), "/tmp/pams")
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any, Callable, Mapping
@@ -499,3 +506,132 @@ class PAMS(SuperResolution):
     sp, tp = jax.device_get(state.params), jax.device_get(state.extra["teacher"])
     return {"student": lambda lr: np.asarray(student(sp, lr)),
             "teacher": lambda lr: np.asarray(teacher(tp, lr))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Teacher -> students pipeline (one command: launch/pams_pipeline.py; colabs/pams.py).
+
+TEACHER = "fp"
+
+
+def _label(bits: int) -> str:
+  return f"{int(bits)}bit"
+
+
+def pipeline_configs(config: ml_collections.ConfigDict,
+                     workdir: str) -> dict[str, tuple[ml_collections.ConfigDict, str]]:
+  """Splits a PAMS config with a `pipeline` block into a teacher run and one run per bit width.
+
+  `config.pipeline.bits` lists the student bit widths (e.g. (8, 4)). Stages, in run order:
+    * "fp": method "sr" (float L1 training of `config.model`), `config.pams.teacher_epochs`
+      epochs, optimizer `config.optim` without the alpha group, updated by
+      `config.pams.teacher_optim`; workdir `<workdir>/fp`.
+    * "<b>bit" for each b: method "pams" at `bits=b`, teacher loaded from `<workdir>/fp`
+      (`teacher_path`, so `teacher_epochs=0`), `num_epochs - teacher_epochs` epochs (the first
+      one calibrates alpha); workdir `<workdir>/<b>bit`.
+  Every stage skips its own `final_report` (`final_eval_enabled=False`): `pipeline_report`
+  scores all of them together on the same held-out images.
+
+  Args:
+    config: a "pams" config with `pipeline.bits` and `pams.teacher_epochs > 0`
+      (e.g. configs/pams/quick.py).
+    workdir: the pipeline's root directory.
+
+  Returns:
+    {stage label: (config, workdir)} in run order.
+
+  Raises:
+    ConfigError: the config has no `pipeline.bits` or no teacher epochs.
+  """
+  pipe = config.get("pipeline", None)
+  if pipe is None or not list(pipe.get("bits", ()) or ()):
+    raise ConfigError("pipeline_configs needs config.pipeline.bits (e.g. (8, 4)); use "
+                      "configs/pams/quick.py or add a `pipeline` block to the config.")
+  teacher_epochs = int(config.pams.get("teacher_epochs", 0))
+  if teacher_epochs <= 0 or teacher_epochs >= config.num_epochs:
+    raise ConfigError(f"The pipeline trains the teacher for config.pams.teacher_epochs epochs "
+                      f"(got {teacher_epochs}) out of config.num_epochs ({config.num_epochs}); "
+                      "set 0 < teacher_epochs < num_epochs.")
+  base = ml_collections.ConfigDict(config.to_dict())
+  del base["pipeline"]
+  teacher = ml_collections.ConfigDict(base.to_dict())
+  teacher.method = "sr"
+  teacher.num_epochs = teacher_epochs
+  teacher.optim.groups = []
+  teacher.optim.update(dict(config.pams.get("teacher_optim", {}) or {}))
+  del teacher["pams"]
+  teacher.final_eval_enabled = False
+  root = os.path.abspath(workdir)
+  stages = {TEACHER: (teacher, os.path.join(root, TEACHER))}
+  for bits in pipe.bits:
+    student = ml_collections.ConfigDict(base.to_dict())
+    student.num_epochs = int(config.num_epochs) - teacher_epochs
+    student.pams.bits = int(bits)
+    student.pams.teacher_epochs = 0
+    student.pams.teacher_path = stages[TEACHER][1]
+    student.final_eval_enabled = False
+    stages[_label(bits)] = (student, os.path.join(root, _label(bits)))
+  return stages
+
+
+def pipeline_predictors(config: ml_collections.ConfigDict, params: Mapping[str, Any]
+                        ) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+  """{stage label: fn(LR (1, h, w, 3) float32) -> SR} for the pipeline's trained params.
+
+  "fp" runs the float `config.model`; "<b>bit" the PAMS student at b bits in evaluation mode
+  (learned alphas, no calibration), both jitted.
+  """
+  kwargs = dict(config.model.get("kwargs", {}) or {})
+  kwargs.setdefault("scale", _scale(config))
+  predictors = {}
+  for label, p in params.items():
+    if label == TEACHER:
+      model = models.build(config.model.name, layers="float", layer_kwargs={}, **kwargs)
+    else:
+      bits = int(label[:-len("bit")])
+      model = models.build(config.model.name, layers="pams", layer_kwargs={"bits": bits},
+                           **kwargs)
+    fn = jax.jit(lambda v, x, m=model: m.apply({"params": v}, x))
+    p = jax.device_get(p)
+    predictors[label] = lambda lr, fn=fn, p=p: np.asarray(fn(p, lr))
+  return predictors
+
+
+def pipeline_report(config: ml_collections.ConfigDict, params: Mapping[str, Any],
+                    workdir: str) -> dict[str, Any]:
+  """Scores the pipeline's models on the held-out full images; writes the comparison table.
+
+  The eval split of `config.data` (for `sr_offline`: the photographs chelsea and coffee, never
+  trained on) is scored with the paper protocol (`evaluate_sr`: MATLAB Y channel, shave =
+  scale, uint8 grid) for the float teacher ("fp"), each student ("<b>bit") and MATLAB bicubic.
+  Written to `workdir`: `pams_table.json` (means and per-image rows), `pams_table.md` (the same
+  as a Markdown table) and one "eval" line in `metrics.jsonl` (`{"step": 0, "split": "eval",
+  "fp/psnr": ..., "8bit/psnr": ..., ...}`).
+
+  Args:
+    config: the pipeline config (as given to `pipeline_configs`).
+    params: {stage label: trained params} for "fp" and each "<b>bit" stage.
+    workdir: the pipeline's root directory.
+
+  Returns:
+    The `evaluate_sr` result plus "table" (the Markdown text).
+  """
+  transforms_lib.load_providers()
+  scale = _scale(config)
+  rgb_range = float((config.model.get("kwargs", {}) or {}).get("rgb_range", 255.0))
+  predictors = pipeline_predictors(config, params)
+  source = sources.get(config.data.name, config.data.eval_split,
+                       **dict(config.data.get("source_kwargs", {}) or {}))
+  os.makedirs(workdir, exist_ok=True)
+  table_path = os.path.join(workdir, "pams_table.md")
+  result = evaluate_sr(predictors, source, scale, rgb_range=rgb_range,
+                       max_images=config.get("final_eval_max_images", -1),
+                       with_ssim=config.get("final_eval_ssim", True), table_path=table_path)
+  with open(table_path, encoding="utf-8") as f:
+    result["table"] = f.read()
+  with open(os.path.join(workdir, "pams_table.json"), "w", encoding="utf-8") as f:
+    json.dump({k: v for k, v in result.items() if k != "table"}, f, indent=2, default=str)
+  means = {k: v for k, v in result.items() if "/" in k and isinstance(v, float)}
+  with open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8") as f:
+    f.write(json.dumps({"step": 0, "split": "eval", **means}) + "\n")
+  return result

@@ -47,3 +47,5 @@ from jaxcompress.quant.quantizers import pams_quantize_weight
 from jaxcompress.quant.transform import QuantRule, Quantized, layer_bits_fn, quantize
 from jaxcompress.quant.export import (Exported, export, export_sizes, pack_bits, serve_apply,
                                       serve_fn, unpack_bits, xnor_popcount_matmul)
+from jaxcompress.quant.int8_export import (Int8Exported, export_int8, int8_sizes, pack_int4,
+                                           serve_int8, unpack_int4)

@@ -107,6 +107,46 @@ class ImresizeTest(parameterized.TestCase):
     if scale == 2:  # overshoot of the first pass is clipped before the second
       self.assertTrue(np.any(out != two_step))
 
+  def test_published_matlab_2x2_matrix(self):
+    # MATLAB: imresize([1 2; 3 4], 2) (bicubic, the default), as printed by MATLAB:
+    #   0.7188  1.0156  1.6094  1.9063
+    #   1.3125  1.6094  2.2031  2.5000
+    #   2.5000  2.7969  3.3906  3.6875
+    #   3.0938  3.3906  3.9844  4.2813
+    # By hand: the image is 1 + 2 r + c, resizing is separable and linear, and imresize([0; 1], 2)
+    # = R = [-0.09375, 0.203125, 0.796875, 1.09375] (test_upscale_weights_by_hand), so the exact
+    # result is 1 + 2 R[i] + R[j].
+    r = np.array([-0.09375, 0.203125, 0.796875, 1.09375])
+    exact = 1 + 2 * r[:, None] + r[None, :]
+    matlab = np.array([[0.7188, 1.0156, 1.6094, 1.9063], [1.3125, 1.6094, 2.2031, 2.5000],
+                       [2.5000, 2.7969, 3.3906, 3.6875], [3.0938, 3.3906, 3.9844, 4.2813]])
+    out = ir.imresize(np.array([[1.0, 2.0], [3.0, 4.0]]), 2)
+    np.testing.assert_allclose(out, exact, atol=1e-14)
+    np.testing.assert_allclose(out, matlab, atol=5e-5)   # MATLAB's 4-decimal display
+
+  @parameterized.parameters(2, 3, 4)
+  def test_linear_ramp_upscale_is_exact_in_the_interior(self, scale):
+    # The Keys cubic (a = -0.5) reproduces linear functions: away from the mirrored borders the
+    # output of a ramp v[i] = i (0-based) at output x (1-based) is u - 1, u = x / s + (1 - 1/s) / 2.
+    n = 12
+    out = ir.imresize(np.tile(np.arange(n, dtype=np.float64)[:, None], (1, 3)), scale)[:, 0]
+    x = np.arange(1, n * scale + 1)
+    u = x / scale + 0.5 * (1 - 1 / scale)
+    interior = (np.floor(u) - 1 >= 1) & (np.floor(u) + 2 <= n)
+    self.assertGreater(interior.sum(), n)
+    np.testing.assert_allclose(out[interior], u[interior] - 1, atol=1e-12)
+
+  def test_linear_ramp_downscale_is_exact_in_the_interior(self):
+    # x1/2 with antialiasing (symmetric kernel 0.5 cubic(t / 2), 8 taps): interior outputs of a
+    # ramp sit at u = 2 x - 0.5 (1-based), value u - 1 (0-based ramp).
+    n = 24
+    out = ir.imresize(np.tile(np.arange(n, dtype=np.float64)[:, None], (1, 2)), 0.5)[:, 0]
+    x = np.arange(1, n // 2 + 1)
+    u = 2 * x - 0.5
+    interior = (u - 4 >= 1) & (u + 4 <= n)
+    self.assertGreater(interior.sum(), 4)
+    np.testing.assert_allclose(out[interior], u[interior] - 1, atol=1e-12)
+
   def test_output_shape_and_errors(self):
     img = np.zeros((10, 6))
     self.assertEqual(ir.imresize(img, output_shape=(5, 4)).shape, (5, 4))

@@ -76,6 +76,29 @@ class ImageQualityTest(absltest.TestCase):
                    for c in range(3)]
     self.assertAlmostEqual(rgb, np.mean(per_channel), places=8)
 
+  def test_psnr_hand_value_on_y_channel(self):
+    # RGB gray 100 and the same with red + 10: only Y's red term changes, by 10 * 65.481 / 255
+    # (MATLAB rgb2ycbcr), so MSE = (10 * 65.481 / 255)^2 on every pixel.
+    hr = np.full((10, 10, 3), 100, np.uint8)
+    sr = hr.astype(np.float64)
+    sr[..., 0] += 10
+    dy = 10 * 65.481 / 255
+    self.assertAlmostEqual(iq.psnr(sr, hr, 2), 10 * math.log10(255 ** 2 / dy ** 2), places=10)
+
+  def test_ssim_hand_values(self):
+    # Identical images: 1. Two constant images a, b: variances and covariance are 0, so
+    # SSIM = (2ab + C1) / (a^2 + b^2 + C1) with C1 = (0.01 * 255)^2 (the C2 factor is C2 / C2).
+    rng = np.random.default_rng(0)
+    img = rng.uniform(0, 255, (16, 16))
+    self.assertAlmostEqual(iq.ssim_index(img, img), 1.0, places=12)
+    a, b, c1 = 100.0, 120.0, (0.01 * 255) ** 2
+    expected = (2 * a * b + c1) / (a * a + b * b + c1)
+    self.assertAlmostEqual(iq.ssim_index(np.full((13, 13), a), np.full((13, 13), b)), expected,
+                           places=12)
+    # Through the protocol (gray uint8 images, shave 1): same value.
+    self.assertAlmostEqual(iq.ssim(np.full((15, 15), b), np.full((15, 15), a, np.uint8), 1),
+                           expected, places=12)
+
   def test_ssim_window(self):
     g = iq._gaussian_window_1d()
     r = np.arange(-5, 6)

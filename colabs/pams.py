@@ -1,0 +1,111 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     name: python3
+# ---
+
+# %% [markdown]
+# # PAMS: quantized super-resolution (ECCV 2020, arXiv 2011.04212)
+#
+# Train a small full-precision EDSR x2 teacher on scikit-image's real photographs (offline), then
+# 8-bit and 4-bit PAMS students initialised from it (learned activation max scales alpha, L1 + SKT
+# distillation), compare them on held-out photos, look at crops, and export the 8-bit student to
+# real int8 weights. The same run is one command:
+# `python -m launch.pams_pipeline --config=configs/pams/quick.py --workdir=...` (about 3-4 CPU
+# minutes; `QUICKSTART_ARG=quick`, used by the tests, shrinks it to a few steps per stage).
+
+# %%
+# In Colab, install jaxcompress from the repository first (uncomment):
+# !git clone https://github.com/<org>/jaxcompress && pip install -e jaxcompress
+# %cd jaxcompress
+
+# %%
+import os
+import tempfile
+
+import jax
+import numpy as np
+
+from configs.pams import quick
+from jaxcompress import quant
+from jaxcompress.data import sources, transforms
+from jaxcompress.data.imresize import imresize
+from jaxcompress.methods import pams
+from jaxcompress.models import edsr
+from jaxcompress.train import loop
+
+config = quick.get_config(os.environ.get("QUICKSTART_ARG") or None)
+config.progress = "lines"
+workdir = tempfile.mkdtemp(prefix="jaxcompress_pams_")
+print(jax.devices())
+
+# %% [markdown]
+# ## Teacher, then one student per bit width
+# `pipeline_configs` derives three ordinary runs from the config: `fp` (float L1 training) and
+# `8bit` / `4bit` (PAMS students loading the `fp` checkpoint as teacher and initial weights).
+
+# %%
+stages = pams.pipeline_configs(config, workdir)
+params = {}
+for label, (stage_config, stage_workdir) in stages.items():
+  print(f"== {label}: method {stage_config.method}, {stage_config.num_epochs} epochs")
+  params[label] = loop.run(stage_config, stage_workdir)["state"].params
+
+# %% [markdown]
+# ## PSNR / SSIM on the held-out photographs
+# MATLAB protocol of the paper: Y channel, border shave = scale, outputs on the uint8 grid.
+
+# %%
+report = pams.pipeline_report(config, params, workdir)
+print(report["table"])
+
+# %% [markdown]
+# ## Side-by-side crops: HR / bicubic / FP / 8-bit / 4-bit
+
+# %%
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+transforms.load_providers()
+scale = int(config.model.kwargs.scale)
+example = sources.get(config.data.name, config.data.eval_split, scale=scale)[0]
+lr, hr = example["lr"], example["hr"]
+predictors = pams.pipeline_predictors(config, params)
+outputs = {"HR": hr.astype(np.float64), "bicubic": imresize(lr, float(scale)).astype(np.float64)}
+outputs.update({label: fn(lr[None].astype(np.float32))[0] for label, fn in predictors.items()})
+size = min(96, hr.shape[0] // 2, hr.shape[1] // 2)
+top, left = hr.shape[0] // 2 - size // 2, hr.shape[1] // 2 - size // 2
+fig, axes = plt.subplots(1, len(outputs), figsize=(3 * len(outputs), 3.2))
+for ax, (label, img) in zip(axes, outputs.items()):
+  crop = np.clip(img[top:top + size, left:left + size], 0, 255).astype(np.uint8)
+  ax.imshow(crop)
+  psnr = report.get(f"{label}/psnr")
+  ax.set_title(label if psnr is None else f"{label} {psnr:.2f} dB")
+  ax.axis("off")
+fig.tight_layout()
+fig.savefig(os.path.join(workdir, "crops.png"))
+print("crops saved to", os.path.join(workdir, "crops.png"))
+
+# %% [markdown]
+# ## Real int8 export of the 8-bit student
+# Integer weight levels with per-tensor steps, integer activations from the learned alphas;
+# serving convolves int8 operands with int32 accumulation (`quant.serve_int8`).
+
+# %%
+student = edsr.EDSR(**dict(config.model.kwargs), layers=edsr.pams_layers(bits=8))
+x = lr[None].astype(np.float32)
+exported = quant.export_int8({"params": params["8bit"]}, student, x)
+int8_out = np.asarray(jax.jit(quant.serve_int8)(exported, x))
+fake_quant = np.asarray(student.apply({"params": params["8bit"]}, x))
+print("max |int8 serving - fake-quant| =", float(np.max(np.abs(int8_out - fake_quant))), "(of 255)")
+print({k: round(v, 3) for k, v in quant.int8_sizes(exported).items()})

@@ -1,0 +1,25 @@
+"""PAMS-RDN x4, 8-bit weights and activations (PAMS, ECCV 2020, arXiv 2011.04212).
+
+Table row: PAMS-RDN x4 8-bit on Set5/Set14/B100/Urban100 (values not in our paper sheet:
+unconfirmed, check the paper's table; the FP RDN x4 reference is Set5 32.47 dB, RDN paper).
+
+Recipe: RDN (D=16 RDBs x C=8 layers, G=G0=64) student and frozen FP teacher, DIV2K, 96-px HR
+patches (paper/code for RDN), batch 16, 30 epochs of 1000 batches, Adam 1e-4 / alphas 1e-2,
+StepLR x0.5 every 10 epochs, L1 + 1e3 * SKT, first-epoch EMA calibration, student initialised
+from the teacher.
+
+Command (teacher from configs/pams/rdn_teacher_x4.py, or converted RDN weights saved with
+`pams.save_params`):
+  python -m launch.main --config=configs/pams/rdn_x4_8bit.py:data_dir=$TFDS_DATA_DIR,bench=$SR_BENCHMARK_DIR \
+      --workdir=/ckpt/pams_rdn_x4_8bit --config.pams.teacher_path=/ckpt/rdn_x4
+Hardware: 1 GPU (RDN is ~22 M params), about a day.
+Expected: Set5 x4 PSNR(Y) within ~0.1 dB of the FP RDN (about 32.4 dB; unconfirmed).
+Variants: `:quick` (tiny RDN on the offline photos, teacher trained in place).
+"""
+from configs.pams import _sr_common
+
+BITS = 8
+
+
+def get_config(arg=None):
+  return _sr_common.pams_paper_config(arg, model="rdn", scale=4, bits=BITS, patch_size=96)
