@@ -71,9 +71,7 @@ def binarized_weight_signs(params: Any, rotations: Any) -> dict[str, jax.Array]:
   """
   out = {}
   for path, p, r in _rbnn_layers(params, rotations):
-    w2 = rotation.standardize_weight(p["kernel"])
-    rotated = rotation.rbnn_rotated_weight(p["kernel"], r["r1"], r["r2"])
-    w3 = w2 + jnp.abs(jnp.sin(p["theta"])) * (rotated - w2)
+    w3 = rotation.rbnn_mixed_weight(p["kernel"], r["r1"], r["r2"], p["theta"])
     out["/".join(path)] = jnp.sign(w3).astype(jnp.int8)
   return out
 

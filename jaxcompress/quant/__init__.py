@@ -28,7 +28,9 @@ from jaxcompress.quant.layers import rbnn_layers
 from jaxcompress.quant.layers import set_rbnn_schedule
 from jaxcompress.quant.rotation import haar_orthogonal
 from jaxcompress.quant.rotation import matrices_to_weight
+from jaxcompress.quant.rotation import rbnn_activation_sign
 from jaxcompress.quant.rotation import rbnn_conv2d
+from jaxcompress.quant.rotation import rbnn_mixed_weight
 from jaxcompress.quant.rotation import rbnn_rotate_params
 from jaxcompress.quant.rotation import rbnn_rotated_weight
 from jaxcompress.quant.rotation import rbnn_rotation_objective

@@ -11,7 +11,12 @@ trained model and converts every quantised layer it meets:
 * k-bit layers (kernel quantizer `AbsMaxQuantizer` / `absmax*` / `PAMSWeightQuantizer`, bits <= 8):
   `int8` kernels plus their float step; other k-bit quantizers keep their fake-quantised kernel
   in float (format "float", listed in `Exported.notes`);
-* everything else (stem, classifier, norms, RBNN convs) is left as is.
+* RBNN convolutions (`RBNNConv`, found by type): the binary weight `sign(w3)`, with
+  `w3 = w2 + |sin theta| (R1^T X R2 - w2)` the mixed rotated standardised kernel (paper eq. 15,
+  `rotation.rbnn_mixed_weight`), is fixed after training, so it is computed once and bit-packed
+  like the binary layers; the float `scale` is the learned per-channel alpha (eq. 16), times a
+  folded BatchNorm; the rotations, angles and latent kernel are dropped;
+* everything else (stem, classifier, norms) is left as is.
 
 BatchNorm folding: an inference BatchNorm (`use_running_average=True`, feature axis last) whose
 input is exactly the output of a converted layer, and which is the next module called after it,
@@ -31,13 +36,18 @@ activations are the model's code) with the converted layers replaced by:
   is applied after binarisation in training, so a padded tap contributes 0, not +-1: padded taps
   are packed as bit 0 (-1) and the dot product is corrected by `padmask @ tapsum`, where
   `tapsum[tap, o]` is the sum of the binary weights of a kernel tap (exact integer arithmetic);
+* RBNN convolutions the same XNOR-popcount, with the activation binarised as the training
+  forward does: `sign` of the per-sample standardised input (unbiased std, official code), which,
+  standardisation being a positive affine map per sample, is `sign(x - mean)` with the per-sample
+  mean over (H, W, C) computed at serve time (`rotation.rbnn_activation_sign`). sign(0) = 0 has
+  no bit: an entry exactly equal to its sample's mean is packed as -1 and corrected exactly by
+  adding `conv(zero mask, w)` under a `lax.cond` (run only when such an entry exists). A kernel
+  whose `w3` has an exact 0 (sign 0) is kept as a float ternary kernel (mode "float", in `notes`).
+  A constant sample (std 0) is NaN in training and 0-centred here;
 * an unpacked +-1 kernel with a float product when the input is not binary;
 * the dequantised int8 kernel (`q * step`, the training quantizer's arithmetic) for k-bit layers.
 
-RBNN convolutions are left float (their binary weight depends on the rotation state); exporting
-them is a TODO.
-
-Example:
+Example (the same for `layers="rbnn"`, with all of `model.init`'s collections in `variables`):
   >>> model = models.build("resnet20", layers="binary")
   >>> exported = quant.export(variables, model, x, train=False)
   >>> logits = quant.serve_apply(exported, x)          # == model.apply(variables, x)
@@ -61,6 +71,7 @@ from jax import lax
 from jaxcompress.quant import estimators
 from jaxcompress.quant import layers as qlayers
 from jaxcompress.quant import quantizers as quantizers_lib
+from jaxcompress.quant import rotation
 from jaxcompress.quant import transform
 
 # Input quantizers whose forward is exactly +-1 (larq's sign(0) = +1). rbnn_sign is not one:
@@ -136,6 +147,9 @@ class LayerSpec:
   padding: Any = "VALID"
   input_quantizer: Any = None    # callable or None (hashable: functions / frozen dataclasses)
   qmax: float = 1.0              # int mode: kernel = q * step / qmax
+  # xnor mode, RBNN: input bits are `x - per-sample mean > 0`; entries exactly 0 after centring
+  # (sign 0, no bit) are corrected exactly (see `_serve_conv`).
+  center_input: bool = False
 
   @property
   def k(self) -> int:
@@ -280,6 +294,41 @@ def _convert(call: _Call, rule: transform.QuantRule, params: Any) -> tuple[Expor
                        spec=LayerSpec(mode="float", **common)), note
 
 
+def _convert_rbnn(call: _Call, params: Any, rotations: Any) -> tuple[ExportedLayer, str]:
+  """An `RBNNConv` as packed bits: `sign(w3)` precomputed, activations centred per sample.
+
+  The training forward (`rotation.rbnn_conv2d`, paper eq. 15-16 + official standardisation) is
+  `alpha * conv(pad(sign(std(x))), sign(w3))`. After training `w3` is fixed, so its signs are
+  packed here; `sign(std(x)) = sign(x - mean)` is computed per sample at serve time
+  (`rotation.rbnn_activation_sign`). A weight exactly 0 (sign 0) has no bit: such a layer keeps
+  its ternary kernel in float (mode "float", listed in the notes).
+  """
+  mod = call.module
+  if rotations is None or "r1" not in rotations:
+    raise ValueError(f"export: RBNN conv {call.path} needs its rotations: pass every collection "
+                     "of model.init (params, batch_stats, rbnn, rbnn_schedule) as variables.")
+  kernel = jnp.asarray(params["kernel"])
+  if kernel.ndim != 4:
+    raise NotImplementedError(f"export: RBNN conv {call.path} is not 2-D.")
+  o = kernel.shape[-1]
+  wb = jnp.sign(rotation.rbnn_mixed_weight(kernel, rotations["r1"], rotations["r2"],
+                                           params["theta"]))
+  scale = jnp.asarray(params["alpha"])
+  bias = params.get("bias") if mod.use_bias else None
+  shift = jnp.zeros((o,), scale.dtype) if bias is None else jnp.asarray(bias)
+  common = dict(kind="conv", kernel_shape=tuple(kernel.shape),
+                strides=transform.as_tuple(mod.strides, 2), dilation=(1, 1), padding=mod.padding)
+  if not bool(jnp.all(wb != 0)):
+    note = f"{call.path}: RBNN binary kernel has exact zeros; kept as a float ternary kernel"
+    return ExportedLayer(weights=wb, scale=scale, shift=shift, spec=LayerSpec(
+        mode="float", input_quantizer=rotation.rbnn_activation_sign, **common)), note
+  signs = (wb > 0).reshape(-1, o)                           # (K, O), K in HWIO order
+  pm1 = jnp.where(signs, 1.0, -1.0).reshape(-1, kernel.shape[-2], o)
+  return ExportedLayer(weights=pack_bits(signs.T).T, scale=scale, shift=shift,
+                       tapsum=jnp.sum(pm1, axis=1),
+                       spec=LayerSpec(mode="xnor", center_input=True, **common)), ""
+
+
 def _fold_bn(layer: ExportedLayer, bn: Any, bn_vars: dict[str, Any]) -> ExportedLayer | None:
   if (not isinstance(bn, nn.BatchNorm) or bn.use_running_average is not True
       or bn.axis not in (-1,) or bn.axis_name is not None):
@@ -336,10 +385,14 @@ def export(variables: Any, rules_or_model: Any, *example_args: Any, model: nn.Mo
   folded: list[tuple[str, str]] = []
   notes: list[str] = []
   for i, call in enumerate(calls):
-    rule = _layer_rule(call, decisions)
-    if rule is None:
-      continue
-    layer, note = _convert(call, rule, _get(variables["params"], call.path))
+    if isinstance(call.module, qlayers.RBNNConv):
+      layer, note = _convert_rbnn(call, _get(variables["params"], call.path),
+                                  _get(variables.get("rbnn", {}), call.path))
+    else:
+      rule = _layer_rule(call, decisions)
+      if rule is None:
+        continue
+      layer, note = _convert(call, rule, _get(variables["params"], call.path))
     if note:
       notes.append(note)
     nxt = calls[i + 1] if i + 1 < len(calls) else None
@@ -350,11 +403,9 @@ def export(variables: Any, rules_or_model: Any, *example_args: Any, model: nn.Mo
         layer = new
         folded.append((nxt.path, call.path))
     layers[call.path] = layer
-  # Drop the float copies of converted kernels and folded BatchNorms.
-  drop = {tuple(p.split("/")) for p, _ in folded}
-  for path in layers:
-    flat["params"].pop(tuple(path.split("/")) + ("kernel",), None)
-    flat["params"].pop(tuple(path.split("/")) + ("bias",), None)
+  # Drop every variable of converted layers (float kernels, biases, RBNN angles, scales,
+  # rotations and schedule) and of folded BatchNorms.
+  drop = {tuple(p.split("/")) for p, _ in folded} | {tuple(p.split("/")) for p in layers}
   for coll in flat.values():
     for key in [k for k in coll if k[:-1] in drop]:
       coll.pop(key)
@@ -424,7 +475,13 @@ def _serve_conv(layer: ExportedLayer, x: jax.Array) -> jax.Array:
                                      "N" + "DHW"[-nd:] + "C", "DHW"[-nd:] + "IO",
                                      "N" + "DHW"[-nd:] + "C")))
     return y * layer.scale + layer.shift
-  bits = _binary_input(spec, x)
+  zeros = None
+  if spec.center_input:
+    # RBNN: sign(standardised x) = sign(x - per-sample mean); exact zeros have no bit.
+    centred = x - jnp.mean(x, axis=tuple(range(1, x.ndim)), keepdims=True)
+    bits, zeros = centred > 0, centred == 0
+  else:
+    bits = _binary_input(spec, x)
   in_sp = x.shape[1:-1]
   padded = tuple(n + lo + hi for n, (lo, hi) in zip(in_sp, pads))
   out_sp = tuple((p - (k - 1) * d - 1) // s + 1
@@ -457,6 +514,21 @@ def _serve_conv(layer: ExportedLayer, x: jax.Array) -> jax.Array:
   if any(lo or hi for lo, hi in pads):
     mask = _pad_mask(in_sp, pads, kshape, out_sp, spec.strides, spec.dilation)
     dot = dot + (jnp.asarray(mask) @ layer.tapsum.astype(dtype))[None]
+  if zeros is not None:
+    # An input entry exactly 0 was packed as bit 0 (-1), adding -w where the training forward
+    # adds 0 * w: add back conv(zero mask, w) (exact small integers). The float conv only runs
+    # when a zero exists (lax.cond), which for continuous activations is essentially never.
+    w_pm1 = jnp.where(unpack_bits(layer.weights.T, spec.k).T, 1.0, -1.0).astype(dtype)
+
+    def zero_correction(z):
+      z = jnp.pad(z.astype(dtype), [(0, 0)] + pads + [(0, 0)])
+      c = lax.conv_general_dilated(z, w_pm1.reshape(spec.kernel_shape), spec.strides, "VALID",
+                                   rhs_dilation=spec.dilation,
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                   precision=lax.Precision.HIGHEST)
+      return c.reshape(dot.shape)
+
+    dot = dot + lax.cond(jnp.any(zeros), zero_correction, lambda z: jnp.zeros_like(dot), zeros)
   y = dot * layer.scale.astype(dtype) + layer.shift.astype(dtype)
   return y.reshape((n,) + out_sp + (o,))
 

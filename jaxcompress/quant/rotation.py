@@ -132,6 +132,45 @@ def rbnn_rotated_weight(w: ArrayLike, r1: ArrayLike, r2: ArrayLike) -> jax.Array
   return matrices_to_weight(_rotate(weight_to_matrices(w2), r1, r2), w2.shape)
 
 
+def rbnn_mixed_weight(w: ArrayLike, r1: ArrayLike, r2: ArrayLike, theta: ArrayLike) -> jax.Array:
+  """RBNN's adjustable rotated weight `w3 = w2 + |sin theta| (stop_gradient(R1^T X R2) - w2)`.
+
+  Paper eq. 15 on the standardised kernel `w2` (official code), per output channel `theta` of
+  shape (O,). The binary weight of the layer is `sign(w3)` (`rbnn_sign`'s forward); after training
+  it is fixed, so `quant.export` precomputes it with this function. Gradients reach `w` (through
+  the standardisation and the `1 - |sin theta|` path) and `theta`; not `r1`, `r2`.
+
+  Args:
+    w: latent HWIO kernel.
+    r1: (a, a) rotation; r2: (b, b) rotation.
+    theta: (O,) angles.
+
+  Returns:
+    `w3`, an HWIO kernel in the dtype of the standardised `w`.
+  """
+  w2 = standardize_weight(w)
+  rotated = rbnn_rotated_weight(w, r1, r2)
+  return w2 + jnp.abs(jnp.sin(jnp.asarray(theta))) * (lax.stop_gradient(rotated) - w2)
+
+
+def rbnn_activation_sign(x: ArrayLike) -> jax.Array:
+  """The forward value of RBNN's activation binarisation, `sign(standardised x)`, without the std.
+
+  Per-sample standardisation is a positive affine map (`(x - mean) / std`, std > 0), so its sign is
+  `sign(x - mean)` with the per-sample mean over (H, W, C) (computed as `standardize_activation`
+  does, so the same entries are exactly 0). sign(0) = 0 as `rbnn_sign`. (A constant sample, std 0,
+  gives NaN in `rbnn_conv2d` and 0 here.) No surrogate gradient: serving only.
+
+  Args:
+    x: activations, batch first (NHWC).
+
+  Returns:
+    -1, 0 or +1 in the dtype of `x`.
+  """
+  x = jnp.asarray(x)
+  return jnp.sign(x - jnp.mean(x, axis=tuple(range(1, x.ndim)), keepdims=True))
+
+
 def rbnn_rotation_objective(w: ArrayLike, r1: ArrayLike, r2: ArrayLike) -> jax.Array:
   """The rotation loss `sum_o ||B_o - R1^T X_o R2||_F^2` with the optimal `B_o = sign(.)` (eq. 10).
 
@@ -260,9 +299,7 @@ def rbnn_conv2d(x: ArrayLike, w: ArrayLike, r1: ArrayLike, r2: ArrayLike, theta:
     `(N, H', W', O)` output.
   """
   x, w = jnp.asarray(x), jnp.asarray(w)
-  w2 = standardize_weight(w)
-  rotated = rbnn_rotated_weight(w, r1, r2)
-  w3 = w2 + jnp.abs(jnp.sin(jnp.asarray(theta))) * (lax.stop_gradient(rotated) - w2)
+  w3 = rbnn_mixed_weight(w, r1, r2, theta)
   bw = estimators.rbnn_sign(w3, t, k)
   ba = estimators.rbnn_sign(standardize_activation(x), jnp.maximum(jnp.asarray(t), 1), 1)
   return pad_and_conv(ba, bw, stride, padding, precision) * jnp.asarray(alpha)

@@ -198,6 +198,22 @@ class RBNNSignTest(chex.TestCase, parameterized.TestCase):
     np.testing.assert_allclose(ks, np.maximum(1 / np.asarray(ts), 1), rtol=1e-6)
 
 
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_schedule_float32_is_design_formula(self):
+    # DESIGN.md: t = t_min (t_max / t_min) ** (epoch / epochs), k = max(1 / t, 1), in float32
+    # (the default dtype), here against the same formula evaluated by NumPy in float32.
+    fn = self.variant(quant.rbnn_schedule)
+    for t_min, t_max, epochs in ((1e-2, 10.0, 1000), (1e-2, 1.0, 15), (0.1, 5.0, 7)):
+      e = np.arange(epochs + 1, dtype=np.float32)
+      t, k = fn(jnp.asarray(e), epochs, t_min, t_max)
+      self.assertEqual((t.dtype, k.dtype), (jnp.float32, jnp.float32))
+      f32 = np.float32
+      want_t = f32(t_min) * (f32(t_max) / f32(t_min)) ** (e / f32(epochs))
+      np.testing.assert_allclose(t, want_t, rtol=2e-6)
+      np.testing.assert_allclose(k, np.maximum(f32(1) / want_t, f32(1)), rtol=2e-6)
+      np.testing.assert_allclose(t[-1], t_max, rtol=2e-6)   # epoch == epochs reaches t_max
+
+
 class DtypeAndRegistryTest(parameterized.TestCase):
 
   @parameterized.parameters(*estimators.names())

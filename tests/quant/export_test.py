@@ -1,12 +1,15 @@
 """Tests for jaxcompress.quant.export: bit packing, XNOR-popcount serving, int8 export, sizes."""
 from __future__ import annotations
 
+import zlib
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxcompress import quant
 from jaxcompress.models import build
@@ -143,6 +146,169 @@ class ExportTest(parameterized.TestCase):
     exported = quant.export(variables, qmodel, x)
     self.assertEqual(exported.layers["b2"].spec.mode, "binary_weight")
     self.check_serving(exported, qmodel.apply(variables, x), x)
+
+
+def rbnn_variables(model, x, seed=0):
+  """RBNN variables as after training: perturbed BN statistics, official uniform thetas in
+  [0, pi/2), rotations re-solved once on the latent weights (not the Haar init)."""
+  variables = perturb(model.init(jax.random.key(seed), x), seed)
+  params = jax.tree_util.tree_map_with_path(
+      lambda p, l: (jax.random.uniform(jax.random.key(zlib.crc32(jax.tree_util.keystr(p).encode())
+                                                      + seed), l.shape, l.dtype, 0.0, np.pi / 2)
+                    if "theta" in jax.tree_util.keystr(p) else l), variables["params"])
+  rotations = quant.rbnn_rotate_params(params, variables["rbnn"], rounds=1)
+  return {**variables, "params": params, "rbnn": rotations}
+
+
+def np_rbnn_conv(x, wb, alpha, pad):
+  """Independent NumPy reference of a stride-1 RBNN conv with a given {-1, 0, 1} kernel:
+  sign(standardised x) with sign(0) = 0 (unbiased std), zero padding after binarisation."""
+  x = np.asarray(x, np.float64)
+  c = x - x.mean(axis=(1, 2, 3), keepdims=True)
+  a = np.sign(c / c.std(axis=(1, 2, 3), keepdims=True, ddof=1))
+  a = np.pad(a, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  kh, kw, _, o = wb.shape
+  n, h, w, _ = x.shape
+  out = np.zeros((n, h + 2 * pad - kh + 1, w + 2 * pad - kw + 1, o))
+  for i in range(out.shape[1]):
+    for j in range(out.shape[2]):
+      out[:, i, j] = np.einsum("nhwc,hwco->no", a[:, i:i + kh, j:j + kw], wb)
+  return out * np.asarray(alpha)
+
+
+class RBNNConvNet(nn.Module):
+  """One RBNN conv (RBNN convs are found by type, not by rules)."""
+
+  @nn.compact
+  def __call__(self, x):
+    return quant.RBNNConv(6, padding=((1, 1), (1, 1)), use_bias=True)(x)
+
+
+class RBNNExportTest(parameterized.TestCase):
+
+  def serve_check(self, exported, want, x):
+    got = quant.serve_fn(exported)(x)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(jnp.argmax(got, -1), jnp.argmax(want, -1))
+    return got
+
+  def test_rbnn_resnet20_packed_equals_training_forward(self):
+    # The model of configs/rbnn/digits_resnet20.py (8x8x1 digits, BN before the classifier).
+    model = build("resnet20", layers="rbnn", bn_before_classifier=True)
+    x = jnp.clip(jax.random.normal(jax.random.key(1), (6, 8, 8, 1)) * 1.5, -1.0, 1.0)
+    variables = rbnn_variables(model, x)
+    exported = quant.export(variables, model, x, train=False)
+    self.assertLen(exported.layers, 18)      # every RBNNConv; stem and classifier stay float
+    self.assertLen(exported.folded, 18)      # every conv's BatchNorm folded into its scale
+    self.assertEqual(exported.notes, ())
+    for layer in exported.layers.values():
+      self.assertEqual(layer.spec.mode, "xnor")
+      self.assertTrue(layer.spec.center_input)
+      self.assertEqual(layer.weights.dtype, jnp.uint32)
+      self.assertEqual(layer.weights.shape, (-(-layer.spec.k // 32), layer.spec.kernel_shape[-1]))
+      self.assertEqual(layer.scale.dtype, jnp.float32)
+    # No latent kernel, angle, alpha, rotation or schedule survives in the export.
+    names = [jax.tree_util.keystr(p)
+             for p, _ in jax.tree_util.tree_flatten_with_path(exported.variables)[0]]
+    self.assertFalse(any(s in n for n in names for s in ("RBNNConv", "theta", "alpha", "r1")))
+    self.assertEqual(set(exported.variables), {"params", "batch_stats"})
+    # The packed bits are the signs of the mixed rotated weight of the training forward.
+    path = "stage2_block0/RBNNConv_0"
+    lp, lr = _layer_vars(variables, path)
+    w3 = quant.rotation.rbnn_mixed_weight(lp["kernel"], lr["r1"], lr["r2"], lp["theta"])
+    layer = exported.layers[path]
+    bits = quant.unpack_bits(layer.weights.T, layer.spec.k).T
+    np.testing.assert_array_equal(bits, np.asarray(w3).reshape(-1, w3.shape[-1]) > 0)
+    want = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
+    self.serve_check(exported, want, x)
+    sizes = quant.export_sizes(exported)
+    self.assertGreaterEqual(sizes["binary_ratio"], 31.0)   # 1 bit vs 32 (word padding)
+    self.assertEqual(sizes["binary_float_bytes"],
+                     4 * sum(int(np.prod(l.spec.kernel_shape)) for l in exported.layers.values()))
+    self.assertEqual(sizes["binary_kernel_bytes"],
+                     4 * sum(l.weights.size for l in exported.layers.values()))
+
+  @pytest.mark.slow  # ~30 s on 2 CPU cores (compiles a training step)
+  def test_rbnn_resnet20_after_training_steps(self):
+    # Real gradient steps (SGD through the surrogates, BN statistics updated, rotations
+    # re-solved between steps as the epoch hook does), then export and serve.
+    model = build("resnet20", layers="rbnn", bn_before_classifier=True)
+    x = jnp.clip(jax.random.normal(jax.random.key(5), (16, 8, 8, 1)), -1.0, 1.0)
+    labels = jnp.arange(16) % 10
+    variables = rbnn_variables(model, x, seed=2)
+
+    @jax.jit
+    def step(variables):
+      def loss_fn(params):
+        logits, upd = model.apply({**variables, "params": params}, x, train=True,
+                                  mutable=["batch_stats"])
+        onehot = jax.nn.one_hot(labels, 10)
+        return -jnp.mean(jnp.sum(jax.nn.log_softmax(logits) * onehot, -1)), upd
+      grads, upd = jax.grad(loss_fn, has_aux=True)(variables["params"])
+      params = jax.tree.map(lambda p, g: p - 0.1 * g, variables["params"], grads)
+      return {**variables, **upd, "params": params,
+              "rbnn": quant.rbnn_rotate_params(params, variables["rbnn"])}
+
+    before = variables
+    for _ in range(3):
+      variables = step(variables)
+    changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), before["params"],
+                           variables["params"])
+    self.assertTrue(all(jax.tree.leaves(changed["stage1_block0"])))
+    exported = quant.export(variables, model, x, train=False)
+    self.assertEqual({l.spec.mode for l in exported.layers.values()}, {"xnor"})
+    want = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
+    self.serve_check(exported, want, x)
+
+  def test_exact_zero_activations_after_centring(self):
+    # Integer inputs whose per-sample sum is 0: the mean is exactly 0 and every 0 entry is an
+    # exact zero of the centred activation (sign 0, no bit), which the export must correct.
+    rng = np.random.default_rng(0)
+    half = rng.integers(-2, 3, size=(3, 5, 6, 4)).astype(np.float32)
+    x = jnp.asarray(np.concatenate([half, -half[:, ::-1]], axis=1))   # (3, 10, 6, 4)
+    self.assertGreater(int(jnp.sum(x == 0)), 10)
+    net = RBNNConvNet()
+    variables = net.init(jax.random.key(0), x)
+    variables = jax.tree_util.tree_map(lambda l: l, variables)
+    variables["params"]["RBNNConv_0"]["bias"] = jnp.linspace(-1.0, 1.0, 6)
+    exported = quant.export(variables, net, x)
+    self.assertEqual(exported.layers["RBNNConv_0"].spec.mode, "xnor")
+    want = net.apply(variables, x)
+    p, r = _layer_vars(variables, "RBNNConv_0")
+    wb = np.sign(np.asarray(quant.rotation.rbnn_mixed_weight(p["kernel"], r["r1"], r["r2"],
+                                                             p["theta"])))
+    ref = np_rbnn_conv(x, wb, p["alpha"], 1) + np.asarray(p["bias"])
+    np.testing.assert_allclose(want, ref, rtol=1e-5, atol=1e-5)
+    got = self.serve_check(exported, want, x)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(quant.serve_apply(exported, x), ref, rtol=1e-5, atol=1e-5)
+
+  def test_exact_zero_weights_fall_back_to_ternary_float(self):
+    # theta = 0 keeps w3 = standardised kernel; a channel of balanced integers has mean 0, so
+    # its zero entries are exact zeros of the binary weight (sign 0): no bit for them.
+    x = jax.random.normal(jax.random.key(4), (2, 5, 5, 3))
+    net = RBNNConvNet()
+    variables = jax.tree_util.tree_map(lambda l: l, net.init(jax.random.key(0), x))
+    p = variables["params"]["RBNNConv_0"]
+    col = np.array([-1, 0, 1] * 9, np.float32).reshape(3, 3, 3)
+    p["kernel"] = p["kernel"].at[..., 0].set(jnp.asarray(col))
+    p["theta"] = jnp.zeros_like(p["theta"])
+    exported = quant.export(variables, net, x)
+    layer = exported.layers["RBNNConv_0"]
+    self.assertEqual(layer.spec.mode, "float")
+    self.assertLen(exported.notes, 1)
+    self.assertEqual(int(jnp.sum(layer.weights == 0)), 9)
+    want = net.apply(variables, x)
+    ref = np_rbnn_conv(x, np.asarray(layer.weights), p["alpha"], 1) + np.asarray(p["bias"])
+    np.testing.assert_allclose(want, ref, rtol=1e-5, atol=1e-5)
+    self.serve_check(exported, want, x)
+
+
+def _layer_vars(variables, path):
+  p, r = variables["params"], variables["rbnn"]
+  for key in path.split("/"):
+    p, r = p[key], r[key]
+  return p, r
 
 
 if __name__ == "__main__":

@@ -240,6 +240,27 @@ class RBNNConvTest(chex.TestCase, parameterized.TestCase):
       ref = np_rbnn_conv(*[np.asarray(v) for v in (x, w, r1, r2, theta, alpha)], stride, pad)
       np.testing.assert_allclose(got, ref, atol=1e-9)
 
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_mixed_weight_and_activation_sign_match_numpy(self):
+    # The pieces `quant.export` precomputes / evaluates at serve time.
+    with x64():
+      x, w, r1, r2, theta, _ = random_problem(11, jnp.float64)
+      w3 = self.variant(quant.rotation.rbnn_mixed_weight)(w, r1, r2, theta)
+      wo = np.transpose(np.asarray(w), (3, 2, 0, 1))
+      o = wo.shape[0]
+      w2 = np_std_weight_oihw(wo)
+      rw = (np.asarray(r1).T @ w2.reshape(o, r1.shape[0], r2.shape[0]) @ np.asarray(r2))
+      ref = w2 + np.abs(np.sin(np.asarray(theta)))[:, None, None, None] * (rw.reshape(wo.shape)
+                                                                            - w2)
+      np.testing.assert_allclose(w3, np.transpose(ref, (2, 3, 1, 0)), atol=1e-12)
+      got = self.variant(quant.rotation.rbnn_activation_sign)(x)
+      ref_a = np.sign(np_std_act_nchw(np.transpose(np.asarray(x), (0, 3, 1, 2))))
+      np.testing.assert_array_equal(got, np.transpose(ref_a, (0, 2, 3, 1)))
+      # Exact zeros after centring stay 0 (sign(0) = 0), as rbnn_sign(standardised x).
+      xz = jnp.asarray([[[[-1.0], [0.0]], [[1.0], [0.0]]]])
+      np.testing.assert_array_equal(self.variant(quant.rotation.rbnn_activation_sign)(xz)[..., 0],
+                                    [[[-1, 0], [1, 0]]])
+
   # Eager (without_jit) dispatch of this graph costs ~15 s of per-op compiles on CPU; the eager
   # custom_vjp path is covered by estimators_test.
   @chex.variants(with_jit=True)
