@@ -41,3 +41,29 @@ def normalize(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...
   """uint8 [0, 255] images to float32 `(x / 255 - mean) / std` per channel."""
   x = images.astype(np.float32) / 255.0
   return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+def cutout(image: np.ndarray, rng: np.random.Generator, length: int) -> np.ndarray:
+  """Cutout (DeVries & Taylor, arXiv 1708.04552) as DARTS `utils.Cutout(length)`.
+
+  A length x length square centred at a uniform pixel (y, x), clipped at the border
+  (rows clip(y - length//2, 0, H) : clip(y + length//2, 0, H), same for columns), is set to 0.
+  DARTS applies it after normalisation; `jaxcompress.methods.nas_eval.cutout_batch` is the
+  on-device version used in training.
+
+  Args:
+    image: (H, W, C) array.
+    rng: NumPy generator.
+    length: side of the square; 0 returns the image unchanged.
+
+  Returns:
+    A copy of the image with the square zeroed.
+  """
+  if length <= 0:
+    return image
+  h, w = image.shape[:2]
+  y, x = int(rng.integers(h)), int(rng.integers(w))
+  out = np.array(image, copy=True)
+  out[np.clip(y - length // 2, 0, h):np.clip(y + length // 2, 0, h),
+      np.clip(x - length // 2, 0, w):np.clip(x + length // 2, 0, w)] = 0
+  return out

@@ -20,6 +20,7 @@ _BUILTIN = {
     "pams": "jaxcompress.methods.pams:PAMS",
     "pc_darts": "jaxcompress.methods.pc_darts:PCDarts",
     "bnas": "jaxcompress.methods.bnas:BNAS",
+    "nas_eval": "jaxcompress.methods.nas_eval:NASEval",
     "abandit_nas": "jaxcompress.methods.abandit_nas:ABanditNAS",
     "adversarial": "jaxcompress.methods.abandit_nas:AdversarialTraining",
 }

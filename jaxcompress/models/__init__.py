@@ -28,6 +28,7 @@ _MODELS = {
     "rdn": "jaxcompress.models.rdn:rdn",
     "cyclegan_resnet_generator": "jaxcompress.models.cyclegan:ResnetGenerator",
     "patchgan_discriminator": "jaxcompress.models.cyclegan:NLayerDiscriminator",
+    "darts_eval": "jaxcompress.nas.eval_network:darts_eval",
 }
 
 

@@ -2,7 +2,8 @@
 
 Technique API (DESIGN.md section 5): `channel_shuffle`, `derive_genotype`, `Genotype`, `ucb`, `lcb`,
 `BanditState` (with `sample`, `update`, `remove_worst`), `gabor_kernel`, `nonlocal_mean`, `OPS`,
-`PRIMITIVES`.
+`PRIMITIVES`; the evaluation network `EvalNetwork` (`get_genotype`, `drop_path`) and PCNN
+projection ops (`pcnn_project`, `pcnn_projection_loss`).
 """
 from jaxcompress.nas.bandit import BanditState
 from jaxcompress.nas.bandit import lcb
@@ -11,6 +12,11 @@ from jaxcompress.nas.bandit import remove_worst
 from jaxcompress.nas.bandit import sample
 from jaxcompress.nas.bandit import ucb
 from jaxcompress.nas.bandit import update
+from jaxcompress.nas.binary_ops import pcnn_project
+from jaxcompress.nas.binary_ops import pcnn_projection_loss
+from jaxcompress.nas.eval_network import drop_path
+from jaxcompress.nas.eval_network import EvalNetwork
+from jaxcompress.nas.eval_network import get_genotype
 from jaxcompress.nas.genotype import DARTS_V1
 from jaxcompress.nas.genotype import DARTS_V2
 from jaxcompress.nas.genotype import derive_genotype
@@ -31,7 +37,8 @@ from jaxcompress.nas.supernet import PCMixedOp
 from jaxcompress.nas.supernet import SampledOp
 
 __all__ = [
-    "ABANDIT_OPS", "ABANDIT_PRIMITIVES", "BanditState", "DARTS_V1", "DARTS_V2", "Genotype",
+    "ABANDIT_OPS", "ABANDIT_PRIMITIVES", "BanditState", "DARTS_V1", "DARTS_V2", "EvalNetwork",
+    "Genotype", "drop_path", "get_genotype", "pcnn_project", "pcnn_projection_loss",
     "MixedOp", "OPS", "PCMixedOp", "PC_DARTS", "PRIMITIVES", "SampledOp", "channel_shuffle",
     "derive_genotype", "edge_normalization", "from_json", "gabor_kernel", "lcb",
     "nonlocal_mean", "remove_by_score", "remove_worst", "sample", "to_json", "ucb", "update",

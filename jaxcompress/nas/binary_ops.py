@@ -27,6 +27,23 @@ binarized activations (1-bit BNAS) the ReLU is dropped (sign(ReLU(x)) would be c
 each binary conv binarizes its own input, as XNOR-Net's BN -> sign -> conv block (the BN of the
 previous op / preprocessing precedes it).
 
+PCNN variant (`pcnn_ops`; Gu et al., "Projection Convolutional Neural Networks for 1-bit CNNs
+via Discrete Back Propagation", arXiv 1811.12755, AAAI 2019; BNAS sheet "Binarized convolution -
+PCNN"): each real kernel C (HWIO) has J learned projection matrices W_j of its shape and is
+projected onto Omega = {a, -a}, a = mean |C| over the layer:
+  C_hat_j = P_Omega(W_j, C) = argmin_{a_i in Omega} |W_j o C - a_i| = a * sign(W_j o C)
+(o the Hadamard product); the convolution uses mean_j C_hat_j (= C_hat_1 for J = 1; CHOICE for
+J > 1: averaging keeps the layer's width, the paper's J kernels per real kernel are summed up to
+the 1/J factor). Backward (DBPP): dL_S/dC = a * W * 1[|W o C| <= 1] * dL_S/dC_hat (clipped STE);
+W learns only from the projection loss
+  L_P = (lambda / 2) sum_{l, j} || C_hat_j - W_j o (C + eta * delta_j) ||^2,
+  delta_j = dL_S / dC_hat_j (same step, a constant),
+(`pcnn_projection_loss`; C_hat is a constant there too). `PCNNConv` exposes C_hat as a flax
+perturbation ("chat"), so a training step gets delta from `jax.grad` w.r.t. the "perturbations"
+collection, and `projection_loss_tree` sums L_P over every PCNN layer of a parameter tree.
+Defaults (CHOICE, the sheet gives none): W_j initialised to 1 (C_hat = a sign(C) at the start),
+lambda = 1e-4, eta = 1.
+
 Example:
   >>> import jax, jax.numpy as jnp
   >>> ops = binary_ops(binary_activations=True)
@@ -90,6 +107,126 @@ class XNORConv(nn.Module):
                        self.groups, self.binarize_input)
 
 
+@jax.custom_vjp
+def _pcnn_sign(w: jax.Array, c: jax.Array, a: jax.Array) -> jax.Array:
+  return a * jnp.sign(w * c)
+
+
+def _pcnn_sign_fwd(w, c, a):
+  return _pcnn_sign(w, c, a), (w, c, a)
+
+
+def _pcnn_sign_bwd(res, g):
+  w, c, a = res
+  # DBPP: the kernel gradient passes straight through the projection (clipped where
+  # |W o C| > 1); W and a learn nothing from L_S (W from L_P only, a is a statistic of C).
+  gc = jnp.sum(g * a * w * (jnp.abs(w * c) <= 1.0), axis=0, keepdims=True)
+  return jnp.zeros_like(w), gc, jnp.zeros_like(a)
+
+
+_pcnn_sign.defvjp(_pcnn_sign_fwd, _pcnn_sign_bwd)
+
+
+def pcnn_project(c: jax.Array, w: jax.Array) -> jax.Array:
+  """PCNN projections C_hat_j = a * sign(W_j o C), a = mean |C| (the layer's scale).
+
+  Args:
+    c: real kernel C, any shape (HWIO).
+    w: (J, *c.shape) projection matrices W_j.
+
+  Returns:
+    (J, *c.shape) binarized kernels with values in {-a, 0, a} (0 only where W_j o C = 0).
+    Gradient w.r.t. c: sum_j a * W_j * 1[|W_j o C| <= 1] * g_j; none to w (see module doc).
+  """
+  a = jax.lax.stop_gradient(jnp.mean(jnp.abs(c)))
+  return _pcnn_sign(w, c[None], a)
+
+
+def pcnn_projection_loss(c: jax.Array, w: jax.Array, c_hat: jax.Array, delta: jax.Array,
+                         lam: float, eta: float) -> jax.Array:
+  """PCNN projection loss of one layer: (lam / 2) sum_j || C_hat_j - W_j o (C + eta delta_j) ||^2.
+
+  Args:
+    c: real kernel C.
+    w: (J, *c.shape) projection matrices.
+    c_hat: (J, *c.shape) projected kernels (treated as constants).
+    delta: (J, *c.shape) dL_S / dC_hat_j of the same step (constants).
+    lam: loss weight lambda.
+    eta: step eta of the projected target.
+
+  Returns:
+    Scalar loss; its gradients are dL_P/dC = -lam sum_j W_j o r_j and dL_P/dW_j =
+    -lam (C + eta delta_j) o r_j with r_j = C_hat_j - W_j o (C + eta delta_j).
+  """
+  c_hat = jax.lax.stop_gradient(c_hat)
+  delta = jax.lax.stop_gradient(delta)
+  r = c_hat - w * (c[None] + eta * delta)
+  return 0.5 * lam * jnp.sum(r * r)
+
+
+def pcnn_conv2d(x: jax.Array, c_hat: jax.Array, stride: int = 1, padding: int = 0,
+                dilation: int = 1, groups: int = 1, binarize_input: bool = True) -> jax.Array:
+  """conv(sign(x) [or x], mean_j C_hat_j), NHWC input, HWIO kernels (J leading)."""
+  xb = ste_sign(x, 1.0) if binarize_input else x
+  k = jnp.mean(c_hat, axis=0).astype(xb.dtype)
+  return jax.lax.conv_general_dilated(
+      xb, k, (stride, stride), ((padding, padding), (padding, padding)),
+      rhs_dilation=(dilation, dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      feature_group_count=groups)
+
+
+class PCNNConv(nn.Module):
+  """A bias-free PCNN projection convolution: params "kernel" (C) and "projection" (J, *C).
+
+  C_hat is passed through `self.perturb("chat", ...)`: the gradient w.r.t. the "perturbations"
+  collection is delta = dL_S/dC_hat (needed by `pcnn_projection_loss`); without that collection
+  in `apply` it is a no-op.
+  """
+  features: int
+  kernel_size: int = 3
+  stride: int = 1
+  padding: int = 0
+  dilation: int = 1
+  groups: int = 1
+  binarize_input: bool = True
+  num_projections: int = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k = self.kernel_size
+    shape = (k, k, x.shape[-1] // self.groups, self.features)
+    kernel = self.param("kernel", space.torch_conv_init, shape)
+    proj = self.param("projection", nn.initializers.ones, (self.num_projections, *shape))
+    c_hat = self.perturb("chat", pcnn_project(kernel, proj))
+    return pcnn_conv2d(x, c_hat.astype(x.dtype), self.stride, self.padding, self.dilation,
+                       self.groups, self.binarize_input)
+
+
+def projection_loss_tree(params: Any, deltas: Any, lam: float, eta: float) -> jax.Array:
+  """Sum of `pcnn_projection_loss` over every PCNN layer of a parameter tree.
+
+  Args:
+    params: the model's "params" (PCNN layers hold "kernel" and "projection").
+    deltas: the gradient of the task loss w.r.t. the "perturbations" collection (same module
+      paths, leaf "chat").
+    lam, eta: projection-loss weight and step.
+
+  Returns:
+    Scalar L_P (0 when the tree has no PCNN layer).
+  """
+  total = jnp.zeros((), jnp.float32)
+  if not isinstance(params, dict):
+    return total
+  if "projection" in params and "kernel" in params:
+    c, w = params["kernel"], params["projection"]
+    c_hat = pcnn_project(c, w)
+    total = total + pcnn_projection_loss(c, w, c_hat, deltas["chat"], lam, eta)
+  for key, sub in params.items():
+    if isinstance(sub, dict) and isinstance(deltas, dict) and key in deltas:
+      total = total + projection_loss_tree(sub, deltas[key], lam, eta)
+  return total
+
+
 class BinaryDilConv(nn.Module):
   """[ReLU] -> XNOR depthwise k x k (dilation d, stride s) -> XNOR 1x1 -> BN."""
   features: int
@@ -100,14 +237,16 @@ class BinaryDilConv(nn.Module):
   affine: bool = True
   binary_activations: bool = False
   bn_epsilon: float = 1e-5
+  conv: str = "xnor"  # "xnor" (XNORConv) or "pcnn" (PCNNConv)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     c_in = x.shape[-1]
     b = self.binary_activations
+    conv = {"xnor": XNORConv, "pcnn": PCNNConv}[self.conv]
     y = x if b else nn.relu(x)
-    y = XNORConv(c_in, self.kernel_size, self.stride, self.padding, self.dilation, c_in, b)(y)
-    y = XNORConv(self.features, 1, binarize_input=b)(y)
+    y = conv(c_in, self.kernel_size, self.stride, self.padding, self.dilation, c_in, b)(y)
+    y = conv(self.features, 1, binarize_input=b)(y)
     return space.batch_norm(train, self.affine, self.bn_epsilon)(y)
 
 
@@ -119,15 +258,16 @@ class BinarySepConv(nn.Module):
   padding: int
   affine: bool = True
   binary_activations: bool = False
+  conv: str = "xnor"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     c_in = x.shape[-1]
     b = self.binary_activations
-    y = BinaryDilConv(c_in, self.kernel_size, self.stride, self.padding, 1, self.affine, b)(
-        x, train)
-    return BinaryDilConv(self.features, self.kernel_size, 1, self.padding, 1, self.affine, b)(
-        y, train)
+    y = BinaryDilConv(c_in, self.kernel_size, self.stride, self.padding, 1, self.affine, b,
+                      conv=self.conv)(x, train)
+    return BinaryDilConv(self.features, self.kernel_size, 1, self.padding, 1, self.affine, b,
+                         conv=self.conv)(y, train)
 
 
 OpFactory = Callable[[int, int, bool], nn.Module]
@@ -151,6 +291,23 @@ def binary_ops(binary_activations: bool = False) -> dict[str, OpFactory]:
       "sep_conv_7x7": lambda C, stride, affine: BinarySepConv(C, 7, stride, 3, affine, b),
       "dil_conv_3x3": lambda C, stride, affine: BinaryDilConv(C, 3, stride, 2, 2, affine, b),
       "dil_conv_5x5": lambda C, stride, affine: BinaryDilConv(C, 5, stride, 4, 2, affine, b),
+  })
+  return ops
+
+
+@functools.lru_cache(maxsize=None)
+def pcnn_ops(binary_activations: bool = False) -> dict[str, OpFactory]:
+  """The BNAS PCNN op registry: `space.OPS` with the sep/dil convs as PCNN projection convs."""
+  b = bool(binary_activations)
+  ops: dict[str, Any] = dict(space.OPS)
+  ops.update({
+      "sep_conv_3x3": lambda C, stride, affine: BinarySepConv(C, 3, stride, 1, affine, b, "pcnn"),
+      "sep_conv_5x5": lambda C, stride, affine: BinarySepConv(C, 5, stride, 2, affine, b, "pcnn"),
+      "sep_conv_7x7": lambda C, stride, affine: BinarySepConv(C, 7, stride, 3, affine, b, "pcnn"),
+      "dil_conv_3x3": lambda C, stride, affine: BinaryDilConv(C, 3, stride, 2, 2, affine, b,
+                                                              conv="pcnn"),
+      "dil_conv_5x5": lambda C, stride, affine: BinaryDilConv(C, 5, stride, 4, 2, affine, b,
+                                                              conv="pcnn"),
   })
   return ops
 

@@ -60,13 +60,16 @@ def num_edges(steps: int) -> int:
 
 
 def op_registry(op_set: str, binary_activations: bool = False) -> dict[str, Any]:
-  """The op factories of a search space: "darts" (`space.OPS`) or "binary" (XNOR ops)."""
+  """The op factories of a search space: "darts" (`space.OPS`), "binary" (XNOR ops) or "pcnn"
+  (PCNN projection convs; the search step then omits the projection loss, see methods/bnas.py)."""
   if op_set == "darts":
     return space.OPS
-  if op_set == "binary":
+  if op_set in ("binary", "pcnn"):
     from jaxcompress.nas import binary_ops  # pylint: disable=g-import-not-at-top
+    if op_set == "pcnn":
+      return binary_ops.pcnn_ops(binary_activations)
     return binary_ops.binary_ops(binary_activations)
-  raise ValueError(f"Unknown op_set {op_set!r}; use 'darts' or 'binary'.")
+  raise ValueError(f"Unknown op_set {op_set!r}; use 'darts', 'binary' (XNOR) or 'pcnn'.")
 
 
 class SearchOp(nn.Module):

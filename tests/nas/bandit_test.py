@@ -154,6 +154,34 @@ class RemovalTest(absltest.TestCase):
     np.testing.assert_array_equal(state.num_alive(), 1)
     np.testing.assert_array_equal(bandit.best_ops(state), best)
 
+  def test_every_arm_tried_and_one_removal_per_edge_per_step(self):
+    # Synthetic rewards: arm k of every edge pays 3 k (+ noise); one reduction step after
+    # K * T samples, as ABanditNAS / 1-bit BNAS. A gap of 3 exceeds every confidence radius
+    # sqrt(2 ln N / n) <= sqrt(2 ln 40) = 2.7 here, so the UCB ranking equals the mean ranking.
+    rng = np.random.default_rng(1)
+    state = bandit.BanditState.create((2, 5), 6)
+    key = jax.random.key(1)
+    for alive in range(6, 1, -1):
+      for _ in range(bandit.samples_per_phase(alive, 2)):
+        key, k1 = jax.random.split(key)
+        ops = np.asarray(bandit.sample(state, k1, "uniform"))
+        before = (np.asarray(state.mean), np.asarray(state.count))
+        reward = 3.0 * ops + 0.01 * rng.normal(size=ops.shape)
+        state = bandit.update(state, ops, reward, 0.7)
+        # counts / means by formula: n += 1 and m <- (1 - 0.7) m + 0.7 a (first reward: m = a)
+        used = np.eye(6, dtype=bool)[ops]
+        m_old, n_old = before
+        want_m = np.where(n_old == 0, reward[..., None], 0.3 * m_old + 0.7 * reward[..., None])
+        np.testing.assert_allclose(np.asarray(state.mean), np.where(used, want_m, m_old),
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(np.asarray(state.count), n_old + used)
+      # every alive arm has been tried before the removal
+      self.assertTrue(np.all(np.asarray(state.count)[np.asarray(state.alive)] > 0))
+      num_before = np.asarray(state.num_alive())
+      state = bandit.remove_worst(state, "ucb")
+      np.testing.assert_array_equal(np.asarray(state.num_alive()), num_before - 1)
+    np.testing.assert_array_equal(bandit.best_ops(state), 5)  # the best arm survives
+
 
 if __name__ == "__main__":
   absltest.main()

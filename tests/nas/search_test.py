@@ -132,3 +132,45 @@ def test_binary_op_set_shapes(one_bit):
       y = op.apply(v, x, train=False)
       assert y.shape == (2, 8 // stride, 8 // stride, 4), (name, stride)
   assert isinstance(ops["sep_conv_3x3"](4, 1, False), binary_ops.BinarySepConv)
+
+
+class _CompileCounter:
+  """Counts XLA backend compilations (jax.monitoring's backend-compile event) while active."""
+  EVENT = "/jax/core/compile/backend_compile_duration"
+
+  def __init__(self):
+    self.count = 0
+
+  def _listener(self, event, duration, **kwargs):
+    del duration, kwargs
+    if event == self.EVENT:
+      self.count += 1
+
+  def __enter__(self):
+    jax.monitoring.register_event_duration_secs_listener(self._listener)
+    return self
+
+  def __exit__(self, *exc):
+    jax.monitoring.unregister_event_duration_listener(self._listener)
+
+
+def test_forward_compiles_once_whatever_ops_are_abandoned():
+  """Abandoning ops (alive masks, skipped ops by `nn.cond`) or switching sampled ops (op_index)
+  never recompiles: one XLA compilation for every mask of a 4 -> 1 op search."""
+  net = tiny(skip_dead=True)
+  x = np.asarray(jax.random.normal(jax.random.key(1), (4, 8, 8, 1)))
+  variables = jax.jit(lambda k: net.init(k, x, train=False))(jax.random.key(0))
+  ne = search.num_edges(2)
+  fwd = jax.jit(lambda v, a, i: (net.apply(v, x, alive=a), net.apply(v, x, op_index=i)))
+  rng = np.random.default_rng(0)
+  alive = np.ones((2, ne, 4), bool)
+  with _CompileCounter() as counter:
+    for step in range(4):  # 4 ops -> 1 op per edge: every mask of the search
+      index = rng.integers(0, 4, size=(2, ne)).astype(np.int32)
+      jax.block_until_ready(fwd(variables, alive, index))
+      if step < 3:  # abandon one alive op per edge
+        for t in range(2):
+          for e in range(ne):
+            alive[t, e, np.flatnonzero(alive[t, e])[0]] = False
+  assert counter.count == 1
+  assert alive.sum(-1).max() == 1
