@@ -98,6 +98,13 @@ class XNORConv(nn.Module):
   groups: int = 1
   binarize_input: bool = True
 
+  # Precision read by `jaxcompress.summary` (1-bit kernel; 1-bit input when it is binarised).
+  weight_bits = 1
+
+  @property
+  def input_bits(self) -> int:
+    return 1 if self.binarize_input else 32
+
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k = self.kernel_size
@@ -190,6 +197,13 @@ class PCNNConv(nn.Module):
   groups: int = 1
   binarize_input: bool = True
   num_projections: int = 1
+
+  # Precision read by `jaxcompress.summary` (1-bit kernel; 1-bit input when it is binarised).
+  weight_bits = 1
+
+  @property
+  def input_bits(self) -> int:
+    return 1 if self.binarize_input else 32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:

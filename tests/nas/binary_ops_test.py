@@ -103,3 +103,19 @@ def test_projection_loss_tree_sums_every_pcnn_layer():
     want += 0.05 * np.sum(r ** 2)
   assert n_layers > 0
   np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+def test_summary_counts_xnor_and_pcnn_convs_as_binary():
+  import jaxcompress  # pylint: disable=g-import-not-at-top
+  x = jnp.zeros((1, 8, 8, 4))
+  for conv, input_bits in ((binary_ops.XNORConv(features=8, padding=1), 1),
+                           (binary_ops.XNORConv(features=8, padding=1, binarize_input=False), 32),
+                           (binary_ops.PCNNConv(features=8, padding=1), 1)):
+    s = jaxcompress.summary(conv, x)
+    (row,) = [l for l in s.layers if l.macs]
+    assert (row.weight_bits, row.input_bits) == (1, input_bits)
+    assert s.total_params >= 288 and row.macs == 8 * 8 * 3 * 3 * 4 * 8
+    if input_bits == 1:
+      assert row.binary_macs == row.macs
+    else:
+      assert row.binary_macs == 0 and row.float_macs == row.macs
