@@ -88,7 +88,16 @@ def xnor_conv2d(x: jax.Array, w: jax.Array, stride: int = 1, padding: int = 0,
       feature_group_count=groups)
 
 
-class XNORConv(nn.Module):
+class _BinaryKernelBits:
+  """Precision read by `jaxcompress.summary`: 1-bit kernel, 1-bit input when it is binarised."""
+  weight_bits = 1
+
+  @property
+  def input_bits(self) -> int:
+    return 1 if self.binarize_input else 32  # pytype: disable=attribute-error
+
+
+class XNORConv(_BinaryKernelBits, nn.Module):
   """A bias-free XNOR-binarized convolution with a real latent kernel."""
   features: int
   kernel_size: int = 3
@@ -97,13 +106,6 @@ class XNORConv(nn.Module):
   dilation: int = 1
   groups: int = 1
   binarize_input: bool = True
-
-  # Precision read by `jaxcompress.summary` (1-bit kernel; 1-bit input when it is binarised).
-  weight_bits = 1
-
-  @property
-  def input_bits(self) -> int:
-    return 1 if self.binarize_input else 32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -182,7 +184,7 @@ def pcnn_conv2d(x: jax.Array, c_hat: jax.Array, stride: int = 1, padding: int = 
       feature_group_count=groups)
 
 
-class PCNNConv(nn.Module):
+class PCNNConv(_BinaryKernelBits, nn.Module):
   """A bias-free PCNN projection convolution: params "kernel" (C) and "projection" (J, *C).
 
   C_hat is passed through `self.perturb("chat", ...)`: the gradient w.r.t. the "perturbations"
@@ -197,13 +199,6 @@ class PCNNConv(nn.Module):
   groups: int = 1
   binarize_input: bool = True
   num_projections: int = 1
-
-  # Precision read by `jaxcompress.summary` (1-bit kernel; 1-bit input when it is binarised).
-  weight_bits = 1
-
-  @property
-  def input_bits(self) -> int:
-    return 1 if self.binarize_input else 32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
