@@ -22,6 +22,21 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return out
 
 
+def cifar10_data(c: ml_collections.ConfigDict) -> None:
+  """CIFAR-10 from TFDS with the standard augmentation (pad-4 random crop + flip), in place.
+
+  Normalised with the CIFAR-10 mean/std; the test split is the eval split; 4 grain workers.
+  Batch sizes stay the experiment's own.
+  """
+  c.data.name = "cifar10"
+  c.data.eval_split = "test"
+  c.data.mean = CIFAR_MEAN
+  c.data.std = CIFAR_STD
+  c.data.crop_padding = 4
+  c.data.flip = True
+  c.data.num_workers = 4
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Fields every experiment has (DESIGN.md section 6); experiments override them."""
   c = ml_collections.ConfigDict()

@@ -13,13 +13,7 @@ from configs import common
 def get_config(arg: str | None = None):
   args = common.parse_arg(arg, quick=False)
   c = common.base_config()
-  c.data.name = "cifar10"
-  c.data.eval_split = "test"
-  c.data.mean = common.CIFAR_MEAN
-  c.data.std = common.CIFAR_STD
-  c.data.crop_padding = 4
-  c.data.flip = True
-  c.data.num_workers = 4
+  common.cifar10_data(c)
   c.model.name = "resnet20"
   c.num_epochs = 200
   c.log_every = 100

@@ -24,13 +24,7 @@ def get_config(arg: str | None = None):
   args = common.parse_arg(arg, quick=False, unrolled=False)
   c = common.base_config()
   c.method = "pc_darts"
-  c.data.name = "cifar10"
-  c.data.eval_split = "test"
-  c.data.mean = common.CIFAR_MEAN
-  c.data.std = common.CIFAR_STD
-  c.data.crop_padding = 4
-  c.data.flip = True
-  c.data.num_workers = 4
+  common.cifar10_data(c)
   c.data.batch_size = 256
   c.data.eval_batch_size = 256
   c.data.search_split = 0.5
