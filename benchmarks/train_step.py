@@ -12,12 +12,14 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import math
 import statistics
 import sys
 import time
 from typing import Any, Callable
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +30,7 @@ import optax
 from jaxcompress.models import factory, resnet_cifar
 from jaxcompress.ops import batch_norm as bn_ops
 from jaxcompress.ops import conv as conv_ops
+from jaxcompress.ops import xla_cpu
 from jaxcompress.quant import layers as quant_layers  # noqa: F401  (registers "rbnn")
 from jaxcompress.quant import rotation
 
@@ -44,14 +47,23 @@ def model_layers(model_name: str) -> factory.Layers:
   raise ValueError(f"Unknown model {model_name!r}; expected resnet20 or rbnn_resnet20.")
 
 
-def make_jax_step(layers: factory.Layers, label: str,
-                  impl: str = "auto") -> tuple[Callable[[], Any], str]:
+# The library's state before the Eigen-convolution change (jaxcompress/ops/xla_cpu.py): XLA's
+# default YNNPACK convolutions (+ its reductions) and the conv plan tuned for them. A variant of
+# `--compare`, so that before and after are measured in one interleaved run.
+YNN_CONVS = {"xla_cpu_experimental_ynn_fusion_type":
+             "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,LIBRARY_FUSION_TYPE_REDUCE"}
+
+
+def make_jax_step(layers: factory.Layers, label: str, impl: str = "auto",
+                  ynn_convs: bool = False) -> tuple[Callable[[], Any], str]:
   """Builds a jitted ResNet-20 training step and returns a closure running one step of it.
 
   Args:
     layers: the layer set the model is built from.
     label: name printed in the table.
     impl: conv implementation ("auto", "lax", "matmul"), fixed at trace time.
+    ynn_convs: compile with YNNPACK convolutions and the conv plan tuned for them (the
+      previous default) instead of the process's XLA flags.
 
   Returns:
     (run_one_step, label): `run_one_step()` performs one step and blocks until it is done.
@@ -69,7 +81,8 @@ def make_jax_step(layers: factory.Layers, label: str,
   opt_state = tx.init(params)
 
   # Donating params / state lets XLA update them in place instead of allocating every step.
-  @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
+  @functools.partial(jax.jit, donate_argnums=(0, 1, 2),
+                     compiler_options=YNN_CONVS if ynn_convs else None)
   def step(params, batch_stats, opt_state, x, y):
     def loss_fn(p):
       logits, updates = model.apply({"params": p, "batch_stats": batch_stats, **consts}, x,
@@ -87,7 +100,9 @@ def make_jax_step(layers: factory.Layers, label: str,
     state[:] = [p, s, o]
     loss.block_until_ready()
 
-  run()  # compile
+  with mock.patch.object(xla_cpu, "eigen_convolutions", return_value=not ynn_convs) \
+      if ynn_convs else contextlib.nullcontext():
+    run()  # compile (the conv plan is chosen while tracing)
   conv_ops.set_conv_impl("auto")
   return run, label
 
@@ -210,8 +225,9 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--reps", type=int, default=10, help="interleaved repetitions")
   parser.add_argument("--steps", type=int, default=3, help="training steps per repetition")
   parser.add_argument("--compare", action="store_true",
-                      help="also time plain flax (nn.Conv + nn.BatchNorm) and each "
-                      "jaxcompress.ops layer separately, to attribute the speed-up")
+                      help="also time the previous default (YNNPACK convolutions), plain flax "
+                      "(nn.Conv + nn.BatchNorm) and each jaxcompress.ops layer separately, to "
+                      "attribute the speed-up")
   parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                       help="where the PyTorch model runs (JAX uses its default backend)")
   args = parser.parse_args(argv)
@@ -221,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
   if args.compare:
     # Plain flax: nn.Conv wherever the layer set uses jaxcompress.ops.conv.Conv, nn.BatchNorm.
     plain = {f: nn.Conv for f in ("conv", "first_conv") if getattr(layers, f) is conv_ops.Conv}
+    if jax.default_backend() == "cpu":
+      runners.append(make_jax_step(layers, "previous (YNNPACK convs)", ynn_convs=True))
     runners.append(make_jax_step(layers.replace(norm=nn.BatchNorm, **plain), "flax baseline"))
     runners.append(make_jax_step(layers.replace(norm=nn.BatchNorm), "ops.conv + nn.BatchNorm"))
     runners.append(make_jax_step(layers.replace(norm=bn_ops.BatchNorm),

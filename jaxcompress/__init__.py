@@ -5,6 +5,10 @@ small linen layers; `models` builds architectures through layer factories; `trai
 engine every paper method (`methods`) runs on. `jaxcompress.summary(model, *inputs)` prints the
 per-layer parameter/bit/MAC table (DESIGN.md section 5).
 """
+# Before anything imports jax and starts a backend: XLA reads XLA_FLAGS once per process.
+from jaxcompress.ops import xla_cpu as _xla_cpu
+_xla_cpu.apply()
+
 from jaxcompress.summary import summary  # noqa: F401  (contract: jaxcompress.summary(model, ...))
 
 __version__ = "0.1.0"

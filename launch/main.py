@@ -15,6 +15,7 @@ from ml_collections import config_flags
 
 from jaxcompress import distributed
 from jaxcompress.errors import UserError
+from jaxcompress.train import compilation_cache
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -24,6 +25,10 @@ _NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PID = flags.DEFINE_integer("process_id", None, "Index of this process.")
 _LOCAL_DEVICES = flags.DEFINE_list("local_device_ids", None, "Devices of this process.")
 _AUTO = flags.DEFINE_bool("jax_distributed", False, "Auto-detect the cluster (TPU pod, SLURM).")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache_dir", None,
+    "Persistent XLA compilation cache (reruns skip compiling); default "
+    "~/.cache/jaxcompress/xla-<cpu>, 'none' turns it off. JAX_COMPILATION_CACHE_DIR wins.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -33,8 +38,7 @@ def main(argv: list[str]) -> None:
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax/grain INFO lines drown the progress
   try:
-    distributed.initialize(_COORD.value, _NPROC.value, _PID.value, auto=_AUTO.value,
-                           local_device_ids=_LOCAL_DEVICES.value)
+    setup_process()
     from jaxcompress.train import loop  # pylint: disable=g-import-not-at-top
     result = loop.run(_CONFIG.value, _WORKDIR.value)
   except UserError as e:
@@ -43,6 +47,13 @@ def main(argv: list[str]) -> None:
   if distributed.is_main_process():
     shown = " ".join(f"{k}={v:.4f}" for k, v in result["eval"].items())
     print(f"Finished {result['steps']} steps. Final eval: {shown}. Outputs in {_WORKDIR.value}")
+
+
+def setup_process() -> None:
+  """Cluster initialisation and the compilation cache, shared by every launcher."""
+  distributed.initialize(_COORD.value, _NPROC.value, _PID.value, auto=_AUTO.value,
+                         local_device_ids=_LOCAL_DEVICES.value)
+  compilation_cache.enable(_CACHE.value)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

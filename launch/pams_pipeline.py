@@ -29,8 +29,7 @@ def main(argv: list[str]) -> None:
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)  # as launch.main
   absl_logging.set_verbosity(absl_logging.WARNING)
   try:
-    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-                           auto=FLAGS.jax_distributed, local_device_ids=FLAGS.local_device_ids)
+    launch_main.setup_process()
     from jaxcompress.methods import pams  # pylint: disable=g-import-not-at-top
     from jaxcompress.train import loop  # pylint: disable=g-import-not-at-top
     stages = pams.pipeline_configs(FLAGS.config, FLAGS.workdir)

@@ -34,6 +34,14 @@ def _default_conv() -> ModuleFactory:
     return nn.Conv
 
 
+def _default_norm() -> ModuleFactory:
+  # nn.BatchNorm with a closed-form backward on CPU (jaxcompress/ops/batch_norm.py): same
+  # parameters, statistics and values; ResNet-20 training step +4-6% img/s on the 2-core CPU
+  # (benchmarks/train_step.py --compare, BENCHMARKS.md). Exactly nn.BatchNorm on GPU/TPU.
+  from jaxcompress.ops import batch_norm as bn_ops  # pylint: disable=g-import-not-at-top
+  return bn_ops.BatchNorm
+
+
 @dataclasses.dataclass(frozen=True)
 class Layers:
   """The module classes a model is assembled from.
@@ -55,7 +63,7 @@ class Layers:
   last_dense: ModuleFactory = nn.Dense
   last_conv: ModuleFactory = dataclasses.field(default_factory=_default_conv)
   conv_transpose: ModuleFactory = nn.ConvTranspose
-  norm: ModuleFactory = nn.BatchNorm
+  norm: ModuleFactory = dataclasses.field(default_factory=_default_norm)
   act: Callable[[jax.Array], jax.Array] = nn.relu
   bn_scale_init: float = 1.0
 

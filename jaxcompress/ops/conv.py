@@ -41,12 +41,14 @@ import functools
 import itertools
 import math
 import os
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from jaxcompress.ops import xla_cpu
 
 _IMPLS = ("auto", "lax", "matmul")
 _impl: str = os.environ.get("JAXCOMPRESS_CONV_IMPL", "auto").lower()
@@ -283,29 +285,78 @@ def _weight_grad_im2col(lhs: jax.Array, g: jax.Array, kshape: tuple[int, ...],
   return dw.T.reshape(*kshape, c, o)
 
 
+class _Plan(NamedTuple):
+  """Which parts of a CPU convolution run as matmuls instead of XLA's convolution."""
+  matmul_fwd: bool   # forward as one im2col dot
+  matmul_dx: bool    # input gradient as the transpose of that dot (col2im)
+  matmul_dw: bool    # weight gradient as chunked matmuls (`_weight_grad`)
+
+
+def _cpu_plan(c_in: int, kshape: Sequence[int], strides: Sequence[int],
+              pads: Sequence[tuple[int, int]], eigen: bool) -> _Plan:
+  """The fastest measured formulation of each part of a CPU convolution.
+
+  Measured on the development machine (ms, batch 128, 3x3, interleaved, best of 9; "Eigen"
+  = XLA's own convolution kernels, which `xla_cpu` selects; see BENCHMARKS.md):
+
+    * Unpadded 1x1 kernels are plain matmuls: all three parts as dots (forward and gradients
+      2.8x faster than lax at 128x32x32, 64->64).
+    * Eigen, stride > 1: the input gradient as col2im (transpose of the im2col dot) beats
+      XLA's transposed convolution everywhere: 32x32 16->32 1.8 vs 4.6, 16x16 32->64 1.4 vs
+      2.4, 32x32 64->128 37.8 vs 65.0, 8x8 64->128 1.3 vs 1.7. At stride 1 XLA wins by 2-5x.
+    * Eigen, weight gradient: the separable/im2col matmuls win for 8-16 input channels
+      (32x32 16->16 9.4 vs 15.4, 16x16 16->32 s2 0.9 vs 1.4) and lose or tie from 32 on
+      (16x16 32->32 8.2 vs 6.6, 8x8 64->64 6.3 vs 3.6) and for 3-channel stems (3.4 vs 1.8).
+    * YNNPACK convolutions (jaxlib's default when `xla_cpu` could not set its flag): the
+      matmul weight gradient wins at every ResNet-20 shape (module docstring), the rest is
+      XLA's.
+
+  Args:
+    c_in: input channels.
+    kshape: kernel spatial shape.
+    strides: window strides.
+    pads: explicit padding.
+    eigen: whether XLA runs convolutions with its Eigen kernels (`xla_cpu.eigen_convolutions`).
+
+  Returns:
+    The plan.
+  """
+  if math.prod(kshape) == 1 and all(p == (0, 0) for p in pads):
+    return _Plan(True, True, True)
+  if not eigen:
+    return _Plan(False, False, True)
+  return _Plan(False, any(s > 1 for s in strides), 8 <= c_in <= 16)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
 def _fast_conv(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, ...],
                pads: tuple[tuple[int, int], ...], rhs_dil: tuple[int, ...], precision: Any,
-               pet: Any, matmul_fwd: bool) -> jax.Array:
-  """Channel-last convolution with a matmul weight gradient (see module docstring)."""
-  if matmul_fwd:
+               pet: Any, plan: _Plan) -> jax.Array:
+  """Channel-last convolution whose parts follow `plan` (see `_cpu_plan`)."""
+  if plan.matmul_fwd:
     return _im2col_conv(lhs, rhs, strides, pads, rhs_dil, precision, pet)
   return _lax_conv(lhs, rhs, strides, pads, rhs_dil, precision, pet)
 
 
-def _fast_conv_fwd(lhs, rhs, strides, pads, rhs_dil, precision, pet, matmul_fwd):
-  out = _fast_conv(lhs, rhs, strides, pads, rhs_dil, precision, pet, matmul_fwd)
+def _fast_conv_fwd(lhs, rhs, strides, pads, rhs_dil, precision, pet, plan):
+  out = _fast_conv(lhs, rhs, strides, pads, rhs_dil, precision, pet, plan)
   return out, (lhs, rhs)
 
 
-def _fast_conv_bwd(strides, pads, rhs_dil, precision, pet, matmul_fwd, res, g):
+def _fast_conv_bwd(strides, pads, rhs_dil, precision, pet, plan, res, g):
   lhs, rhs = res
-  fwd = _im2col_conv if matmul_fwd else _lax_conv
-  # Input gradient: XLA's transposed convolution (measured 150-170 GFLOP/s, faster than
-  # im2col of the padded cotangent); in "matmul" mode the transpose of the im2col dot (col2im).
+  # Input gradient: XLA's transposed convolution, or the transpose of the im2col dot (col2im:
+  # one dot, then the tap slices' transposes, pads, summed in one fusion).
+  fwd = _im2col_conv if plan.matmul_dx else _lax_conv
   _, vjp_lhs = jax.vjp(lambda a: fwd(a, rhs, strides, pads, rhs_dil, precision, pet), lhs)
   dlhs = vjp_lhs(g.astype(jnp.result_type(lhs.dtype, rhs.dtype) if pet is None else g.dtype))[0]
-  drhs = _weight_grad(lhs, g, rhs.shape[:-2], strides, pads, rhs_dil, precision)
+  if plan.matmul_dw:
+    drhs = _weight_grad(lhs, g, rhs.shape[:-2], strides, pads, rhs_dil, precision)
+  else:
+    _, vjp_rhs = jax.vjp(lambda k: _lax_conv(lhs, k, strides, pads, rhs_dil, precision, pet),
+                         rhs)
+    drhs = vjp_rhs(g.astype(jnp.result_type(lhs.dtype, rhs.dtype) if pet is None
+                            else g.dtype))[0]
   return dlhs.astype(lhs.dtype), drhs.astype(rhs.dtype)
 
 
@@ -382,13 +433,16 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
     lhs = _pad_input(lhs, [(min(lo, 0), min(hi, 0)) for lo, hi in pads])
     pads = tuple((max(lo, 0), max(hi, 0)) for lo, hi in pads)
   pet = None if preferred_element_type is None else jnp.dtype(preferred_element_type)
-  # Unpadded 1x1 kernels are plain matmuls over the (strided) pixels: measured 1.8x faster
-  # than lax for the forward pass and the input gradient at stride 1 (128x32x32, 64->64),
-  # on par at stride 2.
-  pointwise = math.prod(rhs.shape[:-2]) == 1 and all(p == (0, 0) for p in pads)
-  return _fast_conv(lhs, rhs, strides, pads, rhs_dil, precision, pet,
-                    impl == "matmul" or pointwise)
-
+  if impl == "matmul":
+    plan = _Plan(True, True, True)
+  else:
+    plan = _cpu_plan(rhs.shape[-2], rhs.shape[:-2], strides, pads,
+                     xla_cpu.eigen_convolutions())
+    if not any(plan):  # XLA's convolution throughout: no custom VJP in the way of fusions
+      return lax.conv_general_dilated(lhs, rhs, strides, pads, rhs_dilation=rhs_dil,
+                                      dimension_numbers=_channel_last_dn(nsp),
+                                      precision=precision, preferred_element_type=pet)
+  return _fast_conv(lhs, rhs, strides, pads, rhs_dil, precision, pet, plan)
 
 Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
 """`flax.linen.Conv` using `conv_general_dilated` above; instances are plain `nn.Conv` modules

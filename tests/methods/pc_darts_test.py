@@ -93,7 +93,9 @@ def test_two_optimizers_and_frozen_arch(setup):
   # Frozen: the validation half is not used at all.
   other_val = {**b, "val_image": b["val_image"] * -1.0}
   new2, _ = step(state, other_val)
-  assert _same(new2.params, new.params)
+  # Equal up to run-to-run reduction order (GPU kernels are not bit-deterministic).
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7),
+               new2.params, new.params)
   # on_epoch_start switches the architecture on at arch_start_epoch (traced epoch).
   hook = jax.jit(method.on_epoch_start)
   assert not bool(hook(state, jnp.int32(0)).extra["arch_on"])

@@ -1,6 +1,9 @@
 """Tests for jaxcompress.ops.conv: equality with lax.conv_general_dilated (values and gradients)."""
 from __future__ import annotations
 
+import itertools
+from unittest import mock
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import flax.linen as nn
@@ -130,8 +133,10 @@ class ConvGeneralDilatedTest(parameterized.TestCase):
     self.assertNotIn("dot_general", str(jaxpr))
 
   def test_impl_switch(self):
-    lhs, rhs, _ = _inputs(*CASES[0][1:], jnp.float32)
-    # The weight gradient is a dot_general in the matmul formulations, a conv in lax's.
+    # 16 input channels: the auto plan computes the weight gradient as matmuls (a dot_general),
+    # lax as a convolution.
+    lhs, rhs, _ = _inputs((2, 6, 6, 16), (3, 3, 16, 4), (1, 1), "SAME", None, None, 1,
+                          jnp.float32)
     grad_jaxpr = lambda: str(jax.make_jaxpr(jax.grad(
         lambda a, b: jnp.sum(conv_ops.conv_general_dilated(a, b, (1, 1), "SAME",
                                                            dimension_numbers=NHWC)),
@@ -140,9 +145,64 @@ class ConvGeneralDilatedTest(parameterized.TestCase):
     self.assertEqual(conv_ops.get_conv_impl(), "lax")
     self.assertNotIn("dot_general", grad_jaxpr())
     conv_ops.set_conv_impl("auto")
+    if jax.default_backend() == "cpu":
+      self.assertIn("dot_general", grad_jaxpr())
+    else:  # GPU/TPU: auto is XLA's native convolution
+      self.assertNotIn("dot_general", grad_jaxpr())
+    conv_ops.set_conv_impl("matmul")
     self.assertIn("dot_general", grad_jaxpr())
     with self.assertRaisesRegex(ValueError, "matmul"):
       conv_ops.set_conv_impl("winograd")
+
+  @parameterized.named_parameters(
+      *[(f"{c[0]}_{''.join('1' if b else '0' for b in plan)}", c, plan)
+        for c in CASES if c[7] == 1 and c[5] is None
+        for plan in itertools.product((False, True), repeat=3) if any(plan)][::2])
+  def test_every_plan_matches_lax(self, case, plan):
+    # Each formulation the CPU plan can pick (forward / input gradient / weight gradient as
+    # matmuls or XLA convolutions), whichever the rule would choose for these shapes.
+    _, lhs_shape, rhs_shape, strides, padding, _, rhs_dil, _ = case
+    lhs, rhs, cot = _inputs(lhs_shape, rhs_shape, strides, padding, None, rhs_dil, 1,
+                            jnp.float32)
+    rhs_dil_t = tuple(rhs_dil or (1, 1))
+    pads = conv_ops._normalize_padding(padding, lhs_shape[1:-1], rhs_shape[:-2], strides,
+                                       rhs_dil_t)
+    fast = lambda a, b, *args, **kwargs: conv_ops._fast_conv(
+        a, b, tuple(strides), pads, rhs_dil_t, None, None, conv_ops._Plan(*plan))
+    got = _value_and_grads(fast, lhs, rhs, cot, strides, padding, None, rhs_dil, 1)
+    want = _value_and_grads(lax.conv_general_dilated, lhs, rhs, cot, strides, padding, None,
+                            rhs_dil, 1)
+    for name, g, w in zip(("out", "d_lhs", "d_rhs"), got, want):
+      scale = float(jnp.max(jnp.abs(w))) + 1.0
+      np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=2e-5, atol=2e-5 * scale,
+                                 err_msg=f"{case[0]} {plan} {name}")
+
+  def test_cpu_plan_follows_the_measured_rule(self):
+    plan = conv_ops._cpu_plan
+    same = ((1, 1), (1, 1))
+    # 1x1 unpadded: all matmuls, in either regime.
+    self.assertEqual(plan(64, (1, 1), (1, 1), ((0, 0), (0, 0)), True), (True, True, True))
+    self.assertEqual(plan(64, (1, 1), (2, 2), ((0, 0), (0, 0)), False), (True, True, True))
+    # YNNPACK convolutions: matmul weight gradient only.
+    self.assertEqual(plan(64, (3, 3), (2, 2), same, False), (False, False, True))
+    # Eigen: col2im input gradient for strided convs; matmul weight gradient for 8-16 channels.
+    self.assertEqual(plan(16, (3, 3), (1, 1), same, True), (False, False, True))
+    self.assertEqual(plan(16, (3, 3), (2, 2), same, True), (False, True, True))
+    self.assertEqual(plan(32, (3, 3), (2, 2), same, True), (False, True, False))
+    self.assertEqual(plan(64, (3, 3), (1, 1), same, True), (False, False, False))
+    self.assertEqual(plan(3, (3, 3), (1, 1), same, True), (False, False, False))
+
+  def test_plain_xla_when_the_plan_uses_no_matmul(self):
+    # 64 channels, stride 1, Eigen convolutions: no custom VJP at all (nothing to gain).
+    lhs, rhs, _ = _inputs((2, 6, 6, 64), (3, 3, 64, 8), (1, 1), "SAME", None, None, 1,
+                          jnp.float32)
+    with mock.patch.object(conv_ops.xla_cpu, "eigen_convolutions", return_value=True):
+      jaxpr = str(jax.make_jaxpr(jax.grad(
+          lambda a, b: jnp.sum(conv_ops.conv_general_dilated(a, b, (1, 1), "SAME",
+                                                             dimension_numbers=NHWC)),
+          argnums=(0, 1)))(lhs, rhs))
+    self.assertNotIn("custom_vjp", jaxpr)
+    self.assertNotIn("dot_general", jaxpr)
 
   def test_flax_conv_factory(self):
     x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 8, 8, 3)), jnp.float32)
