@@ -4,8 +4,8 @@ Also, for the whole session:
   * float32 matmuls and convolutions at full precision on every backend. GPUs default to
     TF32 (relative error ~1e-3), which the NumPy-reference tolerances (1e-5) would reject; on
     CPU this changes nothing.
-  * JAX's persistent compilation cache in one directory shared by the xdist workers of a
-    run, so identical computations compiled by several tests are compiled once.
+  * JAX's persistent compilation cache in one directory shared by the xdist workers and by
+    later runs, so a computation compiled once is loaded from disk afterwards.
 """
 import os
 import tempfile
@@ -20,8 +20,11 @@ import jax  # noqa: E402  (after the environment above)
 from jaxcompress.train import compilation_cache  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
-# One directory per pytest run (xdist workers share PYTEST_XDIST_TESTRUNUID); a plain run
-# gets its own. Entries are keyed by computation, options and versions, so sharing is safe.
-_run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
-compilation_cache.enable(os.path.join(tempfile.gettempdir(), "jaxcompress-test-xla-cache", _run),
-                         min_compile_secs=0.5)
+# One directory for every test run on this machine (xdist workers included), bounded in size:
+# entries are keyed by computation, compile options and jax/jaxlib versions, so a rerun of the
+# suite reuses what an earlier run compiled and a changed test simply misses.
+_cache_dir = compilation_cache.enable(
+    os.path.join(tempfile.gettempdir(), "jaxcompress-test-xla-cache"), min_compile_secs=0.5,
+    max_size_bytes=1 << 30)
+if _cache_dir:  # launcher subprocesses (CLI and colab tests) use it too, not ~/.cache
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _cache_dir)

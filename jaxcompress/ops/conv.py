@@ -1,10 +1,24 @@
-"""A drop-in `lax.conv_general_dilated` whose CPU gradients run as cache-sized matmuls.
+"""A drop-in `lax.conv_general_dilated` whose CPU forward and gradients use the fastest formulation.
 
-XLA:CPU runs a convolution's forward pass and its input gradient at 110-170 GFLOP/s here
-(close to the 2-core AVX2 EPYC's fp32 peak of ~190), but the weight gradient (a "convolution"
-whose kernel is the whole cotangent image and whose output is the tiny kh x kw x C x O kernel)
-at 25-65 GFLOP/s. `conv_general_dilated` keeps XLA's forward and input gradient and computes
-the weight gradient with a `jax.custom_vjp` as batch-chunked matmuls (`_weight_grad`).
+On CPU each channel-last convolution gets a plan (`_cpu_plan`): the forward pass, the input
+gradient and the weight gradient each run either as XLA's convolution or as matmuls, whichever
+was measured faster for that kind of shape. Which XLA kernels run convolutions matters: jaxlib
+0.10's default, YNNPACK, is slow for gradients, so `jaxcompress.ops.xla_cpu` switches XLA:CPU to
+its own (Eigen) convolutions at import, and the plan is tuned for that regime:
+
+  * unpadded 1x1 kernels: all three parts are plain matmuls;
+  * strided convolutions: the input gradient as col2im (the transpose of an im2col dot),
+    1.3-2.5x faster than XLA's transposed convolution;
+  * 8-16 input channels: the weight gradient as batch-chunked separable-patch matmuls
+    (`_weight_grad`), 1.5x faster than XLA's at 32x32;
+  * everything else: XLA's convolution, with no custom VJP at all.
+
+If YNNPACK convolutions are in use (the flag could not be set), the weight gradient is always
+the matmul formulation, which is what that regime needs. ResNet-20 training step, batch 128,
+same run: 381 img/s with this plan and Eigen convolutions, 329 with the previous YNNPACK-tuned
+plan, 331 with plain flax (BENCHMARKS.md).
+
+Measurements from the YNNPACK regime that chose the weight-gradient formulation:
 
 Weight gradient alone, batch 128, 3x3, ms (best of 9-11, interleaved in one run; the machine
 is shared, so compare within a row):
@@ -24,8 +38,8 @@ Other weight-gradient candidates measured and dropped: one batch-wide im2col mat
 dot (15-70 GFLOP/s: the 9x-activation patch matrix streams through DRAM twice), nine shifted
 dots (10-50 GFLOP/s), channel-major (CNHW) patches (1.5-2x slower than channel-last),
 taps-major patches (XLA transposes the block before the dot), `lax.scan` over reshaped chunks
-(XLA copies both operands to a new layout), XLA flags for oneDNN/XNNPACK/YNNPACK convolutions
-(no gain or slower). Forward-pass candidates (im2col: 16-113 GFLOP/s, nine shifted matmuls:
+(XLA copies both operands to a new layout), XLA flags routing convolutions to oneDNN or
+XNNPACK (no gain). Forward-pass candidates (im2col: 16-113 GFLOP/s, nine shifted matmuls:
 21-105, vs lax 110-150) lost to lax, except unpadded 1x1 kernels, which are plain matmuls here
 (forward + gradients 2.8x faster than lax at 128x32x32, 64->64).
 

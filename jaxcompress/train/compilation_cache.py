@@ -38,7 +38,8 @@ def default_dir() -> str:
   return os.path.join(root, "jaxcompress", f"xla-{_cpu_signature()}")
 
 
-def enable(cache_dir: str | None = None, min_compile_secs: float = 1.0) -> str | None:
+def enable(cache_dir: str | None = None, min_compile_secs: float = 1.0,
+           max_size_bytes: int = 2 << 30) -> str | None:
   """Turns on JAX's persistent compilation cache unless the user configured one already.
 
   Args:
@@ -46,6 +47,7 @@ def enable(cache_dir: str | None = None, min_compile_secs: float = 1.0) -> str |
       the cache off. An explicit JAX_COMPILATION_CACHE_DIR / `jax_compilation_cache_dir`
       always wins.
     min_compile_secs: only computations that took at least this long to compile are stored.
+    max_size_bytes: the least recently used entries are evicted beyond this size.
 
   Returns:
     The directory in use, or None when the cache stays off.
@@ -62,4 +64,5 @@ def enable(cache_dir: str | None = None, min_compile_secs: float = 1.0) -> str |
     return None  # read-only home etc.: run without the cache rather than fail
   jax.config.update("jax_compilation_cache_dir", cache_dir)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_secs)
+  jax.config.update("jax_compilation_cache_max_size", max_size_bytes)
   return cache_dir
