@@ -1,0 +1,61 @@
+"""Tests for jaxcompress.train.compilation_cache and the launcher's --compilation_cache_dir."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from jaxcompress.train import compilation_cache
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _python(code: str, **env_overrides: str) -> str:
+  env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  env.update(env_overrides)
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                       text=True, check=True, timeout=120)
+  return out.stdout.strip().splitlines()[-1]
+
+
+def test_enable_sets_jax_config_and_respects_an_existing_choice(tmp_path):
+  code = ("import jax; from jaxcompress.train import compilation_cache as c; "
+          "r = c.enable({arg}); print(r, jax.config.jax_compilation_cache_dir, "
+          "jax.config.jax_compilation_cache_max_size)")
+  chosen = str(tmp_path / "mine")
+  assert _python(code.format(arg=repr(chosen))).split() == [chosen, chosen, str(2 << 30)]
+  assert os.path.isdir(chosen)
+  # "none" leaves the cache off.
+  assert _python(code.format(arg="'none'")).split()[:2] == ["None", "None"]
+  # An explicit JAX_COMPILATION_CACHE_DIR wins over the argument.
+  env_dir = str(tmp_path / "env")
+  assert _python(code.format(arg=repr(chosen)), JAX_COMPILATION_CACHE_DIR=env_dir).split()[:2] \
+      == [env_dir, env_dir]
+
+
+def test_default_dir_names_the_cpu():
+  path = compilation_cache.default_dir()
+  assert os.path.join("jaxcompress", "xla-") in path
+  assert len(os.path.basename(path)) == len("xla-") + 12
+  assert path == compilation_cache.default_dir()  # stable across calls
+
+
+def test_launcher_fills_the_given_cache_and_reuses_it(tmp_path):
+  cache = tmp_path / "cache"
+  env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+
+  def run(workdir):
+    proc = subprocess.run(
+        [sys.executable, "-m", "launch.main",
+         "--config=configs/baseline/digits_resnet20.py:quick", f"--workdir={workdir}",
+         f"--compilation_cache_dir={cache}", "--config.num_epochs=1"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+  run(tmp_path / "a")
+  entries = sorted(os.listdir(cache))
+  assert any("train_step" in e for e in entries), entries
+  run(tmp_path / "b")  # same computation: served from the cache, nothing new written
+  assert sorted(os.listdir(cache)) == entries
