@@ -14,8 +14,8 @@ processes that differ only in this flag):
   8x8, 64->64        4.0 / 4.1 / 9.0       2.3 / 2.4 / 3.6
   =================  ====================  =====================
 
-Whole ResNet-20 training step with the library's conv path: 323 -> 364 img/s (1.12x). YNNPACK's
-reductions stay on (turning them off too cost 10%). `jaxcompress.ops.conv` picks its own
+Whole ResNet-20 training step, same conv plan, one interleaved run (`benchmarks/conv_plans.py`):
+320.7 -> 366.3 img/s (1.14x). YNNPACK's reductions stay on (turning them off too cost 10%). `jaxcompress.ops.conv` picks its own
 formulations (matmul weight gradients, col2im input gradients) for the shapes where Eigen is
 still slow, and reads `eigen_convolutions()` to know which regime it tunes for.
 
