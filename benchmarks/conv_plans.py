@@ -20,7 +20,6 @@ import contextlib
 import os
 import statistics
 import sys
-import time
 from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -55,13 +54,7 @@ def main() -> None:
   for label, lay, ynn, patch in variants:
     with patch:  # the plan is chosen while make_jax_step traces and compiles
       runners.append(train_step.make_jax_step(lay, label, ynn_convs=ynn))
-  times: dict[str, list[float]] = {label: [] for _, label in runners}
-  for _ in range(args.reps):
-    for run, label in runners:
-      t0 = time.perf_counter()
-      for _ in range(args.steps):
-        run()
-      times[label].append((time.perf_counter() - t0) / args.steps)
+  times = train_step.time_interleaved(runners, args.reps, args.steps)
   print(f"{args.model} training step, batch {train_step.BATCH} ({args.reps} interleaved reps x "
         f"{args.steps} steps)")
   print(f"{'variant':28s} {'img/s best':>11s} {'img/s median':>13s}")

@@ -219,6 +219,28 @@ def make_torch_step(model_name: str, device: str = "cpu") -> tuple[Callable[[], 
   return run, "torch"
 
 
+def time_interleaved(runners: list[tuple[Callable[[], Any], str]], reps: int,
+                     steps: int) -> dict[str, list[float]]:
+  """Seconds per step of each runner, `reps` rounds of `steps` steps, runners interleaved.
+
+  Args:
+    runners: (run_one_step, label) pairs.
+    reps: rounds; each round runs every runner once, in order, so load hits all alike.
+    steps: steps per runner per round.
+
+  Returns:
+    label -> per-round seconds per step.
+  """
+  times: dict[str, list[float]] = {label: [] for _, label in runners}
+  for _ in range(reps):
+    for run, label in runners:
+      t0 = time.perf_counter()
+      for _ in range(steps):
+        run()
+      times[label].append((time.perf_counter() - t0) / steps)
+  return times
+
+
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--model", default="resnet20", choices=("resnet20", "rbnn_resnet20"))
@@ -246,13 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     runners.append(make_jax_step(layers.replace(norm=bn_ops.BatchNorm),
                                  "ops.conv + ops.BatchNorm"))
   runners.append(make_torch_step(args.model, args.device))
-  times: dict[str, list[float]] = {label: [] for _, label in runners}
-  for _ in range(args.reps):
-    for run, label in runners:
-      t0 = time.perf_counter()
-      for _ in range(args.steps):
-        run()
-      times[label].append((time.perf_counter() - t0) / args.steps)
+  times = time_interleaved(runners, args.reps, args.steps)
 
   print(f"{args.model} training step, batch {BATCH}, {jax.default_backend()} "
         f"({args.reps} interleaved reps x {args.steps} steps)")
