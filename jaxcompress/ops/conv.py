@@ -15,8 +15,8 @@ its own (Eigen) convolutions at import, and the plan is tuned for that regime:
 
 If YNNPACK convolutions are in use (the flag could not be set), the weight gradient is always
 the matmul formulation, which is what that regime needs. ResNet-20 training step, batch 128,
-same run: 381 img/s with this plan and Eigen convolutions, 329 with the previous YNNPACK-tuned
-plan, 331 with plain flax (BENCHMARKS.md).
+same run: 380 img/s with this plan, Eigen convolutions and `ops.BatchNorm`, 323 with the previous
+defaults (YNNPACK-tuned plan), 323 with plain flax (BENCHMARKS.md).
 
 Measurements from the YNNPACK regime that chose the weight-gradient formulation:
 
@@ -361,16 +361,16 @@ def _fast_conv_bwd(strides, pads, rhs_dil, precision, pet, plan, res, g):
   lhs, rhs = res
   # Input gradient: XLA's transposed convolution, or the transpose of the im2col dot (col2im:
   # one dot, then the tap slices' transposes, pads, summed in one fusion).
+  g_out = g.astype(jnp.result_type(lhs.dtype, rhs.dtype) if pet is None else g.dtype)
   fwd = _im2col_conv if plan.matmul_dx else _lax_conv
   _, vjp_lhs = jax.vjp(lambda a: fwd(a, rhs, strides, pads, rhs_dil, precision, pet), lhs)
-  dlhs = vjp_lhs(g.astype(jnp.result_type(lhs.dtype, rhs.dtype) if pet is None else g.dtype))[0]
+  dlhs = vjp_lhs(g_out)[0]
   if plan.matmul_dw:
     drhs = _weight_grad(lhs, g, rhs.shape[:-2], strides, pads, rhs_dil, precision)
-  else:
+  else:  # XLA's weight-gradient convolution
     _, vjp_rhs = jax.vjp(lambda k: _lax_conv(lhs, k, strides, pads, rhs_dil, precision, pet),
                          rhs)
-    drhs = vjp_rhs(g.astype(jnp.result_type(lhs.dtype, rhs.dtype) if pet is None
-                            else g.dtype))[0]
+    drhs = vjp_rhs(g_out)[0]
   return dlhs.astype(lhs.dtype), drhs.astype(rhs.dtype)
 
 
