@@ -36,7 +36,7 @@ def _default_conv() -> ModuleFactory:
 
 def _default_norm() -> ModuleFactory:
   # nn.BatchNorm with a closed-form backward on CPU (jaxcompress/ops/batch_norm.py): same
-  # parameters, statistics and values; ResNet-20 training step +4-6% img/s on the 2-core CPU
+  # parameters, statistics and values; ResNet-20 training step +4-7% img/s on the 2-core CPU
   # (benchmarks/train_step.py --compare, BENCHMARKS.md). Exactly nn.BatchNorm on GPU/TPU.
   from jaxcompress.ops import batch_norm as bn_ops  # pylint: disable=g-import-not-at-top
   return bn_ops.BatchNorm
