@@ -75,6 +75,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.source_kwargs = ml_collections.ConfigDict()
   c.data.transform = ""      # named per-example transform (jaxcompress/data/transforms.py)
   c.data.transform_kwargs = ml_collections.ConfigDict()
+  c.data.on_device = False   # True: split held on device, steps run as one jitted lax.scan
+  c.data.scan_steps = -1     # on_device: most steps per scan call; -1 = one epoch
+  c.data.on_device_max_bytes = 4 << 30  # on_device: refuse larger splits (per device)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "sgd"

@@ -93,9 +93,18 @@ def open_tfds(name: str, split: str, data_dir: str | None = None, hint: str = ""
     hint: an extra line for the error message (e.g. an offline alternative).
 
   Raises:
-    DatasetNotFoundError: with the exact `tfds build` command.
+    DatasetNotFoundError: with the exact `tfds build` command (and the install line when
+      tensorflow-datasets itself is missing).
   """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ModuleNotFoundError:
+    raise DatasetNotFoundError(
+        f"TFDS dataset {name!r} needs the tensorflow-datasets package, which is not installed. "
+        f"Install the project's requirements (pip install -e .), then prepare the data once "
+        f"with:\n  pip install -e .[prepare] && tfds build {name} --file_format=array_record"
+        + (f" --data_dir={data_dir}" if data_dir else "")
+        + (f"\n{hint}" if hint else "")) from None
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except Exception as e:  # pylint: disable=broad-except

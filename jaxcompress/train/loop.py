@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxcompress import distributed
 from jaxcompress import methods as methods_lib
+from jaxcompress.data import on_device as on_device_lib
 from jaxcompress.data import pipeline, sources, transforms
 from jaxcompress.errors import ConfigError, PreemptedError, TrainingDivergedError
 from jaxcompress.methods.base import Method
@@ -72,6 +73,37 @@ class _Preemption:
   def restore(self) -> None:
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
+
+
+class _MetricWindow:
+  """The per-step training metrics not yet logged, kept on device until a log line needs them.
+
+  Parts are either one step's metrics (host pipeline) or a scan's metrics stacked along a
+  leading step axis (`data.on_device`).
+  """
+
+  def __init__(self):
+    self._parts: list[tuple[Any, bool]] = []
+
+  def add_step(self, metrics: dict[str, jax.Array]) -> None:
+    self._parts.append((metrics, False))
+
+  def add_steps(self, metrics: dict[str, jax.Array]) -> None:
+    self._parts.append((metrics, True))
+
+  def take_means(self, count: int) -> dict[str, float]:
+    """Means over the oldest `count` steps, which leave the window."""
+    fetched = jax.device_get([tree for tree, _ in self._parts])
+    rows = [jax.tree.map(np.asarray, tree) if stacked else
+            jax.tree.map(lambda x: np.asarray(x)[None], tree)
+            for tree, (_, stacked) in zip(fetched, self._parts)]
+    merged = jax.tree.map(lambda *x: np.concatenate(x), *rows)
+    self._parts = []
+    rest = jax.tree.map(lambda x: x[count:], merged)
+    leaves = jax.tree.leaves(rest)
+    if leaves and len(leaves[0]):
+      self._parts.append((rest, True))
+    return {k: float(np.mean(v[:count])) for k, v in merged.items()}
 
 
 def evaluate(eval_fn: Any, state: TrainState, eval_ds: Any,
@@ -152,6 +184,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   replicated = distributed.replicated(mesh)
   batch_sharding = distributed.batch_sharding(mesh)
+  scan_fn = device_data = None
+  if config.data.get("on_device", False):
+    if config.data.get("transform", ""):
+      raise ConfigError(f"config.data.on_device does not run per-example transforms (data.transform"
+                        f" = {config.data.transform!r}); set config.data.on_device=False.")
+    device_data = on_device_lib.put(
+        train_src, replicated, val_source=val_src,
+        max_bytes=config.data.get("on_device_max_bytes", on_device_lib.DEFAULT_MAX_BYTES))
+    stream = on_device_lib.Stream(batch_size, steps_per_epoch, config.seed, options)
+    scan_fn = on_device_lib.scan_train_steps(method.train_step, stream,
+                                             state_sharding=replicated,
+                                             batch_sharding=batch_sharding)
   example = distributed.global_batch(train_ds[0], mesh)
   init_fn = jax.jit(method.init, out_shardings=replicated)
   train_fn = jax.jit(method.train_step, in_shardings=(replicated, batch_sharding),
@@ -193,8 +237,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   eval_every = steps_per_epoch if eval_every <= 0 else eval_every
   checkpoint_every = config.get("checkpoint_every", -1)
   checkpoint_every = steps_per_epoch if checkpoint_every <= 0 else checkpoint_every
+  scan_steps = config.data.get("scan_steps", -1)
+  scan_steps = steps_per_epoch if scan_steps <= 0 else scan_steps
   preemption = _Preemption()
-  pending: list[dict[str, jax.Array]] = []
+  window = _MetricWindow()
   eval_metrics: dict[str, float] = {}
 
   def save(current: TrainState) -> None:
@@ -205,30 +251,40 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     checkpointer.save(current)
 
   try:
-    step = start_step
+    step = last_logged = start_step
     t_start = time.time()
-    for local in pipeline.iterate(train_ds, start_step,
-                                  num_workers=config.data.get("num_workers", 0)):
+    batches = None if scan_fn else pipeline.iterate(
+        train_ds, start_step, num_workers=config.data.get("num_workers", 0))
+    while step < total_steps:
       epoch, in_epoch = divmod(step, steps_per_epoch)
       if in_epoch == 0 and epoch_start is not None:
         state = epoch_start(state, epoch)
-      state, metrics = train_fn(state, distributed.global_batch(local, mesh))
-      pending.append(metrics)
-      step += 1
+      if scan_fn is not None:  # data.on_device: up to the next event in one jitted scan
+        end = on_device_lib.chunk_end(step, total_steps=total_steps, max_steps=scan_steps,
+                                      boundaries=(steps_per_epoch, eval_every, checkpoint_every))
+        state, metrics = scan_fn(state, device_data, epoch, in_epoch, length=end - step)
+        window.add_steps(metrics)
+      else:
+        end = step + 1
+        state, metrics = train_fn(state, distributed.global_batch(next(batches), mesh))
+        window.add_step(metrics)
+      step = end
       writer.advance(step)
-      if step % log_every == 0 or step == total_steps:
-        means = {k: float(np.mean(v)) for k, v in
-                 jax.device_get(jax.tree.map(lambda *x: jnp.stack(x), *pending)).items()}
-        pending = []
+      for logged in range(last_logged + 1, step + 1):
+        if logged % log_every and logged != total_steps:
+          continue
+        means = window.take_means(logged - last_logged)
+        last_logged = logged
         bad = [k for k, v in means.items() if not np.isfinite(v)]
         if bad:
           checkpointer.wait()
           raise TrainingDivergedError(
-              f"Metric {bad[0]!r} is {means[bad[0]]} at step {step} (epoch {epoch}). Training "
-              f"stopped; the last good checkpoint is kept in {checkpointer.directory} "
-              f"(step {checkpointer.latest_step()}). Lower the learning rate or check the data.")
+              f"Metric {bad[0]!r} is {means[bad[0]]} at step {logged} (epoch "
+              f"{(logged - 1) // steps_per_epoch}). Training stopped; the last good checkpoint is "
+              f"kept in {checkpointer.directory} (step {checkpointer.latest_step()}). Lower the "
+              "learning rate or check the data.")
         means["steps_per_second"] = (step - start_step) / max(time.time() - t_start, 1e-9)
-        writer.write(step, "train", means)
+        writer.write(logged, "train", means)
       if (step % steps_per_epoch == 0) and epoch_end is not None:
         state = epoch_end(state, epoch)
       if step % eval_every == 0 or step == total_steps:

@@ -18,6 +18,13 @@ from jaxcompress import errors  # noqa: E402
 from jaxcompress.train import loop  # noqa: E402
 
 
+# The 8-device tests use conftest's 8 host-platform CPU devices; on a GPU host (JAX_PLATFORMS=
+# cuda,cpu) the default backend is the GPU, which has one device here.
+needs_eight_devices = pytest.mark.skipif(
+    jax.device_count() != 8,
+    reason="needs conftest's 8 fake CPU devices as the default backend")
+
+
 def toy_config(**overrides):
   c = common.base_config()
   c.method = "toy_two_optimizers"
@@ -56,8 +63,8 @@ def test_two_optimizers_epoch_hook_ema_and_workdir_contract(tmp_path):
   assert json.load(open(tmp_path / "config.json"))["method"] == "toy_two_optimizers"
 
 
+@needs_eight_devices
 def test_eight_devices_equal_one_device(tmp_path):
-  assert jax.device_count() == 8, "conftest must provide 8 CPU devices"
   one = loop.run(toy_config(num_devices=1), str(tmp_path / "one"))["state"]
   eight = loop.run(toy_config(num_devices=8), str(tmp_path / "eight"))["state"]
   for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(eight.params)):
@@ -96,7 +103,8 @@ def test_nan_loss_stops_with_step_and_metric(tmp_path):
     ("method", "no_such_method", "Unknown method 'no_such_method'"),
     ("data.name", "no_such_data", "Unknown dataset 'no_such_data'"),
     ("model.name", "no_such_model", "Unknown model 'no_such_model'"),
-    ("data.batch_size", 12, "not divisible by the 8 devices"),
+    pytest.param("data.batch_size", 12, "not divisible by the 8 devices",
+                 marks=needs_eight_devices),
 ])
 def test_bad_configs_stop_before_compiling(tmp_path, field, value, match):
   cfg = toy_config() if field != "model.name" else common.base_config()
@@ -134,3 +142,83 @@ def test_corrupted_checkpoint_is_reported(tmp_path):
           fh.write(b"garbage")
   with pytest.raises(errors.CheckpointError, match="Cannot restore checkpoint step 4"):
     loop.run(toy_config(num_steps=6), str(tmp_path))
+
+
+def _rows(workdir):
+  return [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+
+
+def test_on_device_epochs_log_like_the_host_pipeline(tmp_path):
+  # data.on_device: the same engine (two optimizers, epoch hooks, EMA), the same log and eval
+  # rows; only the random stream differs from the host pipeline's.
+  host = loop.run(toy_config(), str(tmp_path / "host"))
+  dev = loop.run(toy_config(data=dict(toy_config().data, on_device=True)), str(tmp_path / "dev"))
+  state = dev["state"]
+  assert int(state.step) == 8
+  assert int(state.extra["hook_calls"]) == 2 and int(state.extra["hook_epoch"]) == 1
+  assert int(state.opt_state["arch"][0].count) == 8
+  key = lambda r: (r["step"], r["split"], sorted(r))
+  assert [key(r) for r in _rows(tmp_path / "dev")] == [key(r) for r in _rows(tmp_path / "host")]
+  # Both learn the synthetic task (4 classes, chance 0.25).
+  assert dev["eval"]["accuracy"] > 0.8 and host["eval"]["accuracy"] > 0.8
+
+
+def test_on_device_log_windows_inside_one_scan(tmp_path):
+  # log_every=1 with one scan per epoch: every step still gets its own row, and the row's
+  # loss is that step's loss (window means over one step).
+  cfg = toy_config(log_every=1, num_epochs=1)
+  cfg.data.on_device = True
+  loop.run(cfg, str(tmp_path))
+  train = [r for r in _rows(tmp_path) if r["split"] == "train"]
+  assert [r["step"] for r in train] == [1, 2, 3, 4]
+  assert len({r["loss"] for r in train}) == 4
+
+
+@needs_eight_devices
+def test_on_device_eight_devices_equal_one_device(tmp_path):
+  def cfg(n):
+    c = toy_config(num_devices=n)
+    c.data.on_device = True
+    return c
+  one = loop.run(cfg(1), str(tmp_path / "one"))["state"]
+  eight = loop.run(cfg(8), str(tmp_path / "eight"))["state"]
+  for a, b in zip(jax.tree.leaves((one.params, one.model_state)),
+                  jax.tree.leaves((eight.params, eight.model_state))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_on_device_resume_matches_uninterrupted(tmp_path):
+  # The on-device stream is a pure function of the step, so a run resumed mid-epoch (step 6
+  # of 4-step epochs: a scan of 2 steps first) reads the batches of the uninterrupted run.
+  def cfg(**kw):
+    c = toy_config(**kw)
+    c.data.on_device = True
+    return c
+  full = loop.run(cfg(), str(tmp_path / "full"))["state"]
+  workdir = str(tmp_path / "resumed")
+  loop.run(cfg(checkpoint_every=3), workdir)
+  directory = os.path.join(workdir, "checkpoints")
+  for d in os.listdir(directory):
+    if d.isdigit() and int(d) > 6:
+      shutil.rmtree(os.path.join(directory, d))
+  resumed = loop.run(cfg(checkpoint_every=3), workdir)["state"]
+  assert int(resumed.step) == 8
+  for a, b in zip(jax.tree.leaves((full.params, full.extra, full.opt_state)),
+                  jax.tree.leaves((resumed.params, resumed.extra, resumed.opt_state))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
+def test_on_device_nan_loss_stops_with_step_and_metric(tmp_path):
+  cfg = toy_config()
+  cfg.data.on_device = True
+  cfg.optim.learning_rate = 1e9
+  with pytest.raises(errors.TrainingDivergedError, match=r"'loss'.*step \d+"):
+    loop.run(cfg, str(tmp_path))
+
+
+def test_on_device_refuses_per_example_transforms(tmp_path):
+  cfg = toy_config()
+  cfg.data.on_device = True
+  cfg.data.transform = "imagenet_crop"
+  with pytest.raises(errors.ConfigError, match="on_device=False"):
+    loop.run(cfg, str(tmp_path))
