@@ -87,9 +87,11 @@ def test_batches_pair_images_with_their_labels_and_are_deterministic():
   batch = stream.batch(data, perm, None, jnp.int32(2), jnp.int32(1))
   for image, label in zip(np.asarray(batch["image"]), np.asarray(batch["label"])):
     np.testing.assert_allclose(image, src.images[label] / 255.0, rtol=1e-6)
+  # Same batch when jitted (to the last bit of the label draw; the GPU may fuse x / 255 into a
+  # multiply, 1 ulp away).
   again = jax.jit(stream.batch)(data, perm, None, jnp.int32(2), jnp.int32(1))
-  for key in batch:
-    np.testing.assert_array_equal(np.asarray(batch[key]), np.asarray(again[key]))
+  np.testing.assert_array_equal(np.asarray(batch["label"]), np.asarray(again["label"]))
+  np.testing.assert_allclose(np.asarray(batch["image"]), np.asarray(again["image"]), rtol=1e-6)
   assert batch["image"].dtype == jnp.float32 and batch["label"].dtype == jnp.int32
 
 
