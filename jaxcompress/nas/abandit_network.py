@@ -43,6 +43,7 @@ import numpy as np
 from jaxcompress.nas import robust_ops
 from jaxcompress.nas import space
 from jaxcompress.nas import supernet
+from jaxcompress.ops import conv as conv_ops
 
 Edge = tuple[str, int]
 
@@ -289,9 +290,10 @@ class AuxiliaryHead(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     x = nn.avg_pool(nn.relu(x), (5, 5), strides=(3, 3), padding="VALID")
-    x = nn.Conv(128, (1, 1), use_bias=False, kernel_init=space.torch_conv_init)(x)
+    x = conv_ops.Conv(128, (1, 1), use_bias=False, kernel_init=space.torch_conv_init)(x)
     x = nn.relu(_bn(train, True, self.bn_epsilon)(x))
-    x = nn.Conv(768, (2, 2), padding="VALID", use_bias=False, kernel_init=space.torch_conv_init)(x)
+    x = conv_ops.Conv(768, (2, 2), padding="VALID", use_bias=False,
+                      kernel_init=space.torch_conv_init)(x)
     x = nn.relu(_bn(train, True, self.bn_epsilon)(x))
     return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
 
@@ -303,8 +305,8 @@ class _Stem(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    x = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                kernel_init=space.torch_conv_init)(x)
+    x = conv_ops.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+                      kernel_init=space.torch_conv_init)(x)
     return _bn(train, self.affine, self.bn_epsilon)(x)
 
 

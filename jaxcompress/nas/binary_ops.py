@@ -60,6 +60,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcompress.nas import space
+from jaxcompress.ops import conv as conv_ops
 from jaxcompress.quant.estimators import ste_sign
 
 
@@ -82,7 +83,7 @@ def xnor_conv2d(x: jax.Array, w: jax.Array, stride: int = 1, padding: int = 0,
   """
   xb = ste_sign(x, 1.0) if binarize_input else x
   wb = xnor_weight(w).astype(xb.dtype)
-  return jax.lax.conv_general_dilated(
+  return conv_ops.conv_general_dilated(
       xb, wb, (stride, stride), ((padding, padding), (padding, padding)),
       rhs_dilation=(dilation, dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"),
       feature_group_count=groups)
@@ -178,7 +179,7 @@ def pcnn_conv2d(x: jax.Array, c_hat: jax.Array, stride: int = 1, padding: int = 
   """conv(sign(x) [or x], mean_j C_hat_j), NHWC input, HWIO kernels (J leading)."""
   xb = ste_sign(x, 1.0) if binarize_input else x
   k = jnp.mean(c_hat, axis=0).astype(xb.dtype)
-  return jax.lax.conv_general_dilated(
+  return conv_ops.conv_general_dilated(
       xb, k, (stride, stride), ((padding, padding), (padding, padding)),
       rhs_dilation=(dilation, dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"),
       feature_group_count=groups)

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 from jaxcompress.errors import ConfigError
 from jaxcompress.nas import genotype as genotype_lib
 from jaxcompress.nas import space
+from jaxcompress.ops import conv as conv_ops
 
 Genotype = genotype_lib.Genotype
 
@@ -207,10 +208,11 @@ class AuxiliaryHead(nn.Module):
     x = nn.relu(x)
     if x.shape[1] >= 5:
       x = nn.avg_pool(x, (5, 5), strides=(3, 3), padding="VALID")
-    x = nn.Conv(128, (1, 1), use_bias=False, kernel_init=space.torch_conv_init)(x)
+    x = conv_ops.Conv(128, (1, 1), use_bias=False, kernel_init=space.torch_conv_init)(x)
     x = nn.relu(space.batch_norm(train, True)(x))
     k = min(2, x.shape[1])
-    x = nn.Conv(768, (k, k), padding="VALID", use_bias=False, kernel_init=space.torch_conv_init)(x)
+    x = conv_ops.Conv(768, (k, k), padding="VALID", use_bias=False,
+                      kernel_init=space.torch_conv_init)(x)
     x = nn.relu(space.batch_norm(train, True)(x))
     return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
 
@@ -253,8 +255,8 @@ class EvalNetwork(nn.Module):
     """
     g = self.genotype
     c = self.C
-    s = nn.Conv(self.stem_multiplier * c, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                kernel_init=space.torch_conv_init, name="stem_conv")(x)
+    s = conv_ops.Conv(self.stem_multiplier * c, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+                      kernel_init=space.torch_conv_init, name="stem_conv")(x)
     s0 = s1 = space.batch_norm(train, True, name="stem_bn")(s)
     reduction_prev = False
     logits_aux = None

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcompress.nas import space
+from jaxcompress.ops import conv as conv_ops
 
 ABANDIT_BN_EPS = 1e-3
 
@@ -159,8 +160,8 @@ class GaborConv(nn.Module):
     gamma = self.param("gamma", nn.initializers.zeros, (c,))
     kernel = gabor_kernel(lambd, theta, psi, sigma, gamma, c, self.size).astype(x.dtype)
     p = self.size // 2
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((p, p), (p, p)),
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return conv_ops.conv_general_dilated(x, kernel, (1, 1), ((p, p), (p, p)),
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 class DenoisingBlock(nn.Module):
@@ -190,7 +191,7 @@ class DenoisingBlock(nn.Module):
     else:
       raise ValueError(f"Unknown filter_type {self.filter_type!r}; use 'dotp' or 'gabor'.")
     if self.pointwise:
-      y = nn.Conv(x.shape[-1], (1, 1), use_bias=False, kernel_init=space.torch_conv_init)(y)
+      y = conv_ops.Conv(x.shape[-1], (1, 1), use_bias=False, kernel_init=space.torch_conv_init)(y)
     y = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=self.bn_epsilon,
                      use_scale=self.affine, use_bias=self.affine,
                      scale_init=nn.initializers.zeros, bias_init=nn.initializers.zeros)(y)
@@ -214,9 +215,9 @@ class AbanditConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     k, s, d, p = self.kernel_size, self.stride, self.dilation, self.padding
-    y = nn.Conv(self.features, (k, k), strides=(s, s), padding=((p, p), (p, p)),
-                kernel_dilation=(d, d), feature_group_count=self.groups, use_bias=False,
-                kernel_init=space.torch_conv_init)(nn.relu(x))
+    y = conv_ops.Conv(self.features, (k, k), strides=(s, s), padding=((p, p), (p, p)),
+                      kernel_dilation=(d, d), feature_group_count=self.groups, use_bias=False,
+                      kernel_init=space.torch_conv_init)(nn.relu(x))
     return space.batch_norm(train, self.affine, self.bn_epsilon)(y)
 
 

@@ -49,6 +49,7 @@ import numpy as np
 from jaxcompress.nas import genotype as genotype_lib
 from jaxcompress.nas import space
 from jaxcompress.nas.supernet import channel_shuffle, edge_normalization
+from jaxcompress.ops import conv as conv_ops
 
 ARCH = "arch"  # the parameter subtree holding the architecture parameters
 _NEG = -1e9    # logit of an abandoned op (exp underflows to exactly 0, no NaN gradients)
@@ -268,8 +269,8 @@ class SearchNetwork(nn.Module):
       e_normal = e_reduce = None
 
     c = self.init_channels
-    s = nn.Conv(self.stem_multiplier * c, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                kernel_init=space.torch_conv_init, name="stem_conv")(x)
+    s = conv_ops.Conv(self.stem_multiplier * c, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+                      kernel_init=space.torch_conv_init, name="stem_conv")(x)
     s = space.batch_norm(train, True, name="stem_bn")(s)
     s0 = s1 = s
     reduction_prev = False

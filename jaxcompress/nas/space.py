@@ -33,6 +33,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcompress.ops import conv as conv_ops
+
 # Ops in the official order (cnn/genotypes.py); the index of an op in alphas follows this list.
 PRIMITIVES: list[str] = [
     "none",
@@ -134,8 +136,8 @@ class ReLUConvBN(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     k, s = self.kernel_size, self.stride
-    y = nn.Conv(self.features, (k, k), strides=(s, s), padding=_pad(self.padding),
-                use_bias=False, kernel_init=torch_conv_init)(nn.relu(x))
+    y = conv_ops.Conv(self.features, (k, k), strides=(s, s), padding=_pad(self.padding),
+                      use_bias=False, kernel_init=torch_conv_init)(nn.relu(x))
     return batch_norm(train, self.affine, self.bn_epsilon)(y)
 
 
@@ -156,9 +158,10 @@ class DilConv(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     c_in = x.shape[-1]
     k, s, d = self.kernel_size, self.stride, self.dilation
-    y = nn.Conv(c_in, (k, k), strides=(s, s), padding=_pad(self.padding), kernel_dilation=(d, d),
-                feature_group_count=c_in, use_bias=False, kernel_init=torch_conv_init)(nn.relu(x))
-    y = nn.Conv(self.features, (1, 1), use_bias=False, kernel_init=torch_conv_init)(y)
+    y = conv_ops.Conv(c_in, (k, k), strides=(s, s), padding=_pad(self.padding),
+                      kernel_dilation=(d, d), feature_group_count=c_in, use_bias=False,
+                      kernel_init=torch_conv_init)(nn.relu(x))
+    y = conv_ops.Conv(self.features, (1, 1), use_bias=False, kernel_init=torch_conv_init)(y)
     return batch_norm(train, self.affine, self.bn_epsilon)(y)
 
 
@@ -195,8 +198,8 @@ class FactorizedReduce(nn.Module):
       raise ValueError(f"FactorizedReduce needs an even number of features, got {self.features}.")
     x = nn.relu(x)
     half = self.features // 2
-    conv = lambda: nn.Conv(half, (1, 1), strides=(2, 2), padding="VALID", use_bias=False,
-                           kernel_init=torch_conv_init)
+    conv = lambda: conv_ops.Conv(half, (1, 1), strides=(2, 2), padding="VALID", use_bias=False,
+                                 kernel_init=torch_conv_init)
     # The shifted branch sees the odd pixels, so the two halves cover complementary positions.
     y = jnp.concatenate([conv()(x), conv()(x[:, 1:, 1:, :])], axis=-1)
     return batch_norm(train, self.affine, self.bn_epsilon)(y)
