@@ -228,13 +228,22 @@ class ConvGeneralDilatedTest(parameterized.TestCase):
     for g, w in zip(got, want):
       np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=2e-5, atol=2e-5)
 
+  @parameterized.named_parameters(*[(c[0], c) for c in CASES if c[0].startswith("depthwise")])
+  def test_depthwise_tap_sums_match_lax(self, case):
+    # Depthwise convolutions wider than _DENSE_DEPTHWISE_MAX_CHANNELS run as tap sums; force
+    # that path on the small cases (which otherwise take the block-diagonal dense kernel).
+    with mock.patch.object(conv_ops, "_DENSE_DEPTHWISE_MAX_CHANNELS", 0):
+      self._check("auto", jnp.float32, 2e-5, case)
+      with jax.enable_x64(True):
+        self._check("auto", jnp.float64, 1e-11, case)
+
   def test_depthwise_is_tap_sums_without_xla_convolutions(self):
     # XLA:CPU's grouped convolution is 24x slower than the tap sums (60x in a loop body).
-    lhs, rhs, _ = _inputs((2, 6, 6, 8), (3, 3, 1, 8), (1, 1), "SAME", None, None, 8,
+    lhs, rhs, _ = _inputs((2, 6, 6, 24), (3, 3, 1, 24), (1, 1), "SAME", None, None, 24,
                           jnp.float32)
     conv = lambda a, b: conv_ops.conv_general_dilated(a, b, (1, 1), "SAME",
                                                       dimension_numbers=NHWC,
-                                                      feature_group_count=8)
+                                                      feature_group_count=24)
     grad = jax.jit(jax.grad(lambda a, b: jnp.sum(jnp.sin(conv(a, b))), argnums=(0, 1)))
     hlo = grad.lower(lhs, rhs).compile().as_text()
     if jax.default_backend() == "cpu":
