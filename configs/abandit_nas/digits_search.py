@@ -11,9 +11,10 @@ Command:
 Hardware: any CPU (2 cores); under 3 minutes, most of it compilation.
 Expected: final_report.json with "search_complete": true, a 2-cell genotype (one op per node),
 "samples": 9, "removals": 3; the genotype alone in genotype.json. Measured (seed 0, shared
-2-core CPU): 63-170 s end to end; the final eval of the best-so-far ops inside the shared
-supernet gave clean accuracy 0.33 and PGD-3 0.04 (a search proxy with batch statistics, not a
-trained model).
+2-core CPU): 46-65 s end to end on an idle machine (63-170 s shared); the final eval of the
+best-so-far ops inside the shared supernet gave clean accuracy 0.17 and PGD-3 0.03 (a search
+proxy with batch statistics, not a trained model; 0.38 / 0.11 before the NAS layers used
+`jaxcompress.ops.conv`, whose float rounding moves this short search).
 Next step (PGD-7 training of the found network + robust table, about 1-2 minutes; the whole
 search -> genotype -> training -> table pipeline takes about 2-3 minutes on a loaded 2-core CPU):
   python -m launch.main --config=configs/abandit_nas/digits_eval.py \

@@ -238,13 +238,14 @@ def scan_train_steps(train_step: TrainStep, stream: Stream, *,
     batch_sharding: how each batch is split over the mesh (along its leading axis).
 
   Returns:
-    `run(state, data, epoch, start, length=n) -> (state, metrics)`: steps `start .. start+n-1`
+    `train_steps(state, data, epoch, start, length=n) -> (state, metrics)`: steps
+    `start .. start+n-1`
     of epoch `epoch` (n static, the rest traced, so every epoch reuses one compilation), with
     each metric stacked along a leading axis of length n. The state argument is donated.
   """
 
-  def run(state: Any, data: DeviceDataset, epoch: jax.Array, start: jax.Array, *,
-          length: int) -> tuple[Any, dict[str, jax.Array]]:
+  def train_steps(state: Any, data: DeviceDataset, epoch: jax.Array, start: jax.Array, *,
+                  length: int) -> tuple[Any, dict[str, jax.Array]]:
     perm, val_perm = stream.permutations(data, epoch)
 
     def body(state, i):
@@ -254,7 +255,8 @@ def scan_train_steps(train_step: TrainStep, stream: Stream, *,
 
     return jax.lax.scan(body, state, jnp.arange(length))
 
-  return jax.jit(run, static_argnames="length", donate_argnums=0,
+  # Named train_steps: XLA dumps, profiles and compilation-cache entries show "jit_train_steps".
+  return jax.jit(train_steps, static_argnames="length", donate_argnums=0,
                  out_shardings=(state_sharding, state_sharding))
 
 

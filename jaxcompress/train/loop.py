@@ -93,11 +93,21 @@ class _MetricWindow:
 
   def take_means(self, count: int) -> dict[str, float]:
     """Means over the oldest `count` steps, which leave the window."""
-    fetched = jax.device_get([tree for tree, _ in self._parts])
-    rows = [jax.tree.map(np.asarray, tree) if stacked else
-            jax.tree.map(lambda x: np.asarray(x)[None], tree)
-            for tree, (_, stacked) in zip(fetched, self._parts)]
-    merged = jax.tree.map(lambda *x: np.concatenate(x), *rows)
+    # Consecutive single steps are stacked on device first: one transfer per metric, not one
+    # per metric and step.
+    blocks: list[Any] = []
+    singles: list[Any] = []
+    for tree, stacked in self._parts + [(None, True)]:
+      if not stacked:
+        singles.append(tree)
+        continue
+      if singles:
+        blocks.append(jax.tree.map(lambda *x: jnp.stack(x), *singles))
+        singles = []
+      if tree is not None:
+        blocks.append(tree)
+    merged = jax.tree.map(lambda *x: np.concatenate([np.asarray(v) for v in x]),
+                          *jax.device_get(blocks))
     self._parts = []
     rest = jax.tree.map(lambda x: x[count:], merged)
     leaves = jax.tree.leaves(rest)
