@@ -96,25 +96,23 @@ def open_tfds(name: str, split: str, data_dir: str | None = None, hint: str = ""
     DatasetNotFoundError: with the exact `tfds build` command (and the install line when
       tensorflow-datasets itself is missing).
   """
+  # The one-time preparation, named by both errors below.
+  prepare = (f"  pip install -e .[prepare] && tfds build {name} --file_format=array_record"
+             + (f" --data_dir={data_dir}" if data_dir else "") + (f"\n{hint}" if hint else ""))
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ModuleNotFoundError:
     raise DatasetNotFoundError(
         f"TFDS dataset {name!r} needs the tensorflow-datasets package, which is not installed. "
         f"Install the project's requirements (pip install -e .), then prepare the data once "
-        f"with:\n  pip install -e .[prepare] && tfds build {name} --file_format=array_record"
-        + (f" --data_dir={data_dir}" if data_dir else "")
-        + (f"\n{hint}" if hint else "")) from None
+        f"with:\n{prepare}") from None
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except Exception as e:  # pylint: disable=broad-except
     where = f" under {data_dir}" if data_dir else " in ~/tensorflow_datasets (or $TFDS_DATA_DIR)"
     raise DatasetNotFoundError(
         f"TFDS dataset {name!r} (split {split!r}) is not prepared{where} in ArrayRecord "
-        f"format ({type(e).__name__}). Prepare it once with:\n"
-        f"  pip install -e .[prepare] && tfds build {name} --file_format=array_record"
-        + (f" --data_dir={data_dir}" if data_dir else "")
-        + (f"\n{hint}" if hint else "")) from None
+        f"format ({type(e).__name__}). Prepare it once with:\n{prepare}") from None
 
 
 class TfdsSource:
