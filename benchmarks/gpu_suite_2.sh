@@ -11,11 +11,7 @@
 # Every stage is bounded by `timeout`; the whole script ends in under ~500 s.
 # At most 8 files go to $OUT (the lending tool's limit).
 set -uo pipefail
-export OUT=${OUT:-/tmp/gpu_suite_2_out}
-mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit 1
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+. "$(dirname "$0")/gpu_env.sh" gpu_suite_2
 TIMES="$OUT/times.txt"
 stamp() { echo "$1 at ${SECONDS}s" | tee -a "$TIMES"; }
 

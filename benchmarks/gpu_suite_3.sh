@@ -6,11 +6,7 @@
 #   3. benchmarks/on_device.py: host pipeline vs data.on_device, whole digits quick configs.
 # Every stage is bounded by `timeout`; the whole script ends in under ~400 s.
 set -uo pipefail
-export OUT=${OUT:-/tmp/gpu_suite_3_out}
-mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit 1
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+. "$(dirname "$0")/gpu_env.sh" gpu_suite_3
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   python3 -c "import jax, flax; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__)"
