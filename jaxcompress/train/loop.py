@@ -195,15 +195,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   replicated = distributed.replicated(mesh)
   batch_sharding = distributed.batch_sharding(mesh)
   scan_fn = device_data = None
-  notes = []
   on_device = config.data.get("on_device", False)
-  if on_device and jax.process_count() > 1:
-    # Measured: 2 processes x 4 CPU devices vs 1 x 8 read the same batches (equal first-step
-    # loss) but their parameters differ by up to 9e-5 after one step, far above the host
-    # pipeline's float drift; until that is understood, several processes stream from the host.
-    on_device = False
-    notes.append("config.data.on_device is not used with several processes yet; the data is "
-                 "streamed from the host.")
   if on_device:
     if config.data.get("transform", ""):
       raise ConfigError(f"config.data.on_device does not run per-example transforms (data.transform"
@@ -250,8 +242,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     writer.log(table)
   if start_step:
     writer.log(f"Resumed from checkpoint at step {start_step} in {checkpointer.directory}")
-  for note in notes:
-    writer.log(note)
 
   log_every = max(1, config.get("log_every", 50))
   eval_every = config.get("eval_every", -1)

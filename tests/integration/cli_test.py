@@ -98,18 +98,17 @@ def jax_leaves(tree):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_with_eight_devices(tmp_path):
-  # Few steps: early training amplifies float reduction-order differences (1-vs-8 devices in one
-  # process drift by ~4e-4 relative after 6 steps), so compare where that drift is still small.
-  # Both runs stream from the host (several processes do not use data.on_device yet, see
-  # jaxcompress/train/loop.py), so the single-process run must too.
-  flags = ["--config.num_steps=3", "--config.async_checkpoint=False",
-           "--config.data.on_device=False"]
-  code, out = launch(str(tmp_path / "single"), *flags, devices=8)
+def test_two_processes_match_one_process_with_two_devices(tmp_path):
+  # One CPU device per process: with several devices per process, XLA:CPU's cross-process
+  # collectives (gloo) gave input-dependent gradient errors (README, "Known XLA:CPU problem"),
+  # whatever the data path. Few steps: early training amplifies float reduction-order differences.
+  # The quickstart streams from data.on_device, so this covers the on-device multi-process path.
+  flags = ["--config.num_steps=3", "--config.async_checkpoint=False"]
+  code, out = launch(str(tmp_path / "single"), *flags, devices=2)
   assert code == 0, out[-2000:]
   port = portpicker.pick_unused_port()
   procs = [launch(str(tmp_path / "multi"), *flags, f"--coordinator_address=localhost:{port}",
-                  "--num_processes=2", f"--process_id={i}", devices=4, wait=False)
+                  "--num_processes=2", f"--process_id={i}", devices=1, wait=False)
            for i in range(2)]
   outs = [p.communicate(timeout=600)[0] for p in procs]
   assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
@@ -117,7 +116,7 @@ def test_two_processes_match_one_process_with_eight_devices(tmp_path):
   (_, single), (_, multi) = final_checkpoint(str(tmp_path / "single")), final_checkpoint(
       str(tmp_path / "multi"))
   for a, b in zip(jax_leaves(single["params"]), jax_leaves(multi["params"])):
-    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
   final = [line for line in out.splitlines() if line.startswith("Finished")]
   assert final and final[0].split(" Outputs")[0] == outs[0].strip().splitlines()[-1].split(
       " Outputs")[0]
