@@ -32,7 +32,11 @@ def attention_map(f: jax.typing.ArrayLike) -> Array:
   """
   f = jnp.asarray(f)
   a = jnp.mean(jnp.square(f), axis=-1).reshape(f.shape[0], -1)
-  norm = jnp.sqrt(jnp.sum(jnp.square(a), axis=-1, keepdims=True))
+  sq = jnp.sum(jnp.square(a), axis=-1, keepdims=True)
+  # sqrt has an infinite slope at 0: an all-zero sample would give 0 * inf = NaN gradients.
+  # torch's norm backward gives 0 there; the double where does the same (values unchanged).
+  positive = sq > 0
+  norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1)), 0)
   return a / jnp.maximum(norm, jnp.asarray(_EPS, a.dtype))
 
 

@@ -29,7 +29,7 @@ Example:
 from __future__ import annotations
 
 import functools
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import flax
 import jax
@@ -37,12 +37,15 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 
-def _radius(count: ArrayLike, total: ArrayLike) -> jax.Array:
-  """sqrt(2 ln N / n); +inf for untried arms (n = 0) so they are sampled / kept first."""
-  count = jnp.asarray(count)
-  dtype = jnp.result_type(count, jnp.float32) if not jnp.issubdtype(
-      count.dtype, jnp.floating) else count.dtype
-  n = count.astype(dtype)
+def _floating(mean: ArrayLike) -> jax.Array:
+  mean = jnp.asarray(mean)
+  return mean if jnp.issubdtype(mean.dtype, jnp.floating) else mean.astype(jnp.result_type(float))
+
+
+def _radius(count: ArrayLike, total: ArrayLike, dtype: Any) -> jax.Array:
+  """sqrt(2 ln N / n) in `dtype` (the means' floating dtype, so float64 means get a float64
+  bound from integer counts); +inf for untried arms (n = 0) so they are sampled / kept first."""
+  n = jnp.asarray(count).astype(dtype)
   big_n = jnp.asarray(total).astype(dtype)
   safe_n = jnp.where(n > 0, n, 1)
   # ln N < 0 only for N < 1, which cannot happen once any arm was pulled; clamp for safety.
@@ -61,14 +64,14 @@ def ucb(mean: ArrayLike, count: ArrayLike, total: ArrayLike) -> jax.Array:
   Returns:
     The bound in the floating dtype of `mean`.
   """
-  mean = jnp.asarray(mean)
-  return mean + _radius(count, total).astype(mean.dtype)
+  mean = _floating(mean)
+  return mean + _radius(count, total, mean.dtype)
 
 
 def lcb(mean: ArrayLike, count: ArrayLike, total: ArrayLike) -> jax.Array:
   """Lower confidence bound m - sqrt(2 ln N / n) (ABanditNAS sampling); n = 0 gives -inf."""
-  mean = jnp.asarray(mean)
-  return mean - _radius(count, total).astype(mean.dtype)
+  mean = _floating(mean)
+  return mean - _radius(count, total, mean.dtype)
 
 
 @flax.struct.dataclass

@@ -100,7 +100,7 @@ def _parse(weights: np.ndarray, steps: int, primitives: Sequence[str]) -> list[E
 def derive_genotype(alphas_normal: Any, alphas_reduce: Any, betas_normal: Any = None,
                     betas_reduce: Any = None, steps: int = 4,
                     primitives: Sequence[str] = tuple(PRIMITIVES),
-                    multiplier: int = 4) -> Genotype:
+                    multiplier: int | None = None) -> Genotype:
   """Derives the discrete genotype from architecture parameters (DARTS / PC-DARTS rule).
 
   Args:
@@ -112,8 +112,9 @@ def derive_genotype(alphas_normal: Any, alphas_reduce: Any, betas_normal: Any = 
     betas_reduce: same for the reduction cell (both or neither betas).
     steps: intermediate nodes per cell.
     primitives: op names in alpha's column order; `none` is never ranked or chosen.
-    multiplier: number of last states concatenated (4 in DARTS): concat = [2 + steps -
-      multiplier, ..., steps + 1].
+    multiplier: number of last states concatenated; default `steps` (every intermediate node,
+      as DARTS' `range(2, steps + 2)`, 4 for 4 steps): concat = [2 + steps - multiplier, ...,
+      steps + 1].
 
   Returns:
     `Genotype` with 2 edges per node, node by node, within a node by decreasing strength.
@@ -138,6 +139,9 @@ def derive_genotype(alphas_normal: Any, alphas_reduce: Any, betas_normal: Any = 
 
   if (betas_normal is None) != (betas_reduce is None):
     raise ValueError("Pass both betas_normal and betas_reduce, or neither.")
+  multiplier = steps if multiplier is None else multiplier
+  if not 1 <= multiplier <= steps:
+    raise ValueError(f"multiplier must be in [1, steps={steps}], got {multiplier}.")
   concat = Concat(range(2 + steps - multiplier, steps + 2))
   return Genotype(
       normal=_parse(weights(alphas_normal, betas_normal), steps, primitives),

@@ -44,14 +44,12 @@ from jax.typing import ArrayLike
 Estimator = Callable[..., jax.Array]
 
 _REGISTRY: dict[str, Estimator] = {}
-_BITS: dict[str, int] = {}
 
 
 def register(name: str, bits: int = 1) -> Callable[[Estimator], Estimator]:
   """Registers an estimator under `name` with its output precision in bits (for summaries)."""
   def wrap(fn: Estimator) -> Estimator:
     _REGISTRY[name] = fn
-    _BITS[name] = bits
     fn.precision = bits  # type: ignore[attr-defined]  # larq's attribute name
     return fn
   return wrap
@@ -62,14 +60,25 @@ def names() -> list[str]:
   return sorted(_REGISTRY)
 
 
+# larq's `quantizers.get` also takes its class names (serialised configs name classes).
+_LARQ_CLASS_NAMES = {
+    "SteSign": "ste_sign", "ApproxSign": "approx_sign", "SwishSign": "swish_sign",
+    "MagnitudeAwareSign": "magnitude_aware_sign", "SteTern": "ste_tern",
+    "SteHeaviside": "ste_heaviside", "DoReFa": "dorefa", "DoReFaQuantizer": "dorefa",
+}
+
+
 def get(identifier: str | Estimator | None) -> Estimator | None:
-  """Resolves an estimator from its registered name; callables and None pass through.
+  """Resolves an estimator from its registered name (or larq's class name, e.g. "SteSign");
+  callables and None pass through.
 
   Raises:
     ValueError: naming the registered estimators when `identifier` is unknown.
   """
   if identifier is None or (callable(identifier) and not isinstance(identifier, str)):
     return identifier
+  if isinstance(identifier, str):
+    identifier = _LARQ_CLASS_NAMES.get(identifier, identifier)
   if isinstance(identifier, str) and identifier in _REGISTRY:
     return _REGISTRY[identifier]
   raise ValueError(f"Unknown quantizer {identifier!r}; known: {names()}.")
@@ -87,8 +96,7 @@ def bits_of(identifier: str | Estimator | None, **kwargs: Any) -> int:
   if "k_bit" in kwargs:
     return int(kwargs["k_bit"])
   if isinstance(identifier, str):
-    get(identifier)  # raises, naming the known estimators
-    return _BITS[identifier]
+    return int(get(identifier).precision)  # get raises, naming the known estimators
   return int(getattr(identifier, "precision", 32))
 
 
@@ -297,7 +305,8 @@ def dorefa(x: ArrayLike, k_bit: ArrayLike = 2, mode: str = "activations") -> jax
     mode: "activations" or "weights" (static).
 
   Returns:
-    quantised values in the dtype of `x`.
+    quantised values in the dtype of `x` (all-zero weights give q(1/2) * 2 - 1, as larq's
+    `divide_no_nan`).
   """
   x = jnp.asarray(x)
   n = _hp(2.0 ** k_bit - 1 if isinstance(k_bit, int) else jnp.power(2.0, k_bit) - 1, x)
@@ -306,12 +315,13 @@ def dorefa(x: ArrayLike, k_bit: ArrayLike = 2, mode: str = "activations") -> jax
   if mode == "weights":
     limited = jnp.tanh(x)
     dividend = jax.lax.stop_gradient(jnp.max(jnp.abs(limited)))
-    return 2 * _k_bit(limited / (2 * dividend) + 0.5, n) - 1
+    # larq's tf.math.divide_no_nan: an all-zero tensor maps to 0 / 0 := 0, i.e. q(1/2).
+    safe = jnp.where(dividend > 0, 2 * dividend, 1)
+    return 2 * _k_bit(jnp.where(dividend > 0, limited / safe, 0) + 0.5, n) - 1
   raise ValueError(f"dorefa mode must be 'activations' or 'weights', got {mode!r}.")
 
 
 _REGISTRY["dorefa_quantizer"] = dorefa  # larq's older alias
-_BITS["dorefa_quantizer"] = 2
 
 
 @register("rbnn_sign", bits=1)

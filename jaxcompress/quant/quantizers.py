@@ -62,6 +62,11 @@ def _qmax(bits: ArrayLike, dtype: Any) -> Array:
   return (jnp.left_shift(jnp.int32(1), b - 1) - 1).astype(dtype)
 
 
+# Both PAMS quantizers are jitted as a whole (bits and alpha traced). Op by op, XLA:CPU divides
+# a vector by a 0-d array with a correction of the reciprocal that is not correctly rounded
+# (jaxlib 0.10.2: [45.5, 45.5] / 7 gives 6.5000005), and an exact .5 tie then rounds one level
+# up; the fused, traced division matches PyTorch's IEEE division bit for bit (tests check ties).
+@jax.jit
 def pams_quantize(x: ArrayLike, alpha: ArrayLike, bits: ArrayLike) -> Array:
   """PAMS activation quantizer with parameterized max scale (the paper's PAMS quantizer).
 
@@ -91,6 +96,7 @@ def pams_quantize(x: ArrayLike, alpha: ArrayLike, bits: ArrayLike) -> Array:
   return round_ste(c * qmax / alpha) * alpha / qmax
 
 
+@jax.jit
 def pams_quantize_weight(w: ArrayLike, bits: ArrayLike) -> Array:
   """PAMS weight quantizer: symmetric, per tensor, detached max scale (official `quant_weight`).
 

@@ -64,5 +64,20 @@ class AttentionTest(chex.TestCase):
       np.testing.assert_allclose(attention.skt_loss(s, t),
                                  (at(ts) - at(tt)).pow(2).mean().item(), rtol=1e-12)
 
+
+class ZeroFeatureTest(absltest.TestCase):
+
+  def test_all_zero_sample_has_zero_not_nan_gradient(self):
+    # torch's F.normalize backward is 0 at a zero norm; sqrt's slope at 0 must not leak a NaN.
+    f = jnp.concatenate([jnp.zeros((1, 2, 2, 3)), jnp.ones((1, 2, 2, 3))])
+    np.testing.assert_array_equal(attention.attention_map(f)[0], 0.0)
+    g = jax.grad(lambda x: attention.attention_map(x).sum())(f)
+    self.assertTrue(np.all(np.isfinite(g)))
+    np.testing.assert_array_equal(g[0], 0.0)
+    t = jnp.asarray(np.random.default_rng(0).standard_normal((2, 2, 2, 3)))
+    gs = jax.grad(attention.skt_loss)(f, t)
+    self.assertTrue(np.all(np.isfinite(gs)))
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -183,5 +183,19 @@ class RemovalTest(absltest.TestCase):
     np.testing.assert_array_equal(bandit.best_ops(state), 5)  # the best arm survives
 
 
+class BoundDtypeTest(absltest.TestCase):
+
+  def test_float64_means_give_float64_bounds_from_integer_counts(self):
+    # DESIGN: float64 in, float64 out; the radius must not be computed in float32 first.
+    with jax.enable_x64(True):
+      mean = jnp.asarray([0.5, 0.25], jnp.float64)
+      count = np.array([3, 7], np.int32)
+      radius = np.sqrt(2 * np.log(10.0) / count.astype(np.float64))
+      for rule, sign in ((bandit.ucb, 1), (bandit.lcb, -1)):
+        got = rule(mean, count, 10)
+        self.assertEqual(got.dtype, jnp.float64)
+        np.testing.assert_allclose(got, np.asarray(mean) + sign * radius, rtol=1e-15)
+
+
 if __name__ == "__main__":
   absltest.main()

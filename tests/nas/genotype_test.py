@@ -129,5 +129,25 @@ class DeriveGenotypeTest(parameterized.TestCase):
           self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
 
 
+class ConcatTest(parameterized.TestCase):
+
+  @parameterized.parameters(2, 3, 4, 5)
+  def test_concat_is_every_intermediate_node_by_default(self, steps):
+    # DARTS' genotype(): concat = range(2, steps + 2) (multiplier = steps).
+    num_edges = sum(2 + i for i in range(steps))
+    rng = np.random.default_rng(steps)
+    a = rng.standard_normal((num_edges, len(PRIMITIVES)))
+    g = G.derive_genotype(a, a, steps=steps)
+    self.assertEqual(list(g.normal_concat), list(range(2, steps + 2)))
+    self.assertEqual(list(g.reduce_concat), list(range(2, steps + 2)))
+    self.assertEqual(list(G.derive_genotype(a, a, steps=steps, multiplier=1).normal_concat),
+                     [steps + 1])
+
+  def test_bad_multiplier(self):
+    a = np.zeros((14, len(PRIMITIVES)))
+    with self.assertRaisesRegex(ValueError, "multiplier"):
+      G.derive_genotype(a, a, multiplier=5)
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -256,5 +256,28 @@ class DtypeAndRegistryTest(parameterized.TestCase):
     estimators._REGISTRY.pop("test_identity_sign")  # pylint: disable=protected-access
 
 
+class LarqCompatibilityTest(absltest.TestCase):
+
+  def test_get_resolves_larq_class_names(self):
+    for cls, name in (("SteSign", "ste_sign"), ("ApproxSign", "approx_sign"),
+                      ("SwishSign", "swish_sign"), ("MagnitudeAwareSign", "magnitude_aware_sign"),
+                      ("SteTern", "ste_tern"), ("SteHeaviside", "ste_heaviside"),
+                      ("DoReFa", "dorefa"), ("DoReFaQuantizer", "dorefa")):
+      self.assertIs(quant.get(cls), quant.get(name))
+      self.assertEqual(estimators.bits_of(cls), estimators.bits_of(name))
+    with self.assertRaisesRegex(ValueError, "Unknown quantizer"):
+      quant.get("NoSuchSign")
+
+  def test_dorefa_weights_all_zero_is_finite(self):
+    # larq divides with tf.math.divide_no_nan: 0 / 0 := 0, then 2 q(1/2) - 1 (q(1/2) = 2/3 at
+    # k = 2: round half to even of 1.5).
+    for k in (2, 3):
+      n = 2 ** k - 1
+      got = quant.dorefa(jnp.zeros(4), k_bit=k, mode="weights")
+      np.testing.assert_allclose(got, 2 * np.round(0.5 * n) / n - 1, rtol=1e-6)
+      g = jax.grad(lambda x: quant.dorefa(x, k_bit=k, mode="weights").sum())(jnp.zeros(4))
+      self.assertTrue(np.all(np.isfinite(g)))
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -277,5 +277,31 @@ class TorchReferenceTest(absltest.TestCase):
     np.testing.assert_allclose(jgw, w.grad.numpy(), rtol=1e-6, atol=1e-7)
 
 
+class PamsTiesTest(parameterized.TestCase):
+  """Exact .5 ties after scaling round half to even like PyTorch's IEEE `x * qmax / alpha`."""
+
+  @parameterized.product(bits=(4, 8), alpha=(0.7, 1.3, 3.0, 7.0), jit=(False, True))
+  def test_activation_ties_match_float32_numpy(self, bits, alpha, jit):
+    qmax = np.float32(2 ** (bits - 1) - 1)
+    a = np.float32(alpha)
+    ties = ((np.arange(-qmax, qmax, dtype=np.float32) + np.float32(0.5)) * a / qmax).astype(
+        np.float32)
+    x = np.concatenate([ties, np.nextafter(ties, np.float32(np.inf)),
+                        np.nextafter(ties, np.float32(-np.inf))])
+    c = np.clip(x, -a, a)
+    expected = np.round(c * qmax / a) * a / qmax  # NumPy float32: IEEE division, half to even
+    fn = jax.jit(qz.pams_quantize, static_argnums=2) if jit else qz.pams_quantize
+    got = np.asarray(fn(jnp.asarray(x), alpha, bits))
+    # Same level everywhere (a one-level flip is a / qmax away; allow float rounding only).
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+
+  def test_weight_ties_match_float32_numpy(self):
+    w = np.float32([7.0, 6.5, 0.0, 0.0, -2.5, 1.5])
+    s = np.float32(7.0) + np.float32(1e-8)
+    expected = np.round(w * np.float32(7) / s) * s / np.float32(7)
+    np.testing.assert_allclose(qz.pams_quantize_weight(jnp.asarray(w), 4), expected, rtol=1e-6)
+    self.assertEqual(float(qz.pams_quantize_weight(jnp.asarray(w), 4)[1]), 6.0)
+
+
 if __name__ == "__main__":
   absltest.main()
