@@ -71,6 +71,7 @@ from jaxcompress.nas import bandit as bandit_lib
 from jaxcompress.nas import robust_ops
 from jaxcompress.optim import builder
 from jaxcompress.robust import attacks
+from jaxcompress.train import one_shot
 from jaxcompress.train.state import TrainState
 
 # The CIFAR-10 table of the paper / `defenses/defense_all.py` (plus FGSM).
@@ -566,7 +567,7 @@ def robust_eval(config: ml_collections.ConfigDict, workdir: str | None,
     example.setdefault("val_image", example["image"])
     example.setdefault("val_label", example["label"])
     example = distributed.global_batch(example, mesh)
-    state = jax.jit(method.init)(jax.random.key(config.seed), example)
+    state = one_shot.jit_once(method.init)(jax.random.key(config.seed), example)
     checkpointer = checkpoint_lib.Checkpointer(workdir, async_save=False)
     if checkpointer.latest_step() is None:
       raise ValueError(f"No checkpoint in {workdir}; train first or pass state=.")

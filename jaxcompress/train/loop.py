@@ -25,6 +25,7 @@ from jaxcompress.errors import ConfigError, PreemptedError, TrainingDivergedErro
 from jaxcompress.methods.base import Method
 from jaxcompress.train import checkpoint as checkpoint_lib
 from jaxcompress.train import logging as logging_lib
+from jaxcompress.train import one_shot
 from jaxcompress.train.state import TrainState
 
 
@@ -208,7 +209,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                              state_sharding=replicated,
                                              batch_sharding=batch_sharding)
   example = distributed.global_batch(train_ds[0], mesh)
-  init_fn = jax.jit(method.init, out_shardings=replicated)
+  init_fn = one_shot.jit_once(method.init, out_shardings=replicated)
   train_fn = jax.jit(method.train_step, in_shardings=(replicated, batch_sharding),
                      out_shardings=(replicated, replicated), donate_argnums=0)
   eval_fn = jax.jit(method.eval_step, in_shardings=(replicated, batch_sharding),
