@@ -62,10 +62,11 @@ def _qmax(bits: ArrayLike, dtype: Any) -> Array:
   return (jnp.left_shift(jnp.int32(1), b - 1) - 1).astype(dtype)
 
 
-# Both PAMS quantizers are jitted as a whole (bits and alpha traced). Op by op, XLA:CPU divides
-# a vector by a 0-d array with a correction of the reciprocal that is not correctly rounded
-# (jaxlib 0.10.2: [45.5, 45.5] / 7 gives 6.5000005), and an exact .5 tie then rounds one level
-# up; the fused, traced division matches PyTorch's IEEE division bit for bit (tests check ties).
+# Both PAMS quantizers are jitted as a whole (bits and alpha traced). Op by op, XLA's algebraic
+# simplifier rewrites `x / broadcast(alpha)` into `x * broadcast(1 / alpha)` (compiled HLO,
+# jaxlib 0.10.2: [45.5, 45.5] / 7 gives 6.5000005), which is not correctly rounded, and an exact
+# .5 tie then rounds one level up. In the whole function the divisor is the clip bound as well,
+# XLA keeps a true divide, and ties round as PyTorch's IEEE division does (tests check them).
 @jax.jit
 def pams_quantize(x: ArrayLike, alpha: ArrayLike, bits: ArrayLike) -> Array:
   """PAMS activation quantizer with parameterized max scale (the paper's PAMS quantizer).
