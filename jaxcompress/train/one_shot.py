@@ -3,15 +3,16 @@
 `method.init` draws every parameter with threefry: hundreds of hash computations (400 in the
 PC-DARTS digits supernet) that XLA:CPU's LLVM backend optimises at its default level for a
 program that then runs exactly once. At LLVM level 1 the same program compiles about twice as
-fast with bit-identical results. Measured on the 2-core development machine (jaxlib 0.10.2),
-compile seconds default -> level 1 (`tests/train/one_shot_test.py` checks the equality):
+fast with bit-identical results (`tests/train/one_shot_test.py` checks the equality).
+`benchmarks/init_compile.py`, 2-core development machine, jaxlib 0.10.2, compile seconds
+default -> level 1:
 
   =============================================  ==============
   init of                                        compile (s)
   =============================================  ==============
-  PC-DARTS digits supernet (quick config)        55.0 -> 29.0
-  RBNN ResNet-20                                 9.1 -> 6.3
-  ResNet-20                                      2.8 -> 1.2
+  PC-DARTS digits supernet (quick config)        49.4 -> 26.8
+  RBNN ResNet-20                                 8.2 -> 6.0
+  ResNet-20                                      3.0 -> 1.1
   =============================================  ==============
 
 Level 0 compiles faster still but changed the drawn values (a different float code path), so it
