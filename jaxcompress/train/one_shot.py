@@ -33,8 +33,9 @@ ONE_SHOT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 def jit_once(fn: Callable[..., Any], **jit_kwargs: Any) -> Callable[..., Any]:
   """`jax.jit(fn, **jit_kwargs)` for a function called once per process (e.g. `method.init`).
 
-  On CPU every call lowers and compiles with `ONE_SHOT_COMPILER_OPTIONS` (the persistent
-  compilation cache still serves reruns); elsewhere it is the plain jitted function.
+  On CPU it compiles with `ONE_SHOT_COMPILER_OPTIONS` (part of the cache keys: the in-memory
+  and persistent compilation caches serve repeated calls and reruns as usual); elsewhere it is
+  the plain jitted function.
 
   Args:
     fn: the function to compile.
@@ -43,12 +44,6 @@ def jit_once(fn: Callable[..., Any], **jit_kwargs: Any) -> Callable[..., Any]:
   Returns:
     A callable with `fn`'s signature and results.
   """
-  jitted = jax.jit(fn, **jit_kwargs)
   if jax.default_backend() != "cpu":
-    return jitted
-
-  def call(*args: Any, **kwargs: Any) -> Any:
-    compiled = jitted.lower(*args, **kwargs).compile(compiler_options=ONE_SHOT_COMPILER_OPTIONS)
-    return compiled(*args, **kwargs)
-
-  return call
+    return jax.jit(fn, **jit_kwargs)
+  return jax.jit(fn, compiler_options=ONE_SHOT_COMPILER_OPTIONS, **jit_kwargs)
