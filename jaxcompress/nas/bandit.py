@@ -38,6 +38,7 @@ from jax.typing import ArrayLike
 
 
 def _floating(mean: ArrayLike) -> jax.Array:
+  """`mean` as an array of a floating dtype (integer means become the default float)."""
   mean = jnp.asarray(mean)
   return mean if jnp.issubdtype(mean.dtype, jnp.floating) else mean.astype(jnp.result_type(float))
 

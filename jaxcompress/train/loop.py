@@ -196,8 +196,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   replicated = distributed.replicated(mesh)
   batch_sharding = distributed.batch_sharding(mesh)
   scan_fn = device_data = None
-  on_device = config.data.get("on_device", False)
-  if on_device:
+  if config.data.get("on_device", False):
     if config.data.get("transform", ""):
       raise ConfigError(f"config.data.on_device does not run per-example transforms (data.transform"
                         f" = {config.data.transform!r}); set config.data.on_device=False.")
