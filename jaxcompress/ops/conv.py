@@ -10,7 +10,8 @@ its own (Eigen) convolutions at import, and the plan is tuned for that regime:
   * strided convolutions: the input gradient as col2im (the transpose of an im2col dot),
     1.3-2.5x faster than XLA's transposed convolution;
   * 8-16 input channels: the weight gradient as batch-chunked separable-patch matmuls
-    (`_weight_grad`), 1.5x faster than XLA's at 32x32;
+    (`_weight_grad`), 1.5x faster than XLA's at 32x32; the chunks are strided over the batch
+    (`_batch_block`) so that a data-parallel step on several CPU devices stays local;
   * everything else: XLA's convolution, with the gradients written as canonical channel-last
     convolutions (`_canonical_input_grad`, `_canonical_weight_grad`): `jax.vjp`'s own
     gradient convolutions run as a naive loop nest inside `lax.scan`/`fori_loop` bodies on
