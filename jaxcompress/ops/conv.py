@@ -9,14 +9,14 @@ its own (Eigen) convolutions at import, and the plan is tuned for that regime:
   * unpadded 1x1 kernels: all three parts are plain matmuls;
   * strided convolutions: the input gradient as col2im (the transpose of an im2col dot),
     1.3-2.5x faster than XLA's transposed convolution;
-  * 8-16 input channels: the weight gradient as batch-chunked separable-patch matmuls
-    (`_weight_grad`), 1.5x faster than XLA's at 32x32; the chunks are strided over the batch
-    (`_batch_block`) so that a data-parallel step on several CPU devices stays local;
   * everything else: XLA's convolution, with the gradients written as canonical channel-last
     convolutions (`_canonical_input_grad`, `_canonical_weight_grad`): `jax.vjp`'s own
     gradient convolutions run as a naive loop nest inside `lax.scan`/`fori_loop` bodies on
     XLA:CPU (50-90x slower), because its canonicalization pass only rewrites the entry
-    computation.
+    computation. The weight gradient runs in a loop over strided batch blocks
+    (`_blocked_weight_grad`, `_batch_block`): the loop stops XLA from fusing the batch-norm /
+    ReLU chain that produced the input into the gradient's batch-minor transposes (1.11x on
+    the float ResNet-20 step), and strided blocks keep a sharded batch local.
 
 If YNNPACK convolutions are in use (the flag could not be set), the weight gradient is always
 the matmul formulation, which is what that regime needs. ResNet-20 training step, batch 128,
@@ -208,8 +208,11 @@ def _blocked_weight_grad(lhs: jax.Array, g: jax.Array, kshape: tuple[int, ...],
   Args and Returns: as `_canonical_weight_grad`.
   """
   n = lhs.shape[0]
-  chunk = _chunk_images(n, _XLA_WEIGHT_GRAD_BLOCK_IMAGES, _batch_shards())
-  if n // chunk < 2:
+  shards = _batch_shards()
+  chunk = _chunk_images(n, _XLA_WEIGHT_GRAD_BLOCK_IMAGES, shards)
+  operand_bytes = (lhs.size * lhs.dtype.itemsize + g.size * g.dtype.itemsize) // shards
+  if n // chunk < 2 or operand_bytes < _PATCH_BLOCK_BYTES:
+    # Small activations: the recomputed chain costs little, a loop step's overhead more.
     return _canonical_weight_grad(lhs, g, kshape, strides, pads, rhs_dil, precision, pet)
   acc_t = _acc_dtype(jnp.result_type(lhs.dtype, g.dtype) if pet is None else pet)
 
@@ -469,9 +472,13 @@ def _cpu_plan(c_in: int, kshape: Sequence[int], strides: Sequence[int],
     * Eigen, stride > 1: the input gradient as col2im (transpose of the im2col dot) beats
       XLA's transposed convolution everywhere: 32x32 16->32 1.8 vs 4.6, 16x16 32->64 1.4 vs
       2.4, 32x32 64->128 37.8 vs 65.0, 8x8 64->128 1.3 vs 1.7. At stride 1 XLA wins by 2-5x.
-    * Eigen, weight gradient: the separable/im2col matmuls win for 8-16 input channels
-      (32x32 16->16 9.4 vs 15.4, 16x16 16->32 s2 0.9 vs 1.4) and lose or tie from 32 on
-      (16x16 32->32 8.2 vs 6.6, 8x8 64->64 6.3 vs 3.6) and for 3-channel stems (3.4 vs 1.8).
+    * Eigen, weight gradient: XLA's convolution, blocked over the batch
+      (`_blocked_weight_grad`), at every shape. In isolation the separable/im2col matmuls won
+      for 8-16 input channels (32x32 16->16 9.4 vs 15.4 ms, 16x16 16->32 s2 0.9 vs 1.4) and
+      lost from 32 on (16x16 32->32 8.2 vs 6.6, 8x8 64->64 6.3 vs 3.6) and for 3-channel stems
+      (3.4 vs 1.8); but inside a training step, once the blocking stopped XLA from recomputing
+      the batch-norm chain into the transposes, the blocked XLA gradient for the 16-channel
+      layers too made the float ResNet-20 step 1.05-1.06x faster (RBNN: 1.01x, same run).
     * YNNPACK convolutions (jaxlib's default when `xla_cpu` could not set its flag): the
       matmul weight gradient wins at every ResNet-20 shape (module docstring), the rest is
       XLA's, except the strided input gradient: col2im there too, since the canonical
@@ -495,7 +502,7 @@ def _cpu_plan(c_in: int, kshape: Sequence[int], strides: Sequence[int],
   strided = any(s > 1 for s in strides)
   if not eigen:
     return _Plan(False, strided, True)
-  return _Plan(False, strided, 8 <= c_in <= 16)
+  return _Plan(False, strided, False)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6, 7))

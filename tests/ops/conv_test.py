@@ -138,12 +138,12 @@ class ConvGeneralDilatedTest(parameterized.TestCase):
     self.assertNotIn("dot_general", str(jaxpr))
 
   def test_impl_switch(self):
-    # 16 input channels: the auto plan computes the weight gradient as matmuls (a dot_general),
-    # lax as a convolution.
-    lhs, rhs, _ = _inputs((2, 6, 6, 16), (3, 3, 16, 4), (1, 1), "SAME", None, None, 1,
+    # An unpadded 1x1 kernel: the auto plan computes the weight gradient as a matmul (a
+    # dot_general), lax as a convolution.
+    lhs, rhs, _ = _inputs((2, 6, 6, 16), (1, 1, 16, 4), (1, 1), "VALID", None, None, 1,
                           jnp.float32)
     grad_jaxpr = lambda: str(jax.make_jaxpr(jax.grad(
-        lambda a, b: jnp.sum(conv_ops.conv_general_dilated(a, b, (1, 1), "SAME",
+        lambda a, b: jnp.sum(conv_ops.conv_general_dilated(a, b, (1, 1), "VALID",
                                                            dimension_numbers=NHWC)),
         argnums=1))(lhs, rhs))
     conv_ops.set_conv_impl("lax")
@@ -191,9 +191,9 @@ class ConvGeneralDilatedTest(parameterized.TestCase):
     # YNNPACK convolutions: matmul weight gradient; col2im input gradient when strided.
     self.assertEqual(plan(64, (3, 3), (2, 2), same, False), (False, True, True))
     self.assertEqual(plan(64, (3, 3), (1, 1), same, False), (False, False, True))
-    # Eigen: col2im input gradient for strided convs; matmul weight gradient for 8-16 channels.
-    self.assertEqual(plan(16, (3, 3), (1, 1), same, True), (False, False, True))
-    self.assertEqual(plan(16, (3, 3), (2, 2), same, True), (False, True, True))
+    # Eigen: col2im input gradient for strided convs; XLA's (blocked) weight gradient.
+    self.assertEqual(plan(16, (3, 3), (1, 1), same, True), (False, False, False))
+    self.assertEqual(plan(16, (3, 3), (2, 2), same, True), (False, True, False))
     self.assertEqual(plan(32, (3, 3), (2, 2), same, True), (False, True, False))
     self.assertEqual(plan(64, (3, 3), (1, 1), same, True), (False, False, False))
     self.assertEqual(plan(3, (3, 3), (1, 1), same, True), (False, False, False))
@@ -257,6 +257,7 @@ class ConvGeneralDilatedTest(parameterized.TestCase):
     lhs, rhs, cot = _inputs(lhs_shape, rhs_shape, strides, "SAME", None, None, 1, jnp.float32)
     pads = conv_ops._normalize_padding("SAME", lhs_shape[1:-1], rhs_shape[:-2], strides, (1, 1))
     if xla_conv:
+      self.enter_context(mock.patch.object(conv_ops, "_PATCH_BLOCK_BYTES", 1024))
       dw = jax.jit(lambda a, g: conv_ops._blocked_weight_grad(a, g, rhs_shape[:2], strides, pads,
                                                               (1, 1), None, None))
     else:
@@ -289,6 +290,8 @@ class ConvGeneralDilatedTest(parameterized.TestCase):
     self.assertGreaterEqual(lhs_shape[0] // chunk, 2)
     blocked = jax.jit(lambda a, g: conv_ops._blocked_weight_grad(
         a, g, rhs_shape[:2], tuple(strides), pads, rhs_dil_t, None, None))
+    # Activations this small are not blocked by default (loop overhead); shrink the threshold.
+    self.enter_context(mock.patch.object(conv_ops, "_PATCH_BLOCK_BYTES", 1024))
     self.assertIn("while", str(blocked.lower(lhs, cot).as_text()))
     want = jax.vjp(lambda b: lax.conv_general_dilated(lhs, b, strides, padding,
                                                       rhs_dilation=rhs_dil,
@@ -306,7 +309,15 @@ class ConvGeneralDilatedTest(parameterized.TestCase):
       np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=2e-5,
                                  atol=2e-5 * (float(jnp.max(jnp.abs(w))) + 1.0), err_msg=name)
 
+  def test_small_activations_skip_the_weight_grad_loop(self):
+    lhs, _, cot = _inputs((128, 6, 6, 32), (3, 3, 32, 8), (1, 1), "SAME", None, None, 1,
+                          jnp.float32)
+    blocked = jax.jit(lambda a, g: conv_ops._blocked_weight_grad(
+        a, g, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), None, None))
+    self.assertNotIn("while", str(blocked.lower(lhs, cot).as_text()))  # 0.7 MB < 1 MiB
+
   def test_blocked_xla_weight_grad_keeps_half_precision_accumulation(self):
+    self.enter_context(mock.patch.object(conv_ops, "_PATCH_BLOCK_BYTES", 1024))
     lhs, rhs, cot = _inputs((128, 6, 6, 32), (3, 3, 32, 8), (1, 1), "SAME", None, None, 1,
                             jnp.bfloat16)
     pads = ((1, 1), (1, 1))
