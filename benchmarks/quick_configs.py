@@ -56,6 +56,9 @@ def run_once(config: str, variant: str, baseline_src: str | None, warm_cache: st
       if baseline_src:
         cwd = baseline_src
         env["PYTHONPATH"] = os.pathsep.join([baseline_src, env.get("PYTHONPATH", "")])
+        # An empty cache, like now-cold: the launcher's default cache would be warm from the
+        # baseline's earlier repetitions and make it look faster than a first run.
+        cache_flag = [f"--compilation_cache_dir={os.path.join(tmp, 'cache')}"]
       else:
         env.update(JAXCOMPRESS_CONV_IMPL="lax", JAXCOMPRESS_XLA_CPU_FLAGS="0")
         cache_flag = ["--compilation_cache_dir=none"]
