@@ -203,9 +203,19 @@ def _blocked_weight_grad(lhs: jax.Array, g: jax.Array, kshape: tuple[int, ...],
   `lax.optimization_barrier` does not stop it (XLA:CPU expands barriers before fusion). A loop
   body cannot fuse producers from outside the loop, so the transposes read the activation
   already materialised for the forward convolution, one cache-sized block at a time. The
-  blocks are strided (`_batch_block`) so that a sharded batch stays local.
+  blocks are strided (`_batch_block`) so that a sharded batch stays local. Activations under
+  `_PATCH_BLOCK_BYTES` per device, or batches too small for two blocks, skip the loop.
 
-  Args and Returns: as `_canonical_weight_grad`.
+  Args:
+    lhs: convolution input [n, *spatial, c].
+    g: output cotangent [n, *out_spatial, o].
+    kshape: kernel spatial shape.
+    strides, pads, rhs_dil: the forward's stride, non-negative padding and kernel dilation.
+    precision, pet: as in the forward.
+
+  Returns:
+    [*kshape, c, o] in `pet` (or the inputs' promoted dtype); accumulated in float32 for
+    half-precision inputs.
   """
   n = lhs.shape[0]
   shards = _batch_shards()
