@@ -5,6 +5,8 @@ import glob
 import importlib
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -167,10 +169,17 @@ def test_config_builds(name):
 
 @pytest.mark.slow
 def test_digits_quick_config_reaches_90_percent(tmp_path):
-  from configs.rbnn import digits_resnet20  # pylint: disable=g-import-not-at-top
-  c = digits_resnet20.get_config()
-  c.progress = "none"
-  c.async_checkpoint = False
-  c.num_devices = 1
-  out = loop.run(c, str(tmp_path))
-  assert out["eval"]["accuracy"] >= 0.90
+  # As a user runs it (README): its own process, one CPU device. Inside this test process (8
+  # forced host devices, the run restricted to one) XLA partitions the same convolutions
+  # differently, and this short 1-bit run lands at 0.89-0.91 instead of 0.947: float-order
+  # noise that the binary weights' signs amplify, not what the config promises.
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  proc = subprocess.run(
+      [sys.executable, "-m", "launch.main", "--config=configs/rbnn/digits_resnet20.py",
+       f"--workdir={tmp_path / 'run'}", "--config.progress=none"],
+      cwd=root, env=env, capture_output=True, text=True, timeout=900, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(tmp_path / "run" / "metrics.jsonl", encoding="utf-8") as f:
+    evals = [row for row in map(json.loads, f) if row["split"] == "eval"]
+  assert evals[-1]["accuracy"] >= 0.90, evals[-1]
