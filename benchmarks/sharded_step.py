@@ -14,7 +14,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import functools
 import re
 import statistics
 import sys
@@ -67,17 +66,7 @@ def main(argv: list[str] | None = None) -> None:
       tx = optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(0.1, momentum=0.9))
       state = [params, stats, jax.device_put(tx.init(params), rep)]
 
-      @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
-      def step(params, stats, opt_state, x, y):
-        def loss_fn(p):
-          logits, upd = model.apply({"params": p, "batch_stats": stats, **consts}, x,
-                                    train=True, mutable=["batch_stats"])
-          loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-          return loss, upd["batch_stats"]
-        (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), new_stats, opt_state, loss
-
+      step = jax.jit(train_step.step_fn(model, consts, tx), donate_argnums=(0, 1, 2))
       hlo = step.lower(*state, x, y).compile().as_text()
       counts = {op: len(re.findall(rf"\b{op}(-start)?\(", hlo))
                 for op in ("all-gather", "all-reduce", "all-to-all")}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import math
 import statistics
 import sys
@@ -54,6 +53,30 @@ YNN_CONVS = {"xla_cpu_experimental_ynn_fusion_type":
              "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,LIBRARY_FUSION_TYPE_REDUCE"}
 
 
+def step_fn(model: nn.Module, consts: dict[str, Any],
+            tx: optax.GradientTransformation) -> Callable[..., Any]:
+  """The un-jitted training step `(params, batch_stats, opt_state, x, y) -> (..., loss)`.
+
+  Args:
+    model: the ResNet-20.
+    consts: variable collections other than params and batch_stats (constant within a step).
+    tx: the optimizer.
+
+  Returns:
+    The step function, returning new params, batch stats, optimizer state and the loss.
+  """
+  def step(params, batch_stats, opt_state, x, y):
+    def loss_fn(p):
+      logits, updates = model.apply({"params": p, "batch_stats": batch_stats, **consts}, x,
+                                    train=True, mutable=["batch_stats"])
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+      return loss, updates["batch_stats"]
+    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), new_stats, opt_state, loss
+  return step
+
+
 def make_jax_step(layers: factory.Layers, label: str, impl: str = "auto",
                   ynn_convs: bool = False) -> tuple[Callable[[], Any], str]:
   """Builds a jitted ResNet-20 training step and returns a closure running one step of it.
@@ -81,18 +104,8 @@ def make_jax_step(layers: factory.Layers, label: str, impl: str = "auto",
   opt_state = tx.init(params)
 
   # Donating params / state lets XLA update them in place instead of allocating every step.
-  @functools.partial(jax.jit, donate_argnums=(0, 1, 2),
-                     compiler_options=YNN_CONVS if ynn_convs else None)
-  def step(params, batch_stats, opt_state, x, y):
-    def loss_fn(p):
-      logits, updates = model.apply({"params": p, "batch_stats": batch_stats, **consts}, x,
-                                    train=True, mutable=["batch_stats"])
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-      return loss, updates["batch_stats"]
-    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), new_stats, opt_state, loss
-
+  step = jax.jit(step_fn(model, consts, tx), donate_argnums=(0, 1, 2),
+                 compiler_options=YNN_CONVS if ynn_convs else None)
   state = [params, batch_stats, opt_state]
 
   def run() -> None:
