@@ -224,7 +224,8 @@ def _blocked_weight_grad(lhs: jax.Array, g: jax.Array, kshape: tuple[int, ...],
   if n // chunk < 2 or operand_bytes < _PATCH_BLOCK_BYTES:
     # Small activations: the recomputed chain costs little, a loop step's overhead more.
     return _canonical_weight_grad(lhs, g, kshape, strides, pads, rhs_dil, precision, pet)
-  acc_t = _acc_dtype(jnp.result_type(lhs.dtype, g.dtype) if pet is None else pet)
+  out_t = jnp.result_type(lhs.dtype, g.dtype) if pet is None else pet
+  acc_t = _acc_dtype(out_t)
 
   def block(i: jax.Array | int, acc: jax.Array) -> jax.Array:
     part = _canonical_weight_grad(_batch_block(lhs, i, chunk), _batch_block(g, i, chunk),
@@ -233,7 +234,7 @@ def _blocked_weight_grad(lhs: jax.Array, g: jax.Array, kshape: tuple[int, ...],
 
   dw = lax.fori_loop(0, n // chunk, block,
                      jnp.zeros(tuple(kshape) + (lhs.shape[-1], g.shape[-1]), acc_t))
-  return dw.astype(jnp.result_type(lhs.dtype, g.dtype) if pet is None else pet)
+  return dw.astype(out_t)
 
 
 def _patch_slices(xp: jax.Array, kshape: Sequence[int], out_sp: Sequence[int],
