@@ -344,12 +344,20 @@ def xla_flops(fn: Any, *args: Any) -> float:
     *args: its arguments, concrete or abstract.
 
   Returns:
-    The "flops" estimate of the lowered (not yet optimised) computation, 0.0 if the backend
-    reports none. The optimised module would be backend-specific: on GPU, XLA rewrites
-    convolutions into cuDNN custom calls, which its cost model counts as 0 FLOPs (measured on an
-    H200: 0.014-0.07x the MACs); on CPU both agree.
+    The "flops" estimate of XLA:CPU's cost model for the lowered (not yet optimised)
+    computation, 0.0 if it reports none, whatever the default backend. The optimised module
+    would be backend-specific: on GPU, XLA rewrites convolutions into cuDNN custom calls, which
+    its cost model counts as 0 FLOPs (measured on an H200: 0.014-0.07x the MACs), and the GPU
+    cost model gave 0 for the lowered module too (H100); on CPU lowered and optimised agree.
   """
-  cost = jax.jit(fn).lower(*args).cost_analysis()
+  # The CPU cost model on every host: it counts convolutions, and the result then does not
+  # depend on the accelerator (the GPU model gave 0 FLOPs for a conv net's lowered module on an
+  # H100). Only shapes matter, so concrete arrays become abstract ones (a committed GPU array
+  # would otherwise pin the lowering to the GPU).
+  args = jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype) if isinstance(a, jax.Array) else a, args)
+  with jax.default_device(jax.devices("cpu")[0]):
+    cost = jax.jit(fn).lower(*args).cost_analysis()
   if isinstance(cost, (list, tuple)):  # older JAX returned one dict per device program
     cost = cost[0] if cost else {}
   return float((cost or {}).get("flops", 0.0))

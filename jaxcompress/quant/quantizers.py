@@ -81,6 +81,12 @@ def pams_quantize(x: ArrayLike, alpha: ArrayLike, bits: ArrayLike) -> Array:
   both `jnp.clip` and current PyTorch give for the official
   `torch.max(torch.min(x, alpha), -alpha)` (PyTorch <= 1.6 sent it all to x).
 
+  Ties: `c * qmax / alpha` exactly halfway between two levels rounds half to even, as PyTorch
+  does, where the division is IEEE (XLA:CPU, TPU). XLA:GPU divides float32 with PTX
+  `div.full.f32` (up to 2 ulp off), so there such a tie may go to the other level (PyTorch on a
+  GPU divides IEEE). For bit-equal levels on a GPU, run with
+  `XLA_FLAGS=--xla_backend_extra_options=-nvptx-prec-divf32=2`.
+
   Args:
     x: activations, any shape.
     alpha: positive clipping bound, scalar or broadcastable to `x` (a learnable parameter).
@@ -103,6 +109,7 @@ def pams_quantize_weight(w: ArrayLike, bits: ArrayLike) -> Array:
 
   `s = stop_gradient(max|w|) + 1e-8`, `q = round(w * qmax / s) * s / qmax`, straight-through round,
   so dq/dw = 1 everywhere (no clipping is needed: |w| <= s by construction).
+  Exact ties round half to even on IEEE division only (see `pams_quantize` for XLA:GPU).
 
   Args:
     w: weights (HWIO for convolutions; any shape works).

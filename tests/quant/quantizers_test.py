@@ -278,7 +278,23 @@ class TorchReferenceTest(absltest.TestCase):
 
 
 class PamsTiesTest(parameterized.TestCase):
-  """Exact .5 ties after scaling round half to even like PyTorch's IEEE `x * qmax / alpha`."""
+  """Exact .5 ties after scaling round half to even like PyTorch's IEEE `x * qmax / alpha`.
+
+  That needs correctly rounded float32 division, which XLA:CPU and TPU give. XLA:GPU divides
+  with PTX `div.full.f32` (up to 2 ulp), so there a tie, or an input 1 ulp from one, may land on
+  the neighbouring level; `_assert_levels` then checks the weaker property that still holds (the
+  pams_quantize docstring says how to get IEEE division on a GPU).
+  """
+
+  def _assert_levels(self, got, expected, step):
+    if jax.default_backend() in ("cpu", "tpu"):
+      # Same level everywhere (a one-level flip is `step` away; allow float rounding only).
+      np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    else:
+      # Approximate division: at most one level away, and still on the grid.
+      np.testing.assert_array_less(np.abs(got - expected), step * 1.001)
+      levels = got / step
+      np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)
 
   @parameterized.product(bits=(4, 8), alpha=(0.7, 1.3, 3.0, 7.0), jit=(False, True))
   def test_activation_ties_match_float32_numpy(self, bits, alpha, jit):
@@ -292,15 +308,16 @@ class PamsTiesTest(parameterized.TestCase):
     expected = np.round(c * qmax / a) * a / qmax  # NumPy float32: IEEE division, half to even
     fn = jax.jit(qz.pams_quantize, static_argnums=2) if jit else qz.pams_quantize
     got = np.asarray(fn(jnp.asarray(x), alpha, bits))
-    # Same level everywhere (a one-level flip is a / qmax away; allow float rounding only).
-    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    self._assert_levels(got, expected, a / qmax)
 
   def test_weight_ties_match_float32_numpy(self):
     w = np.float32([7.0, 6.5, 0.0, 0.0, -2.5, 1.5])
     s = np.float32(7.0) + np.float32(1e-8)
     expected = np.round(w * np.float32(7) / s) * s / np.float32(7)
-    np.testing.assert_allclose(qz.pams_quantize_weight(jnp.asarray(w), 4), expected, rtol=1e-6)
-    self.assertEqual(float(qz.pams_quantize_weight(jnp.asarray(w), 4)[1]), 6.0)
+    got = np.asarray(qz.pams_quantize_weight(jnp.asarray(w), 4))
+    self._assert_levels(got, expected, s / np.float32(7))
+    if jax.default_backend() in ("cpu", "tpu"):
+      self.assertEqual(float(got[1]), 6.0)
 
 
 if __name__ == "__main__":
