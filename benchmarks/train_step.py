@@ -8,6 +8,7 @@ median repetition, and the last line is `ratio <jaxcompress/torch>` of the best 
 
 Usage:
   python benchmarks/train_step.py --model resnet20 [--reps 10] [--steps 3] [--compare]
+      [--host-malloc]
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import optax
 from jaxcompress.models import factory, resnet_cifar
 from jaxcompress.ops import batch_norm as bn_ops
 from jaxcompress.ops import conv as conv_ops
+from jaxcompress.ops import host_malloc
 from jaxcompress.ops import xla_cpu
 from jaxcompress.quant import layers as quant_layers  # noqa: F401  (registers "rbnn")
 from jaxcompress.quant import rotation
@@ -265,7 +267,14 @@ def main(argv: list[str] | None = None) -> None:
                       "attribute the speed-up")
   parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                       help="where the PyTorch model runs (JAX uses its default backend)")
+  parser.add_argument("--host-malloc", action="store_true",
+                      help="apply jaxcompress.ops.host_malloc (glibc keeps freed buffers mapped; "
+                      "the same as JAXCOMPRESS_HOST_MALLOC=1) before JAX starts; the process-wide "
+                      "setting reaches the PyTorch model too")
   args = parser.parse_args(argv)
+  if args.host_malloc and not host_malloc.apply():
+    sys.exit("--host-malloc: the allocator settings could not be applied (not glibc, not a CPU "
+             "run, or a JAX backend already started); see jaxcompress/ops/host_malloc.py.")
 
   layers = model_layers(args.model)
   runners = [make_jax_step(layers, "jaxcompress")]
@@ -284,7 +293,8 @@ def main(argv: list[str] | None = None) -> None:
   times = time_interleaved(runners, args.reps, args.steps)
 
   print(f"{args.model} training step, batch {BATCH}, {jax.default_backend()} "
-        f"({args.reps} interleaved reps x {args.steps} steps)")
+        f"({args.reps} interleaved reps x {args.steps} steps; host_malloc "
+        f"{'on' if host_malloc.applied() else 'off'})")
   print(f"{'variant':24s} {'img/s best':>11s} {'img/s median':>13s}")
   best, med = {}, {}
   for label, ts in times.items():
