@@ -23,9 +23,10 @@ blocks below the top are reused but not returned to the system.
 Opt-in, because sharing one arena slows compilation: XLA compiles on several threads, which
 then contend for the one arena lock. Same machine, fresh processes, init + compile of the first
 training step: RBNN ResNet-20 15.6-15.7 -> 18.1-18.6 s (M_ARENA_MAX alone: 18.4-18.8 s), float
-ResNet-20 11.1-12.0 -> 11.0-11.5 s; the digits quick configs, which compile several programs and
-then run small steps, were slower end to end (RBNN 36.0 -> 48.2 s, float 27.2 -> 32.7 s). A long
-CPU training run gains (a CIFAR-10 epoch is 391 steps of ~0.3 s); tests and quick configs lose.
+ResNet-20 11.1-12.0 -> 11.0-11.5 s. The digits quick configs, which compile several programs and
+then run small steps, are slower end to end (two alternating runs each, empty compilation caches,
+same accuracy: float 27.1-27.6 -> 33.2-33.5 s, RBNN 34.1-34.2 -> 46.1-46.2 s). A long CPU training
+run gains (a CIFAR-10 epoch is 391 steps of ~0.3 s); tests and quick configs lose.
 So they are set only when asked for, before JAX starts its backend:
   * `JAXCOMPRESS_HOST_MALLOC=1` in the environment: `import jaxcompress` calls `apply()`;
   * or call `apply()` yourself before the first JAX computation.
