@@ -65,6 +65,27 @@ class FreshProcessTest(absltest.TestCase):
     self.assertEqual(out.split()[-1], "False")
 
 
+  def test_launcher_flag_applies_them(self):
+    # The launchers' shared set-up, as `python -m launch.main ... --host_malloc` runs it.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = textwrap.dedent("""
+        import sys, tempfile
+        from launch import main
+        main.parse_flags(["main", "--config=configs/baseline/digits_resnet20.py",
+                          "--workdir=" + tempfile.mkdtemp(), "--compilation_cache_dir=none",
+                          *sys.argv[1:]])
+        main.setup_process()
+        from jaxcompress.ops import host_malloc
+        print(host_malloc.applied())
+    """)
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", host_malloc.OPT_IN_ENV)}
+    env["JAX_PLATFORMS"] = "cpu"
+    for flags, expected in (([], "False"), (["--host_malloc"], "True")):
+      out = subprocess.run([sys.executable, "-c", code, *flags], cwd=root, env=env,
+                           capture_output=True, text=True, timeout=300, check=True).stdout
+      self.assertEqual(out.split()[-1], expected, flags)
+
+
 class DecisionTest(absltest.TestCase):
 
   def test_jax_platforms_decides_when_set(self):
