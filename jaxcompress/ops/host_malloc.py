@@ -49,6 +49,8 @@ import os
 import platform
 import pkgutil
 
+from jaxcompress.ops import xla_cpu
+
 OPT_IN_ENV = "JAXCOMPRESS_HOST_MALLOC"
 # mallopt parameters, from glibc's <malloc.h>.
 M_TRIM_THRESHOLD = -1
@@ -80,14 +82,6 @@ def runs_on_cpu() -> bool:
   return not _accelerator_plugin_installed()
 
 
-def _backends_initialized() -> bool:
-  try:  # private, but the only way to know whether XLA's threads exist yet
-    from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
-    return bool(xla_bridge.backends_are_initialized())
-  except (ImportError, AttributeError):
-    return True  # unknown: assume too late
-
-
 def _glibc() -> ctypes.CDLL | None:
   if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
     return None
@@ -107,7 +101,7 @@ def apply() -> bool:
   global _applied
   if _applied:
     return True
-  if not runs_on_cpu() or _backends_initialized():
+  if not runs_on_cpu() or xla_cpu.backends_initialized():
     return False
   libc = _glibc()
   if libc is None:

@@ -50,7 +50,9 @@ def _jaxlib_checked() -> bool:
   return (major, minor) in _CHECKED_JAXLIB
 
 
-def _backends_initialized() -> bool:
+def backends_initialized() -> bool:
+  """Whether JAX has started a backend in this process (after which XLA_FLAGS, and the
+  allocator arenas of XLA's threads, are fixed). Unknown counts as started."""
   try:  # private, but the only way to know whether XLA_FLAGS can still take effect
     from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
     return bool(xla_bridge.backends_are_initialized())
@@ -66,7 +68,7 @@ def apply() -> bool:
   """
   flags = os.environ.get("XLA_FLAGS", "")
   if (os.environ.get(OPT_OUT_ENV, "1") == "0" or "xla_cpu_experimental_ynn_fusion_type" in flags
-      or not _jaxlib_checked() or _backends_initialized()):
+      or not _jaxlib_checked() or backends_initialized()):
     return False
   os.environ["XLA_FLAGS"] = f"{flags} {YNN_FUSION_FLAG}".strip()
   return True

@@ -13,7 +13,8 @@ from absl.testing import absltest
 from jaxcompress.ops import host_malloc
 
 # A jitted op with a 32 MiB output, called repeatedly; prints whether the settings were applied
-# and the minor page faults of the last 20 calls (after the allocator has warmed up).
+# and the minor page faults of the last `_MEASURED` calls (after the allocator has warmed up).
+_WARMUP, _MEASURED = 20, 40
 _PROBE = textwrap.dedent("""
     import resource
     import jax, jax.numpy as jnp
@@ -21,12 +22,12 @@ _PROBE = textwrap.dedent("""
     from jaxcompress.ops import host_malloc
     x = jnp.ones((128, 32, 32, 64), jnp.float32)
     f = jax.jit(lambda x: jnp.maximum(x * 1.1 + 0.3, 0.0))
-    for i in range(30):
-      if i == 10:
+    for i in range({total}):
+      if i == {warmup}:
         start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
       f(x).block_until_ready()
     print(host_malloc.applied(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
-""")
+""").format(total=_WARMUP + _MEASURED, warmup=_WARMUP)
 _PAGES_PER_OUTPUT = 128 * 32 * 32 * 64 * 4 // 4096  # 8192 pages of 4 KiB
 
 
@@ -45,16 +46,19 @@ class FreshProcessTest(absltest.TestCase):
   def test_large_buffers_are_reused_instead_of_faulted_in_again(self):
     applied, faults = _probe(**{host_malloc.OPT_IN_ENV: "1"})
     self.assertTrue(applied)
-    # Without the settings each call faults its whole output in (8192 pages); with them, the
-    # freed buffers come back from the heap. Allow a little slack for unrelated allocations.
-    self.assertLess(faults, 20 * _PAGES_PER_OUTPUT // 100)
+    # Without the settings each call faults its whole output in (8192 pages); with them, freed
+    # buffers come back from the heap. The heap still grows while the number of outputs in
+    # flight (freed asynchronously) rises, which load on the machine can stretch past warm-up:
+    # measured 0-5 such growths in 20 calls on a busy 2-core machine, none on an idle one.
+    self.assertLess(faults, _MEASURED * _PAGES_PER_OUTPUT // 4)
 
   def test_default_keeps_glibc_defaults(self):
     env = {k: v for k, v in os.environ.items() if k != host_malloc.OPT_IN_ENV}
     with mock.patch.dict(os.environ, env, clear=True):
       applied, faults = _probe()
     self.assertFalse(applied)
-    self.assertGreater(faults, 10 * _PAGES_PER_OUTPUT)  # the behaviour the settings remove
+    # The behaviour the settings remove: every call faults its output in again.
+    self.assertGreater(faults, _MEASURED * _PAGES_PER_OUTPUT * 9 // 10)
 
   def test_not_applied_when_an_accelerator_is_asked_for(self):
     # Only the import: without a GPU here, JAX would refuse to start the CUDA backend.
