@@ -207,11 +207,7 @@ def _blocked_weight_grad(lhs: jax.Array, g: jax.Array, kshape: tuple[int, ...],
   `_PATCH_BLOCK_BYTES` per device, or batches too small for two blocks, skip the loop.
 
   Args:
-    lhs: convolution input [n, *spatial, c].
-    g: output cotangent [n, *out_spatial, o].
-    kshape: kernel spatial shape.
-    strides, pads, rhs_dil: the forward's stride, non-negative padding and kernel dilation.
-    precision, pet: as in the forward.
+    lhs, g, kshape, strides, pads, rhs_dil, precision, pet: as `_canonical_weight_grad`.
 
   Returns:
     [*kshape, c, o] in `pet` (or the inputs' promoted dtype); accumulated in float32 for
