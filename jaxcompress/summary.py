@@ -356,7 +356,11 @@ def xla_flops(fn: Any, *args: Any) -> float:
   # would otherwise pin the lowering to the GPU).
   args = jax.tree.map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype) if isinstance(a, jax.Array) else a, args)
-  with jax.default_device(jax.devices("cpu")[0]):
+  try:
+    cpu = jax.devices("cpu")[0]
+  except RuntimeError:  # JAX_PLATFORMS leaves the CPU backend out: the default backend's model
+    cpu = None
+  with jax.default_device(cpu):
     cost = jax.jit(fn).lower(*args).cost_analysis()
   if isinstance(cost, (list, tuple)):  # older JAX returned one dict per device program
     cost = cost[0] if cost else {}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -199,6 +200,23 @@ class XlaCrossCheckTest(parameterized.TestCase):
     flops = summary_lib.xla_flops(model.apply, variables, x)
     macs = summary_lib.summary(model, x).total_macs
     self.assertAlmostEqual(flops / (2 * macs), 1.0, delta=0.03)
+
+  def test_without_a_cpu_backend_the_default_cost_model_is_used(self):
+    # JAX_PLATFORMS=cuda leaves no CPU backend: xla_flops falls back instead of failing.
+    f = lambda a, b: a @ b
+    a = jax.ShapeDtypeStruct((8, 16), jnp.float32)
+    b = jax.ShapeDtypeStruct((16, 4), jnp.float32)
+    real_devices = jax.devices
+
+    def devices(backend=None):
+      if backend == "cpu":
+        raise RuntimeError("Backend 'cpu' is not in the list of known backends")
+      return real_devices(backend)
+
+    with mock.patch.object(jax, "devices", devices):
+      flops = summary_lib.xla_flops(f, a, b)
+    self.assertEqual(flops, summary_lib.xla_flops(f, a, b))
+    self.assertEqual(flops, 2 * 8 * 16 * 4)
 
   def test_transposed_conv_true_convention_matches_xla(self):
 
