@@ -1,0 +1,122 @@
+"""Where a NAS search's start-up time goes: tracing, lowering and XLA compile of each jitted step.
+
+On a lent H100/H200 the BNAS digits search (`configs/bnas/digits_search.py`: 3 cells x 9 edges x
+8 binary ops, each op behind an `nn.cond` so that abandoned ops are skipped) printed no training
+row within 200 s, while on CPU the whole search takes under 5 minutes. This script times every
+phase of the engine's jitted functions separately, in the engine's order (`method.init`, then
+`on_epoch_start` of the first architecture epoch, `train_step`, `eval_step`), for one config:
+
+* trace  : Python tracing to a jaxpr (`jax.jit(f).trace(...)`);
+* lower  : jaxpr -> StableHLO (`.lower()`);
+* compile: XLA (`.compile()`), the backend's whole pipeline (on a GPU, conv autotuning included);
+* run    : the first call of the compiled executable (blocking).
+
+It also prints the size of each optimised module: HLO instructions, convolutions (native or
+cuDNN custom calls) and conditionals. No persistent compilation cache is used (every compile is
+real). Run it once per XLA option set in separate processes to compare, e.g.
+`XLA_FLAGS=--xla_gpu_autotune_level=0 python benchmarks/search_compile.py`.
+
+Usage:
+  python benchmarks/search_compile.py [--config bnas|bnas_quick|pc_darts|abandit] [--skip eval]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from typing import Any, Callable
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import jax  # noqa: E402  (after the path setup)
+
+import jaxcompress  # noqa: E402,F401  (sets the XLA:CPU flags before the backend starts)
+from jaxcompress import methods  # noqa: E402
+from jaxcompress.data import pipeline, sources  # noqa: E402
+from jaxcompress.train import loop, one_shot  # noqa: E402
+
+CONFIGS = {"bnas": ("configs.bnas.digits_search", None),
+           "bnas_quick": ("configs.bnas.digits_search", "quick"),
+           "pc_darts": ("configs.pc_darts.digits_search", None),
+           "abandit": ("configs.abandit_nas.digits_search", None)}
+
+
+def method_and_batch(name: str) -> tuple[Any, Any, Any]:
+  """The config, its method (as the engine builds it) and one device batch of its data."""
+  module_name, arg = CONFIGS[name]
+  cfg = __import__(module_name, fromlist=["get_config"]).get_config(arg)
+  src = sources.get(cfg.data.name, cfg.data.train_split)
+  split = cfg.data.get("search_split", 0.0)
+  train, val = src, None
+  if split:
+    train, val = sources.SubsetSource(src, 0.0, split), sources.SubsetSource(src, split, 1.0)
+  spe = pipeline.steps_per_epoch(len(train), cfg.data.batch_size)
+  method = methods.get(cfg.method)(cfg, steps_per_epoch=spe, total_steps=cfg.num_epochs * spe)
+  ds = pipeline.train_dataset(train, global_batch_size=cfg.data.batch_size, num_steps=1, seed=0,
+                              options=loop.image_options(cfg.data), val_source=val)
+  return cfg, method, jax.device_put(ds[0])
+
+
+def module_size(compiled: Any) -> str:
+  """Instruction, convolution and conditional counts of an optimised HLO module's text."""
+  try:
+    text = compiled.as_text()
+  except Exception as e:  # noqa: BLE001  (some backends cannot print their executables)
+    return f"(no HLO text: {type(e).__name__})"
+  instructions = sum(1 for line in text.splitlines() if " = " in line)
+  convs = len(re.findall(r" convolution\(|__cudnn\$conv", text))
+  conds = len(re.findall(r" conditional\(", text))
+  return f"{instructions} HLO instructions, {convs} convolutions, {conds} conditionals"
+
+
+def timed_phases(label: str, jitted: Any, *args: Any) -> Any:
+  """Traces, lowers, compiles and runs `jitted(*args)`, printing seconds per phase."""
+  times: dict[str, float] = {}
+  t0 = time.perf_counter()
+  traced = jitted.trace(*args)
+  times["trace"] = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  lowered = traced.lower()
+  times["lower"] = time.perf_counter() - t0
+  print(f"{label:15s} trace {times['trace']:6.1f} s  lower {times['lower']:6.1f} s  compiling...",
+        flush=True)
+  t0 = time.perf_counter()
+  compiled = lowered.compile()
+  times["compile"] = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  out = jax.block_until_ready(compiled(*args))
+  times["run"] = time.perf_counter() - t0
+  cells = "  ".join(f"{k} {v:6.1f} s" for k, v in times.items())
+  print(f"{label:15s} {cells}  total {sum(times.values()):6.1f} s; {module_size(compiled)}",
+        flush=True)
+  return out
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--config", default="bnas", choices=list(CONFIGS))
+  parser.add_argument("--skip", nargs="*", default=[], choices=["eval"])
+  args = parser.parse_args()
+  jax.config.update("jax_enable_compilation_cache", False)
+  print(f"jax {jax.__version__}, {jax.devices()[0].device_kind} ({jax.default_backend()}); "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; config {args.config}", flush=True)
+  start = time.perf_counter()
+  cfg, method, batch = method_and_batch(args.config)
+  init: Callable[..., Any] = one_shot.jit_once(method.init)
+  state = timed_phases("init", init, jax.random.key(cfg.seed), batch)
+  epoch = cfg.nas.get("arch_start_epoch", 0) if "nas" in cfg else 0
+  if type(method).on_epoch_start is not methods.Method.on_epoch_start:
+    state = timed_phases("on_epoch_start", jax.jit(method.on_epoch_start), state, epoch)
+  state, _ = timed_phases("train_step", jax.jit(method.train_step, donate_argnums=0), state, batch)
+  if "eval" not in args.skip:
+    eval_batch = {"image": batch["image"], "label": batch["label"],
+                  "mask": jax.numpy.ones(batch["label"].shape, jax.numpy.float32)}
+    timed_phases("eval_step", jax.jit(method.eval_step), state, eval_batch)
+  print(f"whole {time.perf_counter() - start:.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+  main()
