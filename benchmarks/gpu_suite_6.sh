@@ -14,7 +14,7 @@ LIMIT=${LIMIT:-270}
 run() {  # run <name> <XLA_FLAGS> <config> [vmodule]
   local name=$1 flags=$2 config=$3 vmodule=${4:-}
   XLA_FLAGS="$flags" TF_CPP_MIN_LOG_LEVEL=${vmodule:+0} TF_CPP_VMODULE="$vmodule" \
-    timeout -s INT -k 10 "$LIMIT" python3 benchmarks/search_compile.py --config "$config" \
+    timeout -s INT -k 10 "$LIMIT" python3 benchmarks/search_compile.py --xla-defaults --config "$config" \
     > "$OUT/$name.txt" 2> "$OUT/$name.log"
   echo "$name rc=$? at ${SECONDS}s" >> "$OUT/$name.txt"
 }

@@ -9,21 +9,26 @@ phase of the engine's jitted functions separately, in the engine's order (`metho
 * trace  : Python tracing to a jaxpr (`jax.jit(f).trace(...)`);
 * lower  : jaxpr -> StableHLO (`.lower()`);
 * compile: XLA (`.compile()`), the backend's whole pipeline (on a GPU, conv autotuning included);
-* run    : the first call of the compiled executable (blocking).
+* run    : the first call of the compiled executable (blocking);
+then the steady-state `train_step` time (best and median of `--steps` further steps).
 
 It also prints the size of each optimised module: HLO instructions, convolutions (native or
 cuDNN custom calls) and conditionals. No persistent compilation cache is used (every compile is
-real). Run it once per XLA option set in separate processes to compare, e.g.
-`XLA_FLAGS=--xla_gpu_autotune_level=0 python benchmarks/search_compile.py`.
+real). By default it compiles as the engine does (`config.compiler_options` on the step programs,
+threefry as one kernel on a GPU: `jaxcompress.train.compile_options`); `--xla-defaults` drops both.
+Run it once per option set in separate processes to compare.
 
 Usage:
-  python benchmarks/search_compile.py [--config bnas|bnas_quick|pc_darts|abandit] [--skip eval]
+  python benchmarks/search_compile.py [--config bnas|bnas_quick|pc_darts|abandit] [--xla-defaults]
+      [--compiler-option NAME VALUE ...] [--steps 5] [--skip eval]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
+import statistics
 import sys
 import time
 from typing import Any, Callable
@@ -36,7 +41,7 @@ import jax  # noqa: E402  (after the path setup)
 import jaxcompress  # noqa: E402,F401  (sets the XLA:CPU flags before the backend starts)
 from jaxcompress import methods  # noqa: E402
 from jaxcompress.data import pipeline, sources  # noqa: E402
-from jaxcompress.train import loop, one_shot  # noqa: E402
+from jaxcompress.train import compile_options, loop, one_shot  # noqa: E402
 
 CONFIGS = {"bnas": ("configs.bnas.digits_search", None),
            "bnas_quick": ("configs.bnas.digits_search", "quick"),
@@ -98,23 +103,54 @@ def timed_phases(label: str, jitted: Any, *args: Any) -> Any:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--config", default="bnas", choices=list(CONFIGS))
+  parser.add_argument("--steps", type=int, default=5, help="steady-state steps timed after")
+  parser.add_argument("--xla-defaults", action="store_true",
+                      help="drop the engine's choices (config.compiler_options, the GPU threefry "
+                           "kernel): XLA's defaults, as before they existed")
+  parser.add_argument("--compiler-option", nargs=2, action="append", default=[],
+                      metavar=("NAME", "VALUE"),
+                      help="extra XLA option for the step programs, e.g. xla_gpu_autotune_level 0")
   parser.add_argument("--skip", nargs="*", default=[], choices=["eval"])
   args = parser.parse_args()
   jax.config.update("jax_enable_compilation_cache", False)
-  print(f"jax {jax.__version__}, {jax.devices()[0].device_kind} ({jax.default_backend()}); "
-        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; config {args.config}", flush=True)
+  scope = (contextlib.nullcontext() if args.xla_defaults
+           else compile_options.gpu_threefry_kernel())
+  with scope:
+    run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+  """Builds the config's method and times its jitted functions in the engine's order."""
   start = time.perf_counter()
   cfg, method, batch = method_and_batch(args.config)
+  options = {} if args.xla_defaults else compile_options.step_compiler_options(cfg)
+  options.update(dict(args.compiler_option))
+  print(f"jax {jax.__version__}, {jax.devices()[0].device_kind} ({jax.default_backend()}); "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; {compile_options.THREEFRY_FLAG}="
+        f"{getattr(jax.config, compile_options.THREEFRY_FLAG)}; step compiler_options {options}; "
+        f"config {args.config}", flush=True)
   init: Callable[..., Any] = one_shot.jit_once(method.init)
   state = timed_phases("init", init, jax.random.key(cfg.seed), batch)
   epoch = cfg.nas.get("arch_start_epoch", 0) if "nas" in cfg else 0
   if type(method).on_epoch_start is not methods.Method.on_epoch_start:
-    state = timed_phases("on_epoch_start", jax.jit(method.on_epoch_start), state, epoch)
-  state, _ = timed_phases("train_step", jax.jit(method.train_step, donate_argnums=0), state, batch)
+    state = timed_phases("on_epoch_start",
+                         jax.jit(method.on_epoch_start, compiler_options=options), state, epoch)
+  train_step = jax.jit(method.train_step, donate_argnums=0, compiler_options=options)
+  state, _ = timed_phases("train_step", train_step, state, batch)
+  step_times = []
+  for _ in range(args.steps):
+    t0 = time.perf_counter()
+    state, metrics = train_step(state, batch)
+    jax.block_until_ready(metrics)
+    step_times.append(time.perf_counter() - t0)
+  if step_times:
+    print(f"train_step      steady: best {min(step_times) * 1e3:.1f} ms, median "
+          f"{statistics.median(step_times) * 1e3:.1f} ms over {args.steps} steps", flush=True)
   if "eval" not in args.skip:
     eval_batch = {"image": batch["image"], "label": batch["label"],
                   "mask": jax.numpy.ones(batch["label"].shape, jax.numpy.float32)}
-    timed_phases("eval_step", jax.jit(method.eval_step), state, eval_batch)
+    timed_phases("eval_step", jax.jit(method.eval_step, compiler_options=options), state,
+                 eval_batch)
   print(f"whole {time.perf_counter() - start:.1f} s", flush=True)
 
 

@@ -51,6 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.async_checkpoint = True
   c.num_devices = -1        # devices in the mesh; -1 = all (global) devices
   c.progress = "auto"       # "bar" on a terminal, "lines" otherwise, or "none"
+  # XLA options of the compiled train/eval steps, e.g. xla_gpu_autotune_level=0 (see
+  # jaxcompress/train/compile_options.py); options for another backend are ignored.
+  c.compiler_options = ml_collections.ConfigDict()
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "resnet20"

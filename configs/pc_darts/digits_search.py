@@ -43,4 +43,7 @@ def get_config(arg: str | None = None):
   c.nas.multiplier = 3
   c.nas.arch_start_epoch = 1 if args.quick else 2
   c.nas.write_png = True
+  # On a GPU, autotuning the supernet's many small, distinct convolutions costs ~40 s of the first
+  # step and gains nothing at this size (BENCHMARKS.md, NAS search start-up on a GPU).
+  c.compiler_options.xla_gpu_autotune_level = 0
   return c

@@ -228,7 +228,8 @@ class Stream:
 
 def scan_train_steps(train_step: TrainStep, stream: Stream, *,
                      state_sharding: jax.sharding.Sharding,
-                     batch_sharding: jax.sharding.Sharding) -> Callable[..., Any]:
+                     batch_sharding: jax.sharding.Sharding,
+                     compiler_options: dict[str, Any] | None = None) -> Callable[..., Any]:
   """A jitted function running `length` consecutive training steps inside one epoch.
 
   Args:
@@ -236,6 +237,7 @@ def scan_train_steps(train_step: TrainStep, stream: Stream, *,
     stream: which batch each step reads.
     state_sharding: the train state's sharding (replicated).
     batch_sharding: how each batch is split over the mesh (along its leading axis).
+    compiler_options: XLA options of the compiled scan (`config.compiler_options`), or None.
 
   Returns:
     `train_steps(state, data, epoch, start, length=n) -> (state, metrics)`: steps
@@ -257,7 +259,8 @@ def scan_train_steps(train_step: TrainStep, stream: Stream, *,
 
   # Named train_steps: XLA dumps, profiles and compilation-cache entries show "jit_train_steps".
   return jax.jit(train_steps, static_argnames="length", donate_argnums=0,
-                 out_shardings=(state_sharding, state_sharding))
+                 out_shardings=(state_sharding, state_sharding),
+                 compiler_options=compiler_options)
 
 
 def chunk_end(step: int, *, total_steps: int, boundaries: tuple[int, ...],

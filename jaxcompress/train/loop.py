@@ -24,6 +24,7 @@ from jaxcompress.data import pipeline, sources, transforms
 from jaxcompress.errors import ConfigError, PreemptedError, TrainingDivergedError
 from jaxcompress.methods.base import Method
 from jaxcompress.train import checkpoint as checkpoint_lib
+from jaxcompress.train import compile_options
 from jaxcompress.train import logging as logging_lib
 from jaxcompress.train import one_shot
 from jaxcompress.train.state import TrainState
@@ -154,7 +155,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     TrainingDivergedError: a non-finite metric; the last good checkpoint is kept.
     PreemptedError: SIGTERM/preemption; a checkpoint of the current step was saved.
   """
+  # On a GPU, threefry draws lower to one kernel each while the engine runs: a supernet's init
+  # otherwise compiles for minutes (compile_options module docstring).
+  with compile_options.gpu_threefry_kernel():
+    return _run(config, workdir)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """`run`'s body (see there)."""
   _check_workdir(workdir)
+  step_options = compile_options.step_compiler_options(config)
   method_cls = methods_lib.get(config.method)
   num_devices = config.get("num_devices", -1)
   mesh = distributed.make_mesh(jax.devices()[:num_devices] if num_devices > 0 else None)
@@ -206,14 +216,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     stream = on_device_lib.Stream(batch_size, steps_per_epoch, config.seed, options)
     scan_fn = on_device_lib.scan_train_steps(method.train_step, stream,
                                              state_sharding=replicated,
-                                             batch_sharding=batch_sharding)
+                                             batch_sharding=batch_sharding,
+                                             compiler_options=step_options)
   example = distributed.global_batch(train_ds[0], mesh)
   init_fn = one_shot.jit_once(method.init, out_shardings=replicated)
   train_fn = jax.jit(method.train_step, in_shardings=(replicated, batch_sharding),
-                     out_shardings=(replicated, replicated), donate_argnums=0)
+                     out_shardings=(replicated, replicated), donate_argnums=0,
+                     compiler_options=step_options)
   eval_fn = jax.jit(method.eval_step, in_shardings=(replicated, batch_sharding),
-                    out_shardings=replicated)
-  hook_kwargs = dict(out_shardings=replicated, donate_argnums=0)
+                    out_shardings=replicated, compiler_options=step_options)
+  hook_kwargs = dict(out_shardings=replicated, donate_argnums=0, compiler_options=step_options)
   jit_hooks = getattr(method, "jit_hooks", True)
   epoch_start = (None if not _overrides(method, "on_epoch_start") else
                  jax.jit(method.on_epoch_start, **hook_kwargs) if jit_hooks

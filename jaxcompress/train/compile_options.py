@@ -1,0 +1,93 @@
+"""XLA options of the engine's compiled programs: per-config compiler options, GPU PRNG lowering.
+
+Two start-up costs on a GPU, measured on an H100 (`benchmarks/search_compile.py`,
+BENCHMARKS.md "NAS search start-up on a GPU"):
+
+* `method.init` of a NAS supernet draws ~300 parameter tensors. XLA:GPU expands every threefry
+  draw into ~150 elementwise instructions, and its HLO passes on the 56k-instruction module took
+  30.8 of the 40.6 s compile (BNAS 4-op search; 8 ops: 107 s). JAX can lower threefry to one CUDA
+  kernel instead (`jax_threefry_gpu_kernel_lowering`, same bits): compile 2.5 s (8 ops: 5.1 s).
+  `gpu_threefry_kernel()` turns that on for the engine's run.
+* Conv autotuning of a search step's many small, distinct convolutions took ~40 s of the first
+  train step and ~10 s of the first eval step; with `xla_gpu_autotune_level=0` the first step
+  took 0.3 s and the steady step was no slower (20.0 vs 21.1 ms). Autotuning pays off for large
+  convolutions trained for hours, so it stays on by default: a config turns it off with
+  `config.compiler_options = {"xla_gpu_autotune_level": 0}` (the digits search configs do).
+  Options not meant for the running backend are ignored by XLA (a GPU option costs nothing on CPU).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Iterator, Mapping
+
+import jax
+
+from jaxcompress.errors import ConfigError
+
+THREEFRY_FLAG = "jax_threefry_gpu_kernel_lowering"
+OptionValue = str | int | float | bool
+
+
+def step_compiler_options(config: Mapping[str, Any]) -> dict[str, OptionValue]:
+  """Validated `config.compiler_options`: XLA options for the engine's step programs.
+
+  They apply to `train_step`, `eval_step`, the epoch hooks and the on-device training scan
+  (not to the one-shot `init`, which `one_shot.jit_once` compiles with its own options).
+
+  Args:
+    config: an experiment config; `config.compiler_options` is optional (default: none).
+
+  Returns:
+    A plain dict from XLA debug-option name (e.g. "xla_gpu_autotune_level") to value.
+
+  Raises:
+    ConfigError: not a mapping of option names to scalars, or an option XLA does not know.
+  """
+  raw = config.get("compiler_options", None) or {}
+  if hasattr(raw, "to_dict"):  # an ml_collections.ConfigDict (not a collections.abc.Mapping)
+    raw = raw.to_dict()
+  if not isinstance(raw, Mapping):
+    raise ConfigError(f"config.compiler_options must map XLA option names to values, e.g. "
+                      f"{{'xla_gpu_autotune_level': 0}}; got {type(raw).__name__} {raw!r}.")
+  options = dict(raw)
+  for name, value in options.items():
+    if not isinstance(name, str) or not isinstance(value, OptionValue):
+      raise ConfigError(f"config.compiler_options[{name!r}] = {value!r}: option names must be "
+                        f"strings and values str, int, float or bool.")
+  if options:
+    try:  # XLA rejects unknown names only at compile time: check now, before the real work
+      jax.jit(lambda x: x + 1, compiler_options=options).lower(1.0).compile()
+    except Exception as e:  # noqa: BLE001  (XLA raises a plain runtime error)
+      raise ConfigError(f"config.compiler_options {options!r} is not accepted by XLA: {e}. Use "
+                        f"XLA debug-option names (see xla/xla.proto DebugOptions), e.g. "
+                        f"xla_gpu_autotune_level.") from e
+  return options
+
+
+def _on_gpu() -> bool:
+  return jax.default_backend() in ("gpu", "cuda", "rocm")
+
+
+@contextlib.contextmanager
+def gpu_threefry_kernel() -> Iterator[None]:
+  """Within the block, lowers threefry random draws to JAX's CUDA kernel on a GPU backend.
+
+  The kernel is JAX's CUDA implementation of the same threefry2x32 function that XLA's expanded
+  lowering computes, so the draws do not depend on the lowering; the compiled module shrinks (see
+  the module docstring for the measured compile times) at the cost of a kernel launch per draw. Nothing changes on CPU/TPU, and a user's explicit
+  choice wins: if the `JAX_THREEFRY_GPU_KERNEL_LOWERING` environment variable is set, the
+  setting is left alone. The previous value is restored on exit.
+
+  Yields:
+    None.
+  """
+  if not _on_gpu() or THREEFRY_FLAG.upper() in os.environ:
+    yield
+    return
+  previous = bool(getattr(jax.config, THREEFRY_FLAG))
+  jax.config.update(THREEFRY_FLAG, True)
+  try:
+    yield
+  finally:
+    jax.config.update(THREEFRY_FLAG, previous)

@@ -1,0 +1,100 @@
+"""config.compiler_options reach the engine's step programs; the GPU threefry lowering is scoped."""
+from __future__ import annotations
+
+import os
+import sys
+
+import jax
+import ml_collections
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import loop_test  # pylint: disable=g-import-not-at-top,wrong-import-position  # noqa: E402
+
+from configs import common  # noqa: E402
+from configs.bnas import digits_search as bnas_digits  # noqa: E402
+from jaxcompress import errors  # noqa: E402
+from jaxcompress.train import compile_options, loop  # noqa: E402
+
+
+def test_default_config_has_no_options():
+  assert compile_options.step_compiler_options(common.base_config()) == {}
+  assert compile_options.step_compiler_options({}) == {}
+
+
+def test_config_dict_and_plain_dict_options():
+  cfg = common.base_config()
+  cfg.compiler_options.xla_gpu_autotune_level = 0
+  assert compile_options.step_compiler_options(cfg) == {"xla_gpu_autotune_level": 0}
+  assert compile_options.step_compiler_options(
+      {"compiler_options": {"xla_gpu_autotune_level": 0}}) == {"xla_gpu_autotune_level": 0}
+
+
+def test_digits_searches_turn_gpu_autotuning_off():
+  options = compile_options.step_compiler_options(bnas_digits.get_config())
+  assert options == {"xla_gpu_autotune_level": 0}
+
+
+@pytest.mark.parametrize("raw,match", [
+    (["xla_gpu_autotune_level", 0], "must map XLA option names"),
+    ({"xla_gpu_autotune_level": [0]}, "values str, int, float or bool"),
+    ({"xla_no_such_option": 1}, "not accepted by XLA.*xla_no_such_option"),
+])
+def test_bad_options_name_the_config_field(raw, match):
+  with pytest.raises(errors.ConfigError, match=match):
+    compile_options.step_compiler_options({"compiler_options": raw})
+
+
+def test_engine_compiles_steps_with_the_options_and_init_without(tmp_path):
+  # xla_dump_to is observable on CPU: XLA writes each module it compiles with the option.
+  dump = tmp_path / "dump"
+  cfg = loop_test.toy_config(num_epochs=1)
+  cfg.compiler_options = ml_collections.ConfigDict({"xla_dump_to": str(dump)})
+  jax.clear_caches()  # the in-memory executables of other tests carry no options
+  loop.run(cfg, str(tmp_path / "work"))
+  names = " ".join(os.listdir(dump))
+  assert "jit_train_step" in names and "jit_eval_step" in names and "jit_on_epoch" in names
+  assert "jit_init" not in names  # one_shot.jit_once compiles init with its own options
+
+
+def test_unknown_option_stops_the_engine_before_compiling(tmp_path):
+  cfg = loop_test.toy_config()
+  cfg.compiler_options = ml_collections.ConfigDict({"xla_no_such_option": 1})
+  with pytest.raises(errors.ConfigError, match="config.compiler_options"):
+    loop.run(cfg, str(tmp_path))
+  assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def _flag() -> bool:
+  return bool(getattr(jax.config, compile_options.THREEFRY_FLAG))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU backend's behaviour")
+def test_threefry_kernel_untouched_off_gpu():
+  before = _flag()
+  with compile_options.gpu_threefry_kernel():
+    assert _flag() == before
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+  monkeypatch.setattr(compile_options, "_on_gpu", lambda: True)
+  monkeypatch.delenv(compile_options.THREEFRY_FLAG.upper(), raising=False)
+
+
+def test_threefry_kernel_on_inside_and_restored_on_a_gpu(fake_gpu):
+  before = _flag()
+  with compile_options.gpu_threefry_kernel():
+    assert _flag() is True
+  assert _flag() == before
+  with pytest.raises(RuntimeError):  # restored on an error too
+    with compile_options.gpu_threefry_kernel():
+      raise RuntimeError("boom")
+  assert _flag() == before
+
+
+def test_users_environment_choice_wins(fake_gpu, monkeypatch):
+  monkeypatch.setenv(compile_options.THREEFRY_FLAG.upper(), "0")
+  before = _flag()
+  with compile_options.gpu_threefry_kernel():
+    assert _flag() == before
