@@ -39,16 +39,31 @@ def init_and_args(name: str) -> tuple[Callable[..., Any], tuple[Any, ...]]:
   """`method.init` of a quick config and its arguments."""
   module = __import__(CONFIGS[name], fromlist=["get_config"])
   cfg = module.get_config("quick")
+  method, batch = method_and_batch(cfg, num_epochs=2)
+  return method.init, (jax.random.key(cfg.seed), batch)
+
+
+def method_and_batch(cfg: Any, num_epochs: int | None = None) -> tuple[Any, Any]:
+  """A config's method, built as the engine builds it, and one device batch of its data.
+
+  Args:
+    cfg: an experiment config (NAS configs split the train set into weight/architecture halves).
+    num_epochs: epochs for the method's schedules (default: the config's).
+
+  Returns:
+    (method, batch): the batch as `method.init` and `method.train_step` take it.
+  """
   src = sources.get(cfg.data.name, cfg.data.train_split)
   split = cfg.data.get("search_split", 0.0)
   train, val = src, None
   if split:
     train, val = sources.SubsetSource(src, 0.0, split), sources.SubsetSource(src, split, 1.0)
   spe = pipeline.steps_per_epoch(len(train), cfg.data.batch_size)
-  method = methods.get(cfg.method)(cfg, steps_per_epoch=spe, total_steps=2 * spe)
+  epochs = cfg.num_epochs if num_epochs is None else num_epochs
+  method = methods.get(cfg.method)(cfg, steps_per_epoch=spe, total_steps=epochs * spe)
   ds = pipeline.train_dataset(train, global_batch_size=cfg.data.batch_size, num_steps=1, seed=0,
                               options=loop.image_options(cfg.data), val_source=val)
-  return method.init, (jax.random.key(cfg.seed), jax.device_put(ds[0]))
+  return method, jax.device_put(ds[0])
 
 
 def main() -> None:

@@ -38,31 +38,14 @@ sys.path.insert(0, ROOT)
 
 import jax  # noqa: E402  (after the path setup)
 
-import jaxcompress  # noqa: E402,F401  (sets the XLA:CPU flags before the backend starts)
+import init_compile  # noqa: E402  (benchmarks/, on the path as the script's folder)
 from jaxcompress import methods  # noqa: E402
-from jaxcompress.data import pipeline, sources  # noqa: E402
-from jaxcompress.train import compile_options, loop, one_shot  # noqa: E402
+from jaxcompress.train import compile_options, one_shot  # noqa: E402
 
 CONFIGS = {"bnas": ("configs.bnas.digits_search", None),
            "bnas_quick": ("configs.bnas.digits_search", "quick"),
            "pc_darts": ("configs.pc_darts.digits_search", None),
            "abandit": ("configs.abandit_nas.digits_search", None)}
-
-
-def method_and_batch(name: str) -> tuple[Any, Any, Any]:
-  """The config, its method (as the engine builds it) and one device batch of its data."""
-  module_name, arg = CONFIGS[name]
-  cfg = __import__(module_name, fromlist=["get_config"]).get_config(arg)
-  src = sources.get(cfg.data.name, cfg.data.train_split)
-  split = cfg.data.get("search_split", 0.0)
-  train, val = src, None
-  if split:
-    train, val = sources.SubsetSource(src, 0.0, split), sources.SubsetSource(src, split, 1.0)
-  spe = pipeline.steps_per_epoch(len(train), cfg.data.batch_size)
-  method = methods.get(cfg.method)(cfg, steps_per_epoch=spe, total_steps=cfg.num_epochs * spe)
-  ds = pipeline.train_dataset(train, global_batch_size=cfg.data.batch_size, num_steps=1, seed=0,
-                              options=loop.image_options(cfg.data), val_source=val)
-  return cfg, method, jax.device_put(ds[0])
 
 
 def module_size(compiled: Any) -> str:
@@ -122,7 +105,9 @@ def main() -> None:
 def run(args: argparse.Namespace) -> None:
   """Builds the config's method and times its jitted functions in the engine's order."""
   start = time.perf_counter()
-  cfg, method, batch = method_and_batch(args.config)
+  module_name, arg = CONFIGS[args.config]
+  cfg = __import__(module_name, fromlist=["get_config"]).get_config(arg)
+  method, batch = init_compile.method_and_batch(cfg)
   options = {} if args.xla_defaults else compile_options.step_compiler_options(cfg)
   options.update(dict(args.compiler_option))
   print(f"jax {jax.__version__}, {jax.devices()[0].device_kind} ({jax.default_backend()}); "
