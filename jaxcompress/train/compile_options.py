@@ -5,14 +5,15 @@ BENCHMARKS.md "NAS search start-up on a GPU"):
 
 * `method.init` of a NAS supernet draws ~300 parameter tensors. XLA:GPU expands every threefry
   draw into ~150 elementwise instructions, and its HLO passes on the 56k-instruction module took
-  30.8 of the 40.6 s compile (BNAS 4-op search; 8 ops: 107 s). JAX can lower threefry to one CUDA
-  kernel instead (`jax_threefry_gpu_kernel_lowering`, same bits): compile 2.5 s (8 ops: 5.1 s).
+  30.8 of the 40.6 s compile (BNAS 4-op search; 8 ops: 107 s). JAX can lower each threefry call
+  to its CUDA kernel instead (`jax_threefry_gpu_kernel_lowering`): compile 2.5 s (8 ops: 5.1 s).
   `gpu_threefry_kernel()` turns that on for the engine's run.
 * Conv autotuning of a search step's many small, distinct convolutions took ~40 s of the first
   train step and ~10 s of the first eval step; with `xla_gpu_autotune_level=0` the first step
   took 0.3 s and the steady step was no slower (20.0 vs 21.1 ms). Autotuning pays off for large
   convolutions trained for hours, so it stays on by default: a config turns it off with
-  `config.compiler_options = {"xla_gpu_autotune_level": 0}` (the digits search configs do).
+  `config.compiler_options = {"xla_gpu_autotune_level": 0}` (the PC-DARTS and BNAS digits
+  searches do).
   Options not meant for the running backend are ignored by XLA (a GPU option costs nothing on CPU).
 """
 from __future__ import annotations
@@ -74,10 +75,11 @@ def gpu_threefry_kernel() -> Iterator[None]:
   """Within the block, lowers threefry random draws to JAX's CUDA kernel on a GPU backend.
 
   The kernel is JAX's CUDA implementation of the same threefry2x32 function that XLA's expanded
-  lowering computes, so the draws do not depend on the lowering; the compiled module shrinks (see
-  the module docstring for the measured compile times) at the cost of a kernel launch per draw. Nothing changes on CPU/TPU, and a user's explicit
-  choice wins: if the `JAX_THREEFRY_GPU_KERNEL_LOWERING` environment variable is set, the
-  setting is left alone. The previous value is restored on exit.
+  lowering computes, so the draws do not depend on the lowering (not compared bit for bit on a
+  GPU here); the compiled module shrinks (module docstring) at the cost of a kernel launch per
+  draw. Nothing changes on CPU/TPU, and a user's explicit choice wins: if the
+  `JAX_THREEFRY_GPU_KERNEL_LOWERING` environment variable is set, the setting is left alone.
+  The previous value is restored on exit.
 
   Yields:
     None.
