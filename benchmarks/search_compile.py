@@ -83,6 +83,13 @@ def timed_phases(label: str, jitted: Any, *args: Any) -> Any:
   return out
 
 
+def _option_value(text: str) -> bool | int | str:
+  """A command-line option value as XLA expects it: true/false as bool, digits as int."""
+  if text.lower() in ("true", "false"):
+    return text.lower() == "true"
+  return int(text) if text.lstrip("-").isdigit() else text
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--config", default="bnas", choices=list(CONFIGS))
@@ -109,7 +116,7 @@ def run(args: argparse.Namespace) -> None:
   cfg = __import__(module_name, fromlist=["get_config"]).get_config(arg)
   method, batch = init_compile.method_and_batch(cfg)
   options = {} if args.xla_defaults else compile_options.step_compiler_options(cfg)
-  options.update(dict(args.compiler_option))
+  options.update({name: _option_value(value) for name, value in args.compiler_option})
   print(f"jax {jax.__version__}, {jax.devices()[0].device_kind} ({jax.default_backend()}); "
         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; {compile_options.THREEFRY_FLAG}="
         f"{getattr(jax.config, compile_options.THREEFRY_FLAG)}; step compiler_options {options}; "
