@@ -52,7 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_devices = -1        # devices in the mesh; -1 = all (global) devices
   c.progress = "auto"       # "bar" on a terminal, "lines" otherwise, or "none"
   # XLA options of the compiled train/eval steps, e.g. xla_gpu_autotune_level=0 (see
-  # jaxcompress/train/compile_options.py); options for another backend are ignored.
+  # jaxcompress/train/compile_options.py); options named for another backend are dropped.
   c.compiler_options = ml_collections.ConfigDict()
 
   c.model = ml_collections.ConfigDict()

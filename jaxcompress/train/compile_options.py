@@ -13,8 +13,7 @@ BENCHMARKS.md "NAS search start-up on a GPU"):
   took 0.3 s and the steady step was no slower (20.0 vs 21.1 ms). Autotuning pays off for large
   convolutions trained for hours, so it stays on by default: a config turns it off with
   `config.compiler_options = {"xla_gpu_autotune_level": 0}` (the PC-DARTS and BNAS digits
-  searches do).
-  Options not meant for the running backend are ignored by XLA (a GPU option costs nothing on CPU).
+  searches do). Options named for another backend are dropped (`step_compiler_options`).
 """
 from __future__ import annotations
 
@@ -39,8 +38,13 @@ def step_compiler_options(config: Mapping[str, Any]) -> dict[str, OptionValue]:
   Args:
     config: an experiment config; `config.compiler_options` is optional (default: none).
 
+  Options named for another backend (`xla_gpu_*` on a CPU, `xla_cpu_*` on a GPU, ...) are
+  dropped: a config written for a GPU runs unchanged elsewhere, and CPU runs keep their
+  compilation-cache keys. They are not validated either, since only their backend knows them.
+
   Returns:
-    A plain dict from XLA debug-option name (e.g. "xla_gpu_autotune_level") to value.
+    A plain dict from XLA debug-option name (e.g. "xla_gpu_autotune_level") to value, holding
+    the options for the running backend and the backend-neutral ones.
 
   Raises:
     ConfigError: not a mapping of option names to scalars, or an option XLA does not know.
@@ -56,6 +60,9 @@ def step_compiler_options(config: Mapping[str, Any]) -> dict[str, OptionValue]:
     if not isinstance(name, str) or not isinstance(value, OptionValue):
       raise ConfigError(f"config.compiler_options[{name!r}] = {value!r}: option names must be "
                         f"strings and values str, int, float or bool.")
+  backend = _backend()
+  options = {name: value for name, value in options.items()
+             if not name.startswith(_BACKEND_PREFIXES) or name.startswith(f"xla_{backend}_")}
   if options:
     try:  # XLA rejects unknown names only at compile time: check now, before the real work
       jax.jit(lambda x: x + 1, compiler_options=options).lower(1.0).compile()
@@ -66,8 +73,17 @@ def step_compiler_options(config: Mapping[str, Any]) -> dict[str, OptionValue]:
   return options
 
 
+_BACKEND_PREFIXES = ("xla_cpu_", "xla_gpu_", "xla_tpu_")
+
+
+def _backend() -> str:
+  """The running backend as XLA's option prefixes name it: cpu, gpu or tpu."""
+  backend = jax.default_backend()
+  return "gpu" if backend in ("cuda", "rocm") else backend
+
+
 def _on_gpu() -> bool:
-  return jax.default_backend() in ("gpu", "cuda", "rocm")
+  return _backend() == "gpu"
 
 
 @contextlib.contextmanager

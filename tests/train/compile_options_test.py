@@ -22,17 +22,42 @@ def test_default_config_has_no_options():
   assert compile_options.step_compiler_options({}) == {}
 
 
+NEUTRAL = {"xla_backend_optimization_level": 3}  # XLA's default: valid on every backend
+
+
 def test_config_dict_and_plain_dict_options():
   cfg = common.base_config()
-  cfg.compiler_options.xla_gpu_autotune_level = 0
+  cfg.compiler_options = ml_collections.ConfigDict(NEUTRAL)
+  assert compile_options.step_compiler_options(cfg) == NEUTRAL
+  assert compile_options.step_compiler_options({"compiler_options": NEUTRAL}) == NEUTRAL
+
+
+@pytest.mark.parametrize("backend", ["cpu", "gpu", "tpu"])
+def test_options_for_other_backends_are_dropped(monkeypatch, backend):
+  monkeypatch.setattr(compile_options, "_backend", lambda: backend)
+  raw = {"xla_gpu_autotune_level": 0, "xla_cpu_enable_fast_math": False, **NEUTRAL}
+  kept = {k: v for k, v in raw.items() if k in NEUTRAL or k.startswith(f"xla_{backend}_")}
+  # Validation compiles on the real (CPU) backend, so only check the filter's output here.
+  monkeypatch.setattr(compile_options.jax, "jit", lambda *a, **k: _NoCompile())
+  assert compile_options.step_compiler_options({"compiler_options": raw}) == kept
+
+
+class _NoCompile:
+  def lower(self, *args):
+    return self
+
+  def compile(self):
+    return self
+
+
+def test_digits_searches_turn_gpu_autotuning_off(monkeypatch):
+  cfg = bnas_digits.get_config()
+  assert cfg.compiler_options.to_dict() == {"xla_gpu_autotune_level": 0}
+  monkeypatch.setattr(compile_options, "_backend", lambda: "cpu")
+  assert compile_options.step_compiler_options(cfg) == {}  # CPU cache keys unchanged
+  monkeypatch.setattr(compile_options, "_backend", lambda: "gpu")
+  monkeypatch.setattr(compile_options.jax, "jit", lambda *a, **k: _NoCompile())
   assert compile_options.step_compiler_options(cfg) == {"xla_gpu_autotune_level": 0}
-  assert compile_options.step_compiler_options(
-      {"compiler_options": {"xla_gpu_autotune_level": 0}}) == {"xla_gpu_autotune_level": 0}
-
-
-def test_digits_searches_turn_gpu_autotuning_off():
-  options = compile_options.step_compiler_options(bnas_digits.get_config())
-  assert options == {"xla_gpu_autotune_level": 0}
 
 
 @pytest.mark.parametrize("raw,match", [
