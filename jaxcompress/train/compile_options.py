@@ -27,6 +27,8 @@ from jaxcompress.errors import ConfigError
 
 THREEFRY_FLAG = "jax_threefry_gpu_kernel_lowering"
 OptionValue = str | int | float | bool
+# XLA debug options that only one backend knows start with these prefixes.
+_BACKEND_PREFIXES = ("xla_cpu_", "xla_gpu_", "xla_tpu_")
 
 
 def step_compiler_options(config: Mapping[str, Any]) -> dict[str, OptionValue]:
@@ -35,12 +37,12 @@ def step_compiler_options(config: Mapping[str, Any]) -> dict[str, OptionValue]:
   They apply to `train_step`, `eval_step`, the epoch hooks and the on-device training scan
   (not to the one-shot `init`, which `one_shot.jit_once` compiles with its own options).
 
-  Args:
-    config: an experiment config; `config.compiler_options` is optional (default: none).
-
   Options named for another backend (`xla_gpu_*` on a CPU, `xla_cpu_*` on a GPU, ...) are
   dropped: a config written for a GPU runs unchanged elsewhere, and CPU runs keep their
   compilation-cache keys. They are not validated either, since only their backend knows them.
+
+  Args:
+    config: an experiment config; `config.compiler_options` is optional (default: none).
 
   Returns:
     A plain dict from XLA debug-option name (e.g. "xla_gpu_autotune_level") to value, holding
@@ -71,9 +73,6 @@ def step_compiler_options(config: Mapping[str, Any]) -> dict[str, OptionValue]:
                         f"XLA debug-option names (see xla/xla.proto DebugOptions), e.g. "
                         f"xla_gpu_autotune_level.") from e
   return options
-
-
-_BACKEND_PREFIXES = ("xla_cpu_", "xla_gpu_", "xla_tpu_")
 
 
 def _backend() -> str:
