@@ -18,6 +18,16 @@ its own (Eigen) convolutions at import, and the plan is tuned for that regime:
     ReLU chain that produced the input into the gradient's batch-minor transposes (1.11x on
     the float ResNet-20 step), and strided blocks keep a sharded batch local.
 
+On one CPU device with float32 operands, the parts that would be XLA convolutions in the
+forward pass and the stride-1 input gradient run on oneDNN instead (`jaxcompress.ops.
+onednn_conv`: XLA:CPU's `__onednn$convolution` custom call, the kernels PyTorch uses on CPU;
+1.4-2.0x XLA's at ResNet-20 shapes). Weight gradients stay XLA's: oneDNN's forward kernel is the
+only one behind that call, and a weight gradient written as a forward convolution has the whole
+image as its window (1.3-2.6 s per layer). Several CPU devices keep XLA's convolutions: the
+custom call has no SPMD partitioning rule. Float ResNet-20 training step, one interleaved run
+(with the batch-norm change of the same session, `ops.batch_norm`): 394 -> 464 img/s; RBNN
+ResNet-20 307 -> 339 (BENCHMARKS.md).
+
 If YNNPACK convolutions are in use (the flag could not be set), the weight gradient is always
 the matmul formulation, which is what that regime needs. ResNet-20 training step, batch 128,
 same run: 380 img/s with this plan, Eigen convolutions and `ops.BatchNorm`, 323 with the previous
@@ -70,6 +80,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxcompress.ops import onednn_conv
 from jaxcompress.ops import xla_cpu
 
 _IMPLS = ("auto", "lax", "matmul")
@@ -120,7 +131,8 @@ def _lax_conv(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, ...],
 
 
 def _canonical_input_grad(g: jax.Array, rhs: jax.Array, pads: tuple[tuple[int, int], ...],
-                          rhs_dil: tuple[int, ...], precision: Any, pet: Any) -> jax.Array:
+                          rhs_dil: tuple[int, ...], precision: Any, pet: Any,
+                          onednn: bool = False) -> jax.Array:
   """dL/dinput of a stride-1 channel-last convolution, as a channel-last convolution.
 
   The transposed convolution written out: the cotangent convolved with the spatially flipped
@@ -138,6 +150,7 @@ def _canonical_input_grad(g: jax.Array, rhs: jax.Array, pads: tuple[tuple[int, i
     pads: the forward's non-negative explicit padding; every `(k - 1) * d - pad` must be >= 0.
     rhs_dil: kernel dilation.
     precision, pet: as in the forward.
+    onednn: run the convolution on oneDNN (`onednn_conv`; float32 only) instead of XLA.
 
   Returns:
     [n, *spatial, c].
@@ -147,6 +160,8 @@ def _canonical_input_grad(g: jax.Array, rhs: jax.Array, pads: tuple[tuple[int, i
   flipped = jnp.swapaxes(jnp.flip(rhs, tuple(range(nsp))), -1, -2)
   grad_pads = tuple(((k - 1) * d - lo, (k - 1) * d - hi)
                     for k, d, (lo, hi) in zip(kshape, rhs_dil, pads))
+  if onednn:
+    return onednn_conv.onednn_conv(g, flipped, (1,) * nsp, grad_pads, rhs_dil)
   return _lax_conv(g, flipped, (1,) * nsp, grad_pads, rhs_dil, precision, pet)
 
 
@@ -465,6 +480,9 @@ class _Plan(NamedTuple):
   matmul_fwd: bool   # forward as one im2col dot
   matmul_dx: bool    # input gradient as the transpose of that dot (col2im)
   matmul_dw: bool    # weight gradient as chunked matmuls (`_weight_grad`)
+  # Forward and stride-1 input gradient, where not matmuls, on oneDNN (`onednn_conv`) instead
+  # of XLA's convolution; set by `conv_general_dilated` for float32 when oneDNN is available.
+  onednn: bool = False
 
 
 def _cpu_plan(c_in: int, kshape: Sequence[int], strides: Sequence[int],
@@ -519,6 +537,8 @@ def _fast_conv(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, ...],
   """Channel-last convolution whose parts follow `plan` (see `_cpu_plan`)."""
   if plan.matmul_fwd:
     return _im2col_conv(lhs, rhs, strides, pads, rhs_dil, precision, pet)
+  if plan.onednn:
+    return onednn_conv.onednn_conv(lhs, rhs, strides, pads, rhs_dil)
   return _lax_conv(lhs, rhs, strides, pads, rhs_dil, precision, pet)
 
 
@@ -538,7 +558,7 @@ def _fast_conv_bwd(strides, pads, rhs_dil, precision, pet, plan, res, g):
         lambda a: _im2col_conv(a, rhs, strides, pads, rhs_dil, precision, pet), lhs)
     dlhs = vjp_lhs(g_out)[0]
   else:
-    dlhs = _canonical_input_grad(g_out, rhs, pads, rhs_dil, precision, pet)
+    dlhs = _canonical_input_grad(g_out, rhs, pads, rhs_dil, precision, pet, plan.onednn)
   if plan.matmul_dw:
     drhs = _weight_grad(lhs, g, kshape, strides, pads, rhs_dil, precision)
   else:
@@ -638,6 +658,19 @@ def _depthwise_conv_bwd(strides, pads, rhs_dil, out_dtype, res, g):
 _depthwise_conv.defvjp(_depthwise_conv_fwd, _depthwise_conv_bwd)
 
 
+def _onednn_applies(lhs: jax.Array, pet: Any) -> bool:
+  """Whether a CPU convolution's forward / stride-1 input gradient go to oneDNN.
+
+  float32 without a different accumulation type (the kernels behind `onednn_conv`), one
+  device (the custom call has no SPMD partitioning rule: under a sharded jit XLA would gather
+  its operands onto every device, so multi-device CPU programs keep XLA's convolution), and
+  `onednn_conv.available()`.
+  """
+  # `pet is None` first: numpy compares a float64 dtype equal to None.
+  return (lhs.dtype == jnp.float32 and (pet is None or pet == jnp.dtype(jnp.float32))
+          and jax.device_count() == 1 and onednn_conv.available())
+
+
 def _normalize_padding(padding: str | Sequence[tuple[int, int]], lhs_sp: Sequence[int],
                        kshape: Sequence[int], strides: Sequence[int],
                        rhs_dil: Sequence[int]) -> tuple[tuple[int, int], ...]:
@@ -730,6 +763,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
     # convolutions, which XLA:CPU runs fast inside loop bodies too (`_canonical_input_grad`).
     plan = _cpu_plan(rhs.shape[-2], rhs.shape[:-2], strides, pads,
                      xla_cpu.eigen_convolutions())
+    if _onednn_applies(lhs, pet):
+      plan = plan._replace(onednn=True)
   return _fast_conv(lhs, rhs, strides, pads, rhs_dil, precision, pet, plan)
 
 Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)

@@ -13,6 +13,7 @@ import numpy as np
 from jax import lax
 
 from jaxcompress.ops import conv as conv_ops
+from jaxcompress.ops import onednn_conv
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -92,6 +93,33 @@ class ConvGeneralDilatedTest(parameterized.TestCase):
   @parameterized.named_parameters(*[(c[0], c) for c in CASES])
   def test_matches_lax_float32(self, case):
     self._check("auto", jnp.float32, 2e-5, case)
+
+  @parameterized.named_parameters(*[(c[0], c) for c in CASES])
+  def test_matches_lax_with_onednn_convolutions(self, case):
+    # The suite runs on 8 virtual CPU devices, where the layer keeps XLA's convolutions; this
+    # is the one-device choice: forward and stride-1 input gradients on oneDNN.
+    if not onednn_conv.available():
+      self.skipTest("oneDNN convolutions are not available in this process")
+    with mock.patch.object(conv_ops.jax, "device_count", return_value=1):
+      self._check("auto", jnp.float32, 2e-5, case)
+
+  def test_onednn_runs_the_forward_and_input_gradient(self):
+    if not onednn_conv.available():
+      self.skipTest("oneDNN convolutions are not available in this process")
+    lhs, rhs, _ = _inputs((2, 6, 6, 3), (3, 3, 3, 4), (1, 1), "SAME", None, None, 1,
+                          jnp.float32)
+    hlo = lambda: jax.jit(jax.value_and_grad(lambda a, b: jnp.sum(
+        conv_ops.conv_general_dilated(a, b, (1, 1), "SAME", dimension_numbers=NHWC) ** 2),
+        argnums=(0, 1))).lower(lhs, rhs).compile().as_text()
+    target = f'custom_call_target="{onednn_conv.CUSTOM_CALL_TARGET}"'
+    with mock.patch.object(conv_ops.jax, "device_count", return_value=1):
+      one_device = hlo()
+    # Forward and input gradient: two custom calls; the weight gradient stays XLA's.
+    self.assertEqual(one_device.count(target), 2)
+    self.assertEqual(one_device.count(" convolution("), 1)
+    # Several devices (this suite runs on 8): XLA's convolutions only.
+    self.assertEqual(jax.device_count(), 8)
+    self.assertNotIn(target, hlo())
 
   @parameterized.named_parameters(*[(c[0], c) for c in CASES[1::2]])
   def test_matmul_impl_matches_lax(self, case):
@@ -186,17 +214,17 @@ class ConvGeneralDilatedTest(parameterized.TestCase):
     plan = conv_ops._cpu_plan
     same = ((1, 1), (1, 1))
     # 1x1 unpadded: all matmuls, in either regime.
-    self.assertEqual(plan(64, (1, 1), (1, 1), ((0, 0), (0, 0)), True), (True, True, True))
-    self.assertEqual(plan(64, (1, 1), (2, 2), ((0, 0), (0, 0)), False), (True, True, True))
+    self.assertEqual(plan(64, (1, 1), (1, 1), ((0, 0), (0, 0)), True)[:3], (True, True, True))
+    self.assertEqual(plan(64, (1, 1), (2, 2), ((0, 0), (0, 0)), False)[:3], (True, True, True))
     # YNNPACK convolutions: matmul weight gradient; col2im input gradient when strided.
-    self.assertEqual(plan(64, (3, 3), (2, 2), same, False), (False, True, True))
-    self.assertEqual(plan(64, (3, 3), (1, 1), same, False), (False, False, True))
+    self.assertEqual(plan(64, (3, 3), (2, 2), same, False)[:3], (False, True, True))
+    self.assertEqual(plan(64, (3, 3), (1, 1), same, False)[:3], (False, False, True))
     # Eigen: col2im input gradient for strided convs; XLA's (blocked) weight gradient.
-    self.assertEqual(plan(16, (3, 3), (1, 1), same, True), (False, False, False))
-    self.assertEqual(plan(16, (3, 3), (2, 2), same, True), (False, True, False))
-    self.assertEqual(plan(32, (3, 3), (2, 2), same, True), (False, True, False))
-    self.assertEqual(plan(64, (3, 3), (1, 1), same, True), (False, False, False))
-    self.assertEqual(plan(3, (3, 3), (1, 1), same, True), (False, False, False))
+    self.assertEqual(plan(16, (3, 3), (1, 1), same, True)[:3], (False, False, False))
+    self.assertEqual(plan(16, (3, 3), (2, 2), same, True)[:3], (False, True, False))
+    self.assertEqual(plan(32, (3, 3), (2, 2), same, True)[:3], (False, True, False))
+    self.assertEqual(plan(64, (3, 3), (1, 1), same, True)[:3], (False, False, False))
+    self.assertEqual(plan(3, (3, 3), (1, 1), same, True)[:3], (False, False, False))
 
   def test_gradients_are_canonical_convolutions_inside_loops(self):
     # XLA:CPU canonicalises jax.vjp's gradient convolutions only in the entry computation; in
