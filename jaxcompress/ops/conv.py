@@ -658,17 +658,32 @@ def _depthwise_conv_bwd(strides, pads, rhs_dil, out_dtype, res, g):
 _depthwise_conv.defvjp(_depthwise_conv_fwd, _depthwise_conv_bwd)
 
 
-def _onednn_applies(lhs: jax.Array, pet: Any) -> bool:
+# Smallest forward convolution (FLOPs) handed to oneDNN. Its kernels split each call statically
+# over the thread pool, so a small one loses when XLA runs independent operations beside it: the
+# 4-op BNAS digits search step (289 convolutions under 50 MFLOP, branches side by side) took
+# 42.6-44.2 ms with every convolution on oneDNN against 39.0-40.2 ms with XLA's. Alone,
+# oneDNN was 0.83x XLA at 4.7 MFLOP (64x8x8, 8->8), 1.10x at 19 and 1.37x at 38 MFLOP; every
+# ResNet-20 convolution at batch 128 has 151-604 MFLOP. Override with
+# JAXCOMPRESS_ONEDNN_MIN_FLOPS.
+_ONEDNN_MIN_FLOPS = int(os.environ.get("JAXCOMPRESS_ONEDNN_MIN_FLOPS", 100_000_000))
+
+
+def _onednn_applies(lhs: jax.Array, rhs: jax.Array, strides: Sequence[int],
+                    pads: Sequence[tuple[int, int]], rhs_dil: Sequence[int], pet: Any) -> bool:
   """Whether a CPU convolution's forward / stride-1 input gradient go to oneDNN.
 
   float32 without a different accumulation type (the kernels behind `onednn_conv`), one
   device (the custom call has no SPMD partitioning rule: under a sharded jit XLA would gather
-  its operands onto every device, so multi-device CPU programs keep XLA's convolution), and
-  `onednn_conv.available()`.
+  its operands onto every device, so multi-device CPU programs keep XLA's convolution), at
+  least `_ONEDNN_MIN_FLOPS` forward FLOPs, and `onednn_conv.available()`.
   """
-  # `pet is None` first: numpy compares a float64 dtype equal to None.
-  return (lhs.dtype == jnp.float32 and (pet is None or pet == jnp.dtype(jnp.float32))
-          and jax.device_count() == 1 and onednn_conv.available())
+  if lhs.dtype != jnp.float32 or not (pet is None or pet == jnp.dtype(jnp.float32)):
+    return False  # (`pet is None` first: numpy compares a float64 dtype equal to None.)
+  padded = [x + lo + hi for x, (lo, hi) in zip(lhs.shape[1:-1], pads)]
+  out_sp = _out_spatial(padded, rhs.shape[:-2], strides, rhs_dil)
+  flops = 2 * lhs.shape[0] * math.prod(out_sp) * math.prod(rhs.shape[:-1]) * rhs.shape[-1]
+  return (flops >= _ONEDNN_MIN_FLOPS and jax.device_count() == 1
+          and onednn_conv.available())
 
 
 def _normalize_padding(padding: str | Sequence[tuple[int, int]], lhs_sp: Sequence[int],
@@ -763,7 +778,7 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
     # convolutions, which XLA:CPU runs fast inside loop bodies too (`_canonical_input_grad`).
     plan = _cpu_plan(rhs.shape[-2], rhs.shape[:-2], strides, pads,
                      xla_cpu.eigen_convolutions())
-    if _onednn_applies(lhs, pet):
+    if _onednn_applies(lhs, rhs, strides, pads, rhs_dil, pet):
       plan = plan._replace(onednn=True)
   return _fast_conv(lhs, rhs, strides, pads, rhs_dil, precision, pet, plan)
 

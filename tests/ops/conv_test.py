@@ -97,10 +97,12 @@ class ConvGeneralDilatedTest(parameterized.TestCase):
   @parameterized.named_parameters(*[(c[0], c) for c in CASES])
   def test_matches_lax_with_onednn_convolutions(self, case):
     # The suite runs on 8 virtual CPU devices, where the layer keeps XLA's convolutions; this
-    # is the one-device choice: forward and stride-1 input gradients on oneDNN.
+    # is the one-device choice for convolutions above the size threshold (lowered to 0 for
+    # these small cases): forward and stride-1 input gradients on oneDNN.
     if not onednn_conv.available():
       self.skipTest("oneDNN convolutions are not available in this process")
-    with mock.patch.object(conv_ops.jax, "device_count", return_value=1):
+    with mock.patch.object(conv_ops.jax, "device_count", return_value=1), \
+        mock.patch.object(conv_ops, "_ONEDNN_MIN_FLOPS", 0):
       self._check("auto", jnp.float32, 2e-5, case)
 
   def test_onednn_runs_the_forward_and_input_gradient(self):
@@ -112,7 +114,8 @@ class ConvGeneralDilatedTest(parameterized.TestCase):
         conv_ops.conv_general_dilated(a, b, (1, 1), "SAME", dimension_numbers=NHWC) ** 2),
         argnums=(0, 1))).lower(lhs, rhs).compile().as_text()
     target = f'custom_call_target="{onednn_conv.CUSTOM_CALL_TARGET}"'
-    with mock.patch.object(conv_ops.jax, "device_count", return_value=1):
+    with mock.patch.object(conv_ops.jax, "device_count", return_value=1), \
+        mock.patch.object(conv_ops, "_ONEDNN_MIN_FLOPS", 0):
       one_device = hlo()
     # Forward and input gradient: two custom calls; the weight gradient stays XLA's.
     self.assertEqual(one_device.count(target), 2)

@@ -126,14 +126,21 @@ class AvailabilityTest(absltest.TestCase):
       self.assertFalse(onednn_conv.available())
 
   def test_conv_layer_takes_onednn_only_where_it_applies(self):
-    x32 = jnp.ones((2, 6, 6, 3), jnp.float32)
+    big = jnp.ones((128, 32, 32, 16), jnp.float32)   # 604 MFLOP with a 3x3 16->16 kernel
+    small = jnp.ones((8, 8, 8, 16), jnp.float32)     # 2.4 MFLOP
+    w = jnp.ones((3, 3, 16, 16), jnp.float32)
+    applies = lambda x, pet=None, kernel=w: conv_ops._onednn_applies(
+        x, kernel, (1, 1), ((1, 1), (1, 1)), (1, 1), pet)
     with mock.patch.object(conv_ops.jax, "device_count", return_value=1):
-      self.assertEqual(conv_ops._onednn_applies(x32, None), onednn_conv.available())
-      self.assertFalse(conv_ops._onednn_applies(x32.astype(jnp.bfloat16), None))
-      self.assertFalse(conv_ops._onednn_applies(x32, jnp.dtype(jnp.float64)))
+      self.assertEqual(applies(big), onednn_conv.available())
+      self.assertFalse(applies(small))  # below _ONEDNN_MIN_FLOPS: XLA's convolution
+      self.assertFalse(applies(big.astype(jnp.bfloat16), kernel=w.astype(jnp.bfloat16)))
+      self.assertFalse(applies(big, jnp.dtype(jnp.float64)))
+      with mock.patch.object(conv_ops, "_ONEDNN_MIN_FLOPS", 0):
+        self.assertEqual(applies(small), onednn_conv.available())
     with mock.patch.object(conv_ops.jax, "device_count", return_value=8):
       # Several devices: the custom call has no partitioning rule, so XLA's convolution.
-      self.assertFalse(conv_ops._onednn_applies(x32, None))
+      self.assertFalse(applies(big))
 
 
 if __name__ == "__main__":
