@@ -24,9 +24,10 @@ image) took 1.3-2.6 s per layer: oneDNN has no fast kernel for that shape, so we
 stay on XLA.
 
 When it is used (`available`): a CPU backend on x86-64 with a jaxlib whose custom-call contract
-was checked (0.10), not opted out (JAXCOMPRESS_ONEDNN_CONV=0), and a one-time probe that runs a
-small strided, dilated, padded convolution through the target and compares it with
-`lax.conv_general_dilated` passed. The config's fields are unsigned: callers pass non-negative
+was checked (0.10, 0.11), not opted out (JAXCOMPRESS_ONEDNN_CONV=0), and a one-time probe that
+runs a small strided, dilated, padded convolution through the target and compares it with
+`lax.conv_general_dilated` passed. `jaxcompress.ops.conv` also requires one device and at least
+100 MFLOP per convolution (see `conv._ONEDNN_MIN_FLOPS`). The config's fields are unsigned: callers pass non-negative
 padding only (XLA aborts the process on a negative one, so `onednn_conv` checks first).
 
 The primitive is differentiable and batchable through `lax.conv_general_dilated` (its JVP and
@@ -50,13 +51,16 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching
 from jax.interpreters import mlir
 # `custom_call` (emitting a target with a raw backend config) has no public export.
-from jax._src.interpreters.mlir import custom_call as _custom_call  # pylint: disable=g-importing-member
+from jax._src.interpreters.mlir import custom_call as _custom_call  # pylint: disable=g-importing
+
 
 OPT_OUT_ENV = "JAXCOMPRESS_ONEDNN_CONV"
 CUSTOM_CALL_TARGET = "__onednn$convolution"
 # jaxlib minor versions whose `__onednn$convolution` backend-config contract (field meanings,
-# no offsets on padding/stride/dilation) was checked against lax; others fall back to XLA.
-_CHECKED_JAXLIB = ((0, 10),)
+# no offsets on padding/stride/dilation) was checked against lax: 0.10.2 here, 0.11.2 on the
+# lent GPU machine's host CPU (tests/ops/onednn_conv_test.py, benchmarks/gpu_suite_9.sh).
+# Others fall back to XLA: a config the runtime rejects aborts the process, so no probe there.
+_CHECKED_JAXLIB = ((0, 10), (0, 11))
 
 
 def _channel_last_dims(nsp: int) -> tuple[tuple[int, ...], tuple[int, ...]]:

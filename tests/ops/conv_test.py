@@ -119,7 +119,6 @@ class ConvGeneralDilatedTest(parameterized.TestCase):
       one_device = hlo()
     # Forward and input gradient: two custom calls; the weight gradient stays XLA's.
     self.assertEqual(one_device.count(target), 2)
-    self.assertEqual(one_device.count(" convolution("), 1)
     # Several devices (this suite runs on 8): XLA's convolutions only.
     self.assertEqual(jax.device_count(), 8)
     self.assertNotIn(target, hlo())
