@@ -44,7 +44,6 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import jaxlib
 import numpy as np
 from jax import lax
 from jax.extend.core import Primitive
@@ -52,6 +51,8 @@ from jax.interpreters import ad, batching
 from jax.interpreters import mlir
 # `custom_call` (emitting a target with a raw backend config) has no public export.
 from jax._src.interpreters.mlir import custom_call as _custom_call  # pylint: disable=g-importing
+
+from jaxcompress.ops import xla_cpu
 
 
 OPT_OUT_ENV = "JAXCOMPRESS_ONEDNN_CONV"
@@ -182,14 +183,6 @@ def onednn_conv(lhs: jax.Array, rhs: jax.Array, strides: Sequence[int],
   return _onednn_conv_p.bind(lhs, rhs, strides=strides, pads=pads, rhs_dil=rhs_dil)
 
 
-def _jaxlib_checked() -> bool:
-  try:
-    major, minor = (int(p) for p in jaxlib.__version__.split(".")[:2])
-  except ValueError:
-    return False
-  return (major, minor) in _CHECKED_JAXLIB
-
-
 @functools.lru_cache(maxsize=None)
 def _probe() -> bool:
   """Runs one strided, dilated, padded convolution through the target; True if it matches lax."""
@@ -216,6 +209,8 @@ def available() -> bool:
   """
   if os.environ.get(OPT_OUT_ENV, "1") == "0":
     return False
-  if platform.machine().lower() not in ("x86_64", "amd64") or not _jaxlib_checked():
+  if platform.machine().lower() not in ("x86_64", "amd64"):
+    return False
+  if not xla_cpu.jaxlib_version_in(_CHECKED_JAXLIB):
     return False
   return _probe()

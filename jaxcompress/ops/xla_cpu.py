@@ -42,12 +42,24 @@ OPT_OUT_ENV = "JAXCOMPRESS_XLA_CPU_FLAGS"
 _CHECKED_JAXLIB = ((0, 10),)
 
 
-def _jaxlib_checked() -> bool:
+def jaxlib_version_in(checked: tuple[tuple[int, int], ...]) -> bool:
+  """Whether the installed jaxlib's (major, minor) version is one of `checked`.
+
+  Args:
+    checked: (major, minor) pairs a jaxlib-internal contract was verified on.
+
+  Returns:
+    False for other versions and for unparsable version strings.
+  """
   try:
     major, minor = (int(p) for p in jaxlib.__version__.split(".")[:2])
   except ValueError:
     return False
-  return (major, minor) in _CHECKED_JAXLIB
+  return (major, minor) in checked
+
+
+def _jaxlib_checked() -> bool:
+  return jaxlib_version_in(_CHECKED_JAXLIB)
 
 
 def backends_initialized() -> bool:

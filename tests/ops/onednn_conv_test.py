@@ -122,7 +122,7 @@ class AvailabilityTest(absltest.TestCase):
       self.assertFalse(onednn_conv.available())
     with mock.patch.object(onednn_conv.platform, "machine", return_value="aarch64"):
       self.assertFalse(onednn_conv.available())
-    with mock.patch.object(onednn_conv.jaxlib, "__version__", "0.99.0"):
+    with mock.patch.object(onednn_conv.xla_cpu.jaxlib, "__version__", "0.99.0"):
       self.assertFalse(onednn_conv.available())
 
   def test_conv_layer_takes_onednn_only_where_it_applies(self):
