@@ -19,11 +19,9 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import sys
-from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -75,13 +73,7 @@ def main(argv: list[str] | None = None) -> None:
               "+ xhat after cotangent": (XLA_CONVS,),
               "both (now)": ()}
   layers = train_step.model_layers(args.model)
-  runners = []
-  for label, patches in variants.items():
-    with contextlib.ExitStack() as stack:
-      # The step is traced (and the patches read) during make_jax_step's compiling call.
-      for obj, attr, value in patches:
-        stack.enter_context(mock.patch.object(obj, attr, value))
-      runners.append(train_step.make_jax_step(layers, label))
+  runners = train_step.make_patched_steps(layers, variants)
   runners.append(train_step.make_torch_step(args.model))
   torch_label = runners[-1][1]
   times = train_step.time_interleaved(runners, args.reps, args.steps)

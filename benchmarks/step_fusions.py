@@ -21,13 +21,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import statistics
 import sys
 from typing import Any, Sequence
-from unittest import mock
 
 import jax.numpy as jnp
 
@@ -81,13 +79,7 @@ def main(argv: list[str] | None = None) -> None:
   if args.model == "rbnn_resnet20":
     variants["+ pad in conv only"] = (UNBLOCKED, OLD_PLAN)
   layers = train_step.model_layers(args.model)
-  runners = []
-  for label, patches in variants.items():
-    with contextlib.ExitStack() as stack:
-      # The step is traced (and the patches read) during make_jax_step's compiling call.
-      for obj, attr, value in patches:
-        stack.enter_context(mock.patch.object(obj, attr, value))
-      runners.append(train_step.make_jax_step(layers, label))
+  runners = train_step.make_patched_steps(layers, variants)
   times = train_step.time_interleaved(runners, args.reps, args.steps)
 
   print(f"{args.model} training step, batch {train_step.BATCH} "

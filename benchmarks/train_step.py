@@ -122,6 +122,28 @@ def make_jax_step(layers: factory.Layers, label: str, impl: str = "auto",
   return run, label
 
 
+def make_patched_steps(layers: factory.Layers,
+                       variants: dict[str, tuple[tuple[Any, str, Any], ...]]
+                       ) -> list[tuple[Callable[[], Any], str]]:
+  """One jitted step per variant, each traced with its `mock.patch.object` patches applied.
+
+  Args:
+    layers: the layer set the model is built from.
+    variants: label -> (object, attribute, replacement) patches ("before" code of a change).
+
+  Returns:
+    (run_one_step, label) pairs, in the order of `variants`.
+  """
+  runners = []
+  for label, patches in variants.items():
+    with contextlib.ExitStack() as stack:
+      # The step is traced (and the patches read) during make_jax_step's compiling call.
+      for obj, attr, value in patches:
+        stack.enter_context(mock.patch.object(obj, attr, value))
+      runners.append(make_jax_step(layers, label))
+  return runners
+
+
 def make_torch_step(model_name: str, device: str = "cpu") -> tuple[Callable[[], Any], str]:
   """The same step in PyTorch (CPU: 2 threads, NCHW, oneDNN convolutions; or CUDA)."""
   import torch  # pylint: disable=g-import-not-at-top
