@@ -6,9 +6,14 @@ Every variant runs `--reps` times interleaved (A B C A B C ...) so that load fro
 processes on the machine hits all of them alike; the table shows img/s at the best and the
 median repetition, and the last line is `ratio <jaxcompress/torch>` of the best repetitions.
 
+"jaxcompress" runs the steps as the engine does for the host pipeline: `config.steps_per_call`
+(default 8) host batches stacked and trained by one jitted loop (`jaxcompress/train/
+multi_step.py`); "1 step per call" is one jitted call per step (`--steps-per-call 1` alone, or
+the `ratio 1 step per call` line). Every runner performs the same number of steps per run.
+
 Usage:
-  python benchmarks/train_step.py --model resnet20 [--reps 10] [--steps 3] [--compare]
-      [--host-malloc]
+  python benchmarks/train_step.py --model resnet20 [--reps 10] [--steps 1] [--compare]
+      [--steps-per-call 8] [--host-malloc]
 """
 from __future__ import annotations
 
@@ -27,6 +32,8 @@ import numpy as np
 import flax.linen as nn
 import optax
 
+from configs import common
+from jaxcompress import distributed
 from jaxcompress.models import factory, resnet_cifar
 from jaxcompress.ops import batch_norm as bn_ops
 from jaxcompress.ops import conv as conv_ops
@@ -34,6 +41,7 @@ from jaxcompress.ops import host_malloc
 from jaxcompress.ops import xla_cpu
 from jaxcompress.quant import layers as quant_layers  # noqa: F401  (registers "rbnn")
 from jaxcompress.quant import rotation
+from jaxcompress.train import multi_step
 
 BATCH = 128
 NUM_CLASSES = 10
@@ -79,9 +87,19 @@ def step_fn(model: nn.Module, consts: dict[str, Any],
   return step
 
 
+def repeat_steps(run: Callable[[], Any], count: int) -> Callable[[], Any]:
+  """`run` (one step) called `count` times per call, marked with `steps_per_run = count`."""
+  def run_many() -> None:
+    for _ in range(count):
+      run()
+  run_many.steps_per_run = count
+  return run_many
+
+
 def make_jax_step(layers: factory.Layers, label: str, impl: str = "auto",
-                  ynn_convs: bool = False) -> tuple[Callable[[], Any], str]:
-  """Builds a jitted ResNet-20 training step and returns a closure running one step of it.
+                  ynn_convs: bool = False, steps_per_call: int = 1
+                  ) -> tuple[Callable[[], Any], str]:
+  """Builds a jitted ResNet-20 training step and returns a closure running it.
 
   Args:
     layers: the layer set the model is built from.
@@ -89,9 +107,13 @@ def make_jax_step(layers: factory.Layers, label: str, impl: str = "auto",
     impl: conv implementation ("auto", "lax", "matmul"), fixed at trace time.
     ynn_convs: compile with YNNPACK convolutions and the conv plan tuned for them (the
       previous default) instead of the process's XLA flags.
+    steps_per_call: > 1: the engine's `config.steps_per_call` path instead of one jitted call
+      per step: that many host batches stacked (`multi_step.stack_batches`), put on the device
+      and trained by one `multi_step.jit_train_steps` call, as `train/loop.py` does.
 
   Returns:
-    (run_one_step, label): `run_one_step()` performs one step and blocks until it is done.
+    (run, label): `run()` performs `run.steps_per_run` steps (1, or `steps_per_call`) and
+    blocks until they are done.
   """
   conv_ops.set_conv_impl(impl)
   model = resnet_cifar.ResNet20(num_classes=NUM_CLASSES, layers=layers)
@@ -105,6 +127,12 @@ def make_jax_step(layers: factory.Layers, label: str, impl: str = "auto",
   tx = optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(0.1, momentum=0.9))
   opt_state = tx.init(params)
 
+  if steps_per_call > 1:
+    run = _engine_steps(step_fn(model, consts, tx), (params, batch_stats, opt_state),
+                        {"image": np.asarray(x), "label": np.asarray(y)}, steps_per_call)
+    run()  # compile
+    return run, label
+
   # Donating params / state lets XLA update them in place instead of allocating every step.
   step = jax.jit(step_fn(model, consts, tx), donate_argnums=(0, 1, 2),
                  compiler_options=YNN_CONVS if ynn_convs else None)
@@ -114,6 +142,7 @@ def make_jax_step(layers: factory.Layers, label: str, impl: str = "auto",
     p, s, o, loss = step(state[0], state[1], state[2], x, y)
     state[:] = [p, s, o]
     loss.block_until_ready()
+  run.steps_per_run = 1
 
   with mock.patch.object(xla_cpu, "eigen_convolutions", return_value=not ynn_convs) \
       if ynn_convs else contextlib.nullcontext():
@@ -122,14 +151,40 @@ def make_jax_step(layers: factory.Layers, label: str, impl: str = "auto",
   return run, label
 
 
+def _engine_steps(step: Callable[..., Any], state: Any, host_batch: dict[str, np.ndarray],
+                  steps_per_call: int) -> Callable[[], Any]:
+  """`steps_per_call` steps per call through the engine's own multi-step code."""
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), (distributed.DATA_AXIS,))
+
+  def method_step(state, batch):
+    p, s, o, loss = step(*state, batch["image"], batch["label"])
+    return (p, s, o), {"loss": loss}
+
+  loop_fn = multi_step.jit_train_steps(
+      method_step, max_steps=steps_per_call, state_sharding=distributed.replicated(mesh),
+      batch_sharding=distributed.batch_sharding(mesh),
+      stacked_batch_sharding=distributed.stacked_batch_sharding(mesh))
+  holder = [state]
+
+  def run() -> None:
+    # The host side of the engine's call: stack the batches, put them on the device.
+    stack = multi_step.stack_batches([host_batch] * steps_per_call, steps_per_call)
+    holder[0], metrics = loop_fn(holder[0], distributed.global_batches(stack, mesh),
+                                 steps_per_call)
+    metrics["loss"].block_until_ready()
+  run.steps_per_run = steps_per_call
+  return run
+
+
 def make_patched_steps(layers: factory.Layers,
-                       variants: dict[str, tuple[tuple[Any, str, Any], ...]]
-                       ) -> list[tuple[Callable[[], Any], str]]:
+                       variants: dict[str, tuple[tuple[Any, str, Any], ...]],
+                       steps_per_call: int = 1) -> list[tuple[Callable[[], Any], str]]:
   """One jitted step per variant, each traced with its `mock.patch.object` patches applied.
 
   Args:
     layers: the layer set the model is built from.
     variants: label -> (object, attribute, replacement) patches ("before" code of a change).
+    steps_per_call: steps per jitted call (`make_jax_step`).
 
   Returns:
     (run_one_step, label) pairs, in the order of `variants`.
@@ -140,7 +195,7 @@ def make_patched_steps(layers: factory.Layers,
       # The step is traced (and the patches read) during make_jax_step's compiling call.
       for obj, attr, value in patches:
         stack.enter_context(mock.patch.object(obj, attr, value))
-      runners.append(make_jax_step(layers, label))
+      runners.append(make_jax_step(layers, label, steps_per_call=steps_per_call))
   return runners
 
 
@@ -253,17 +308,18 @@ def make_torch_step(model_name: str, device: str = "cpu") -> tuple[Callable[[], 
       torch.cuda.synchronize()
 
   run()
+  run.steps_per_run = 1
   return run, "torch"
 
 
 def time_interleaved(runners: list[tuple[Callable[[], Any], str]], reps: int,
                      steps: int) -> dict[str, list[float]]:
-  """Seconds per step of each runner, `reps` rounds of `steps` steps, runners interleaved.
+  """Seconds per step of each runner, `reps` rounds of `steps` runs, runners interleaved.
 
   Args:
-    runners: (run_one_step, label) pairs.
+    runners: (run, label) pairs; `run()` performs `run.steps_per_run` steps (default 1).
     reps: rounds; each round runs every runner once, in order, so load hits all alike.
-    steps: steps per runner per round.
+    steps: calls of `run` per runner per round.
 
   Returns:
     label -> per-round seconds per step.
@@ -274,7 +330,7 @@ def time_interleaved(runners: list[tuple[Callable[[], Any], str]], reps: int,
       t0 = time.perf_counter()
       for _ in range(steps):
         run()
-      times[label].append((time.perf_counter() - t0) / steps)
+      times[label].append((time.perf_counter() - t0) / (steps * getattr(run, "steps_per_run", 1)))
   return times
 
 
@@ -282,13 +338,18 @@ def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--model", default="resnet20", choices=("resnet20", "rbnn_resnet20"))
   parser.add_argument("--reps", type=int, default=10, help="interleaved repetitions")
-  parser.add_argument("--steps", type=int, default=3, help="training steps per repetition")
+  parser.add_argument("--steps", type=int, default=1,
+                      help="runs per runner per repetition (each run: --steps-per-call steps)")
   parser.add_argument("--compare", action="store_true",
                       help="also time the previous default (YNNPACK convolutions), plain flax "
                       "(nn.Conv + nn.BatchNorm) and each jaxcompress.ops layer separately, to "
                       "attribute the speed-up")
   parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                       help="where the PyTorch model runs (JAX uses its default backend)")
+  parser.add_argument("--steps-per-call", type=int, default=common.base_config().steps_per_call,
+                      help="training steps per jitted call, as the engine runs the host pipeline "
+                      "(config.steps_per_call; default: the configs' default). The table also "
+                      "shows one call per step; every runner does this many steps per run")
   parser.add_argument("--host-malloc", action="store_true",
                       help="apply jaxcompress.ops.host_malloc (glibc keeps freed buffers mapped; "
                       "the same as JAXCOMPRESS_HOST_MALLOC=1) before JAX starts; the process-wide "
@@ -299,7 +360,11 @@ def main(argv: list[str] | None = None) -> None:
              "run, or a JAX backend already started); see jaxcompress/ops/host_malloc.py.")
 
   layers = model_layers(args.model)
-  runners = [make_jax_step(layers, "jaxcompress")]
+  k = max(1, args.steps_per_call)
+  runners = [make_jax_step(layers, "jaxcompress", steps_per_call=k)]
+  if k > 1:
+    one, _ = make_jax_step(layers, "1 step per call")
+    runners.append((repeat_steps(one, k), "1 step per call"))
   if args.compare:
     # Plain flax: nn.Conv wherever the layer set uses jaxcompress.ops.conv.Conv, nn.BatchNorm.
     plain = {f: nn.Conv for f in ("conv", "first_conv") if getattr(layers, f) is conv_ops.Conv}
@@ -311,12 +376,13 @@ def main(argv: list[str] | None = None) -> None:
     runners.append(make_jax_step(layers.replace(norm=nn.BatchNorm), "ops.conv + nn.BatchNorm"))
     runners.append(make_jax_step(layers.replace(norm=bn_ops.BatchNorm),
                                  "ops.conv + ops.BatchNorm"))
-  runners.append(make_torch_step(args.model, args.device))
+  torch_run, torch_label = make_torch_step(args.model, args.device)
+  runners.append((repeat_steps(torch_run, k) if k > 1 else torch_run, torch_label))
   times = time_interleaved(runners, args.reps, args.steps)
 
   print(f"{args.model} training step, batch {BATCH}, {jax.default_backend()} "
-        f"({args.reps} interleaved reps x {args.steps} steps; host_malloc "
-        f"{'on' if host_malloc.applied() else 'off'})")
+        f"({args.reps} interleaved reps x {args.steps} runs of {k} steps; jaxcompress: {k} "
+        f"steps per jitted call; host_malloc {'on' if host_malloc.applied() else 'off'})")
   print(f"{'variant':24s} {'img/s best':>11s} {'img/s median':>13s}")
   best, med = {}, {}
   for label, ts in times.items():
@@ -325,6 +391,9 @@ def main(argv: list[str] | None = None) -> None:
   # The ratio uses the best repetition: on a loaded 2-core machine PyTorch's OpenMP threads
   # lose far more than XLA's under contention (medians fell to 1/7 of the best for torch, 2/3
   # for JAX, in the same run), so median ratios mostly measure the load, not the code.
+  if "1 step per call" in best:
+    print(f"ratio 1 step per call {best['1 step per call'] / best['torch']:.3f} "
+          f"(median {med['1 step per call'] / med['torch']:.3f})")
   print(f"median ratio {med['jaxcompress'] / med['torch']:.3f} (load-sensitive)")
   print(f"ratio {best['jaxcompress'] / best['torch']:.3f}")
   sys.stdout.flush()

@@ -50,6 +50,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.max_to_keep = 3
   c.async_checkpoint = True
   c.num_devices = -1        # devices in the mesh; -1 = all (global) devices
+  # Host pipeline: consecutive training steps per jitted call (one lax.fori_loop over stacked
+  # batches; jaxcompress/train/multi_step.py). Saves a dispatch and, on CPU, XLA's fresh
+  # temporary buffer per step; runs still stop at every epoch, eval and checkpoint boundary.
+  c.steps_per_call = 8
   c.progress = "auto"       # "bar" on a terminal, "lines" otherwise, or "none"
   # XLA options of the compiled train/eval steps, e.g. xla_gpu_autotune_level=0 (see
   # jaxcompress/train/compile_options.py); options named for another backend are dropped.

@@ -66,6 +66,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
+def stacked_batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Sharding of a stack of batches (steps, batch, ...): each batch split along its own axis."""
+  return NamedSharding(mesh, P(None, DATA_AXIS))
+
+
 def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
   """Raises a ValueError naming the fix when the batch does not split evenly."""
   n = mesh.devices.size
@@ -81,6 +86,15 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, ja
     return jax.device_put(local_batch, sharding)
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
+
+
+def global_batches(local_stack: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """`global_batch` for a stack of batches (steps, local batch, ...), split along axis 1."""
+  sharding = stacked_batch_sharding(mesh)
+  if jax.process_count() == 1:
+    return jax.device_put(local_stack, sharding)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, x), local_stack)
 
 
 def is_main_process() -> bool:

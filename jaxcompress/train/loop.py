@@ -26,6 +26,7 @@ from jaxcompress.methods.base import Method
 from jaxcompress.train import checkpoint as checkpoint_lib
 from jaxcompress.train import compile_options
 from jaxcompress.train import logging as logging_lib
+from jaxcompress.train import multi_step
 from jaxcompress.train import one_shot
 from jaxcompress.train.state import TrainState
 
@@ -218,6 +219,17 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                              state_sharding=replicated,
                                              batch_sharding=batch_sharding,
                                              compiler_options=step_options)
+  steps_per_call = config.get("steps_per_call", 1)
+  if not isinstance(steps_per_call, int) or steps_per_call < 1:
+    raise ConfigError(f"config.steps_per_call must be an integer >= 1 (training steps per jitted "
+                      f"call of the host pipeline), got {steps_per_call!r}.")
+  loop_fn = None
+  if scan_fn is None and steps_per_call > 1:
+    loop_fn = multi_step.jit_train_steps(
+        method.train_step, max_steps=steps_per_call, state_sharding=replicated,
+        batch_sharding=batch_sharding,
+        stacked_batch_sharding=distributed.stacked_batch_sharding(mesh),
+        compiler_options=step_options)
   example = distributed.global_batch(train_ds[0], mesh)
   init_fn = one_shot.jit_once(method.init, out_shardings=replicated)
   train_fn = jax.jit(method.train_step, in_shardings=(replicated, batch_sharding),
@@ -287,6 +299,13 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                       boundaries=(steps_per_epoch, eval_every, checkpoint_every))
         state, metrics = scan_fn(state, device_data, epoch, in_epoch, length=end - step)
         window.add_steps(metrics)
+      elif loop_fn is not None:  # config.steps_per_call host batches in one jitted loop
+        end = on_device_lib.chunk_end(step, total_steps=total_steps, max_steps=steps_per_call,
+                                      boundaries=(steps_per_epoch, eval_every, checkpoint_every))
+        stack = multi_step.stack_batches([next(batches) for _ in range(end - step)],
+                                         steps_per_call)
+        state, metrics = loop_fn(state, distributed.global_batches(stack, mesh), end - step)
+        window.add_steps(jax.tree.map(lambda m, n=end - step: m[:n], metrics))
       else:
         end = step + 1
         state, metrics = train_fn(state, distributed.global_batch(next(batches), mesh))

@@ -72,6 +72,39 @@ class BatchNormTest(parameterized.TestCase):
     np.testing.assert_allclose(jax.grad(f)(x, fast), jax.grad(f)(x, reference), rtol=1e-5,
                                atol=1e-5)
 
+  @parameterized.named_parameters(("centred", 0.0), ("offset", 1.0), ("large_offset", 5.0))
+  def test_gradients_match_numpy_float64(self, offset):
+    # The closed-form backward against an independent float64 NumPy evaluation of it, with batch
+    # means up to several standard deviations away from zero (the fast-variance cancellation).
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(32, 8, 8, 16)) * 2.0 + offset * 2.0).astype(np.float32)
+    gy = rng.normal(size=x.shape).astype(np.float32)
+    scale = rng.uniform(0.5, 1.5, 16).astype(np.float32)
+    bias = rng.normal(size=16).astype(np.float32)
+    eps = 1e-5
+
+    def reference(x, gy):  # the closed form in float64
+      x, gy = x.astype(np.float64), gy.astype(np.float64)
+      m = x.size // x.shape[-1]
+      mean = x.mean((0, 1, 2))
+      rstd = 1.0 / np.sqrt(x.var((0, 1, 2)) + eps)
+      xhat = (x - mean) * rstd
+      dbias = gy.sum((0, 1, 2))
+      dscale = (gy * xhat).sum((0, 1, 2))
+      dx = scale * rstd * (gy - dbias / m - xhat * dscale / m)
+      return dx, dscale, dbias
+
+    def f(x, scale, bias):
+      y, _, _ = batch_norm.batch_norm_train(x, scale, bias, eps, jnp.dtype(jnp.float32))
+      return jnp.sum(y * gy)
+
+    want = reference(x, gy)
+    for fn in (jax.grad(f, (0, 1, 2)), jax.jit(jax.grad(f, (0, 1, 2)))):
+      got = fn(jnp.asarray(x), jnp.asarray(scale), jnp.asarray(bias))
+      for g, w, name in zip(got, want, ("dx", "dscale", "dbias")):
+        np.testing.assert_allclose(np.asarray(g), w, rtol=1e-4, atol=2e-4 * np.abs(w).max(),
+                                   err_msg=name)
+
   def test_is_flax_batch_norm(self):
     self.assertIsInstance(batch_norm.BatchNorm(), nn.BatchNorm)
 

@@ -70,17 +70,18 @@ def test_bad_options_name_the_config_field(raw, match):
     compile_options.step_compiler_options({"compiler_options": raw})
 
 
-@pytest.mark.parametrize("on_device", [False, True])
-def test_engine_compiles_steps_with_the_options_and_init_without(tmp_path, on_device):
+@pytest.mark.parametrize("on_device,steps_per_call,train", [
+    (False, 1, "jit_train_step."), (False, 4, "jit_train_step_loop"), (True, 1, "jit_train_steps")])
+def test_engine_compiles_steps_with_the_options_and_init_without(tmp_path, on_device,
+                                                                 steps_per_call, train):
   # xla_dump_to is observable on CPU: XLA writes each module it compiles with the option.
   dump = tmp_path / "dump"
-  cfg = loop_test.toy_config(num_epochs=1)
+  cfg = loop_test.toy_config(num_epochs=1, steps_per_call=steps_per_call)
   cfg.data.on_device = on_device
   cfg.compiler_options = ml_collections.ConfigDict({"xla_dump_to": str(dump)})
   jax.clear_caches()  # the in-memory executables of other tests carry no options
   loop.run(cfg, str(tmp_path / "work"))
   names = " ".join(os.listdir(dump))
-  train = "jit_train_steps" if on_device else "jit_train_step."
   assert train in names and "jit_eval_step" in names and "jit_on_epoch" in names
   assert "jit_init" not in names  # one_shot.jit_once compiles init with its own options
 

@@ -222,3 +222,59 @@ def test_on_device_refuses_per_example_transforms(tmp_path):
   cfg.data.transform = "imagenet_crop"
   with pytest.raises(errors.ConfigError, match="on_device=False"):
     loop.run(cfg, str(tmp_path))
+
+
+def test_steps_per_call_trains_and_logs_like_one_step_per_call(tmp_path):
+  # Three host batches per jitted call in 4-step epochs (calls of 3 + 1 steps, one compilation)
+  # run the same steps on the same batches as one call per step: same state, same log rows.
+  one = loop.run(toy_config(steps_per_call=1, log_every=1), str(tmp_path / "one"))
+  three = loop.run(toy_config(steps_per_call=3, log_every=1), str(tmp_path / "three"))
+  assert int(three["state"].step) == 8 and int(three["state"].extra["hook_calls"]) == 2
+  for a, b in zip(jax.tree.leaves((one["state"].params, one["state"].extra)),
+                  jax.tree.leaves((three["state"].params, three["state"].extra))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  rows_one, rows_three = _rows(tmp_path / "one"), _rows(tmp_path / "three")
+  assert [(r["step"], r["split"]) for r in rows_one] == [(r["step"], r["split"]) for r in rows_three]
+  for r1, r3 in zip(rows_one, rows_three):
+    for k, v in r1.items():
+      if k not in ("step", "split", "steps_per_second"):
+        np.testing.assert_allclose(r3[k], v, rtol=1e-4, atol=1e-6, err_msg=f"{k} at {r1['step']}")
+
+
+def test_steps_per_call_resume_matches_uninterrupted(tmp_path):
+  # Checkpoints every 3 steps cut the 3-step calls short; a run resumed from step 6 (mid-epoch)
+  # reads the host batches of the uninterrupted run.
+  full = loop.run(toy_config(steps_per_call=3), str(tmp_path / "full"))["state"]
+  workdir = str(tmp_path / "resumed")
+  loop.run(toy_config(steps_per_call=3, checkpoint_every=3), workdir)
+  directory = os.path.join(workdir, "checkpoints")
+  for d in os.listdir(directory):
+    if d.isdigit() and int(d) > 6:
+      shutil.rmtree(os.path.join(directory, d))
+  resumed = loop.run(toy_config(steps_per_call=3, checkpoint_every=3), workdir)["state"]
+  assert int(resumed.step) == 8
+  for a, b in zip(jax.tree.leaves((full.params, full.extra, full.opt_state)),
+                  jax.tree.leaves((resumed.params, resumed.extra, resumed.opt_state))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
+@needs_eight_devices
+def test_steps_per_call_eight_devices_equal_one_device(tmp_path):
+  one = loop.run(toy_config(num_devices=1, steps_per_call=3), str(tmp_path / "one"))["state"]
+  eight = loop.run(toy_config(num_devices=8, steps_per_call=3), str(tmp_path / "eight"))["state"]
+  for a, b in zip(jax.tree.leaves((one.params, one.model_state)),
+                  jax.tree.leaves((eight.params, eight.model_state))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_steps_per_call_nan_loss_names_the_step(tmp_path):
+  cfg = toy_config(steps_per_call=3)
+  cfg.optim.learning_rate = 1e9
+  with pytest.raises(errors.TrainingDivergedError, match=r"'loss'.*step \d+"):
+    loop.run(cfg, str(tmp_path))
+
+
+@pytest.mark.parametrize("value", [0, -2])
+def test_bad_steps_per_call_is_refused(tmp_path, value):
+  with pytest.raises(errors.ConfigError, match="steps_per_call must be an integer >= 1"):
+    loop.run(toy_config(steps_per_call=value), str(tmp_path))
