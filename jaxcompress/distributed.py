@@ -79,22 +79,21 @@ def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
                      f"Set config.data.batch_size to a multiple of {n}.")
 
 
+def _assemble(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+  """Each process's local arrays as global arrays with `sharding` (one process: a device_put)."""
+  if jax.process_count() == 1:
+    return jax.device_put(local, sharding)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local)
+
+
 def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Assembles each process's local batch into global arrays sharded over the mesh."""
-  sharding = batch_sharding(mesh)
-  if jax.process_count() == 1:
-    return jax.device_put(local_batch, sharding)
-  return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
+  return _assemble(local_batch, batch_sharding(mesh))
 
 
 def global_batches(local_stack: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """`global_batch` for a stack of batches (steps, local batch, ...), split along axis 1."""
-  sharding = stacked_batch_sharding(mesh)
-  if jax.process_count() == 1:
-    return jax.device_put(local_stack, sharding)
-  return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, x), local_stack)
+  return _assemble(local_stack, stacked_batch_sharding(mesh))
 
 
 def is_main_process() -> bool:

@@ -98,12 +98,15 @@ def jax_leaves(tree):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_with_two_devices(tmp_path):
+@pytest.mark.parametrize("on_device", [True, False])
+def test_two_processes_match_one_process_with_two_devices(tmp_path, on_device):
   # One CPU device per process: with several devices per process, XLA:CPU's cross-process
   # collectives (gloo) gave input-dependent gradient errors (README, "Known XLA:CPU problem"),
   # whatever the data path. Few steps: early training amplifies float reduction-order differences.
-  # The quickstart streams from data.on_device, so this covers the on-device multi-process path.
-  flags = ["--config.num_steps=3", "--config.async_checkpoint=False"]
+  # The quickstart streams from data.on_device; on_device=False takes the host pipeline, whose
+  # 3 steps run as one call over a stack of batches assembled from both processes' halves.
+  flags = ["--config.num_steps=3", "--config.async_checkpoint=False",
+           f"--config.data.on_device={on_device}"]
   code, out = launch(str(tmp_path / "single"), *flags, devices=2)
   assert code == 0, out[-2000:]
   port = portpicker.pick_unused_port()
