@@ -33,8 +33,8 @@ _CACHE = flags.DEFINE_string(
 _HOST_MALLOC = flags.DEFINE_bool(
     "host_malloc", False,
     "CPU runs: make glibc keep freed buffers mapped (jaxcompress/ops/host_malloc.py; the same as "
-    "JAXCOMPRESS_HOST_MALLOC=1). Steps ~1.14x faster on a ResNet-20, compilation slower: for long "
-    "training runs, not for quick configs.")
+    "JAXCOMPRESS_HOST_MALLOC=1). Not recommended since config.steps_per_call (default 8) removes "
+    "most page faults: with both, the ResNet-20 step was slower (BENCHMARKS.md, tenth session).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 

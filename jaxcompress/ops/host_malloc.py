@@ -26,7 +26,15 @@ training step: RBNN ResNet-20 15.6-15.7 -> 18.1-18.6 s (M_ARENA_MAX alone: 18.4-
 ResNet-20 11.1-12.0 -> 11.0-11.5 s. The digits quick configs, which compile several programs and
 then run small steps, are slower end to end (two alternating runs each, empty compilation caches,
 same accuracy: float 27.1-27.6 -> 33.2-33.5 s, RBNN 34.1-34.2 -> 46.1-46.2 s). A long CPU training
-run gains (a CIFAR-10 epoch is 391 steps of ~0.3 s); tests and quick configs lose.
+run gained (a CIFAR-10 epoch is 391 steps of ~0.3 s); tests and quick configs lose.
+
+Superseded for training (tenth session): the engine's `config.steps_per_call` (default 8) runs
+several steps per call, whose loop reuses one temporary buffer, so most faults are gone without
+these settings (6,300 per step instead of 50,000), and with both the float ResNet-20 step was
+slower than with `steps_per_call` alone: 0.779 / 0.793x PyTorch against 0.947 / 0.993x
+(`benchmarks/train_step.py [--host-malloc]`, separate runs). In the same runs one call per
+step was slower with them too (0.762 / 0.758x against 0.793 / 0.821x), unlike the seventh and
+ninth sessions' measurements. Kept as an opt-in; not recommended.
 So they are set only when asked for, before JAX starts its backend:
   * `JAXCOMPRESS_HOST_MALLOC=1` in the environment: `import jaxcompress` calls `apply()`;
   * or call `apply()` yourself before the first JAX computation.
