@@ -12,7 +12,8 @@ one jitted `lax.fori_loop`: the loop body's buffers are allocated once per call 
 every step in it, and the step count is a traced argument, so a shorter run of steps (before an
 epoch end, an evaluation or a checkpoint) reuses the same compilation. The steps are the
 method's own `train_step`, in order, on the same batches: only the grouping changes (Keras's
-`steps_per_execution`, TPUEstimator's `iterations_per_loop`).
+`steps_per_execution`, TPUEstimator's `iterations_per_loop`). The price is memory for
+`max_steps` batches on the host and on each device.
 """
 from __future__ import annotations
 
