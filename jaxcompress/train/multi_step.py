@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcompress.errors import ConfigError
+
 Batch = dict[str, Any]
 TrainStep = Callable[[Any, Batch], tuple[Any, dict[str, jax.Array]]]
 
@@ -51,6 +53,29 @@ def stack_batches(batches: list[Batch], max_steps: int) -> Batch:
   except ValueError as e:
     raise ValueError(f"The host batches of one call differ in structure or shape ({e}); every "
                      "training batch must have the same shapes (drop the remainder batch).") from e
+
+
+def _check_state_types(state: Any, new_state: Any) -> None:
+  """Raises a ConfigError naming the leaf when a step changes the state's structure or types.
+
+  One call per step tolerates that (each call is traced for its own input types); a loop needs
+  the state it carries to keep its types, and JAX's own error does not say which config to change.
+  """
+  before, after = jax.tree.structure(state), jax.tree.structure(new_state)
+  if before != after:
+    raise ConfigError(f"config.steps_per_call > 1 runs train_step in a loop, which needs the new "
+                      f"state to have the structure of the old one; got {after} from {before}. "
+                      "Return the same pytree from train_step, or set config.steps_per_call=1.")
+  for path, old, new in zip(jax.tree_util.tree_leaves_with_path(state),
+                            jax.tree.leaves(state), jax.tree.leaves(new_state)):
+    # Weak types may differ: the loop promotes those itself.
+    old_type, new_type = (jnp.shape(old), jnp.result_type(old)), (new.shape, new.dtype)
+    if old_type != new_type:
+      raise ConfigError(
+          f"config.steps_per_call > 1 runs train_step in a loop, which needs every state leaf to "
+          f"keep its shape and dtype; {jax.tree_util.keystr(path[0])} goes from "
+          f"{old_type[1]}{list(old_type[0])} to {new_type[1]}{list(new_type[0])}. Cast it in "
+          "train_step (e.g. jnp.asarray(x, old.dtype)), or set config.steps_per_call=1.")
 
 
 def jit_train_steps(train_step: TrainStep, *, max_steps: int,
@@ -87,7 +112,8 @@ def jit_train_steps(train_step: TrainStep, *, max_steps: int,
                            batches)
       return jax.lax.with_sharding_constraint(batch, batch_sharding)
 
-    metric_shapes = jax.eval_shape(step, state, one_batch(0))[1]
+    state_shapes, metric_shapes = jax.eval_shape(step, state, one_batch(0))
+    _check_state_types(state, state_shapes)
     history = jax.tree.map(lambda s: jnp.zeros((max_steps,) + s.shape, s.dtype), metric_shapes)
 
     def body(i, carry):

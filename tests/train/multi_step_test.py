@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from jaxcompress import distributed
+from jaxcompress import distributed, errors
 from jaxcompress.train import multi_step
 
 
@@ -93,3 +93,35 @@ def test_step_is_traced_once():
     stack = distributed.global_batches(multi_step.stack_batches(_batches(count), 3), mesh)
     state, _ = fn(state, stack, count)
   assert len(traces) == 1
+
+
+def _loop_fn(step, max_steps=2):
+  mesh = Mesh(np.array(jax.devices()[:1]), (distributed.DATA_AXIS,))
+  fn = multi_step.jit_train_steps(
+      step, max_steps=max_steps, state_sharding=distributed.replicated(mesh),
+      batch_sharding=distributed.batch_sharding(mesh),
+      stacked_batch_sharding=distributed.stacked_batch_sharding(mesh))
+  return fn, mesh
+
+
+@pytest.mark.parametrize("bad_step,match", [
+    (lambda s, b: ((s[0].astype(jnp.float16), s[1]), {}), r"\[0\] goes from float32\[3\] to float16"),
+    (lambda s, b: ((s[0][:2], s[1]), {}), r"\[0\] goes from float32\[3\] to float32\[2\]"),
+    (lambda s, b: ((s[0],), {}), "structure of the old one"),
+])
+def test_state_type_changes_name_the_leaf_and_the_fix(bad_step, match):
+  fn, mesh = _loop_fn(bad_step)
+  state = jax.device_put((jnp.zeros(3), jnp.asarray(0, jnp.int32)), distributed.replicated(mesh))
+  stack = distributed.global_batches(multi_step.stack_batches(_batches(1), 2), mesh)
+  with pytest.raises(errors.ConfigError, match=match) as info:
+    fn(state, stack, 1)
+  assert "steps_per_call=1" in str(info.value)
+
+
+def test_weak_type_changes_are_accepted():
+  # A weakly typed counter that the step makes strong is promoted by the loop, not refused.
+  fn, mesh = _loop_fn(lambda s, b: ((s[0] + 1.0, s[1].astype(jnp.int32) + 1), {}))
+  state = jax.device_put((jnp.zeros(3), jnp.asarray(0)), distributed.replicated(mesh))
+  stack = distributed.global_batches(multi_step.stack_batches(_batches(2), 2), mesh)
+  (w, n), _ = fn(state, stack, 2)
+  assert int(n) == 2 and float(w[0]) == 2.0
