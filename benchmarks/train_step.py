@@ -127,22 +127,22 @@ def make_jax_step(layers: factory.Layers, label: str, impl: str = "auto",
   tx = optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(0.1, momentum=0.9))
   opt_state = tx.init(params)
 
+  options = YNN_CONVS if ynn_convs else None
   if steps_per_call > 1:
     run = _engine_steps(step_fn(model, consts, tx), (params, batch_stats, opt_state),
-                        {"image": np.asarray(x), "label": np.asarray(y)}, steps_per_call)
-    run()  # compile
-    return run, label
+                        {"image": np.asarray(x), "label": np.asarray(y)}, steps_per_call,
+                        options)
+  else:
+    # Donating params / state lets XLA update them in place instead of allocating every step.
+    step = jax.jit(step_fn(model, consts, tx), donate_argnums=(0, 1, 2),
+                   compiler_options=options)
+    state = [params, batch_stats, opt_state]
 
-  # Donating params / state lets XLA update them in place instead of allocating every step.
-  step = jax.jit(step_fn(model, consts, tx), donate_argnums=(0, 1, 2),
-                 compiler_options=YNN_CONVS if ynn_convs else None)
-  state = [params, batch_stats, opt_state]
-
-  def run() -> None:
-    p, s, o, loss = step(state[0], state[1], state[2], x, y)
-    state[:] = [p, s, o]
-    loss.block_until_ready()
-  run.steps_per_run = 1
+    def run() -> None:
+      p, s, o, loss = step(state[0], state[1], state[2], x, y)
+      state[:] = [p, s, o]
+      loss.block_until_ready()
+    run.steps_per_run = 1
 
   with mock.patch.object(xla_cpu, "eigen_convolutions", return_value=not ynn_convs) \
       if ynn_convs else contextlib.nullcontext():
@@ -152,7 +152,8 @@ def make_jax_step(layers: factory.Layers, label: str, impl: str = "auto",
 
 
 def _engine_steps(step: Callable[..., Any], state: Any, host_batch: dict[str, np.ndarray],
-                  steps_per_call: int) -> Callable[[], Any]:
+                  steps_per_call: int, compiler_options: dict[str, Any] | None
+                  ) -> Callable[[], Any]:
   """`steps_per_call` steps per call through the engine's own multi-step code."""
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), (distributed.DATA_AXIS,))
 
@@ -163,7 +164,8 @@ def _engine_steps(step: Callable[..., Any], state: Any, host_batch: dict[str, np
   loop_fn = multi_step.jit_train_steps(
       method_step, max_steps=steps_per_call, state_sharding=distributed.replicated(mesh),
       batch_sharding=distributed.batch_sharding(mesh),
-      stacked_batch_sharding=distributed.stacked_batch_sharding(mesh))
+      stacked_batch_sharding=distributed.stacked_batch_sharding(mesh),
+      compiler_options=compiler_options)
   holder = [state]
 
   def run() -> None:
@@ -187,7 +189,7 @@ def make_patched_steps(layers: factory.Layers,
     steps_per_call: steps per jitted call (`make_jax_step`).
 
   Returns:
-    (run_one_step, label) pairs, in the order of `variants`.
+    (run, label) pairs (`make_jax_step`), in the order of `variants`.
   """
   runners = []
   for label, patches in variants.items():

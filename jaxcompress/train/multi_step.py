@@ -66,14 +66,14 @@ def _check_state_types(state: Any, new_state: Any) -> None:
     raise ConfigError(f"config.steps_per_call > 1 runs train_step in a loop, which needs the new "
                       f"state to have the structure of the old one; got {after} from {before}. "
                       "Return the same pytree from train_step, or set config.steps_per_call=1.")
-  for path, old, new in zip(jax.tree_util.tree_leaves_with_path(state),
-                            jax.tree.leaves(state), jax.tree.leaves(new_state)):
+  for (path, old), new in zip(jax.tree_util.tree_leaves_with_path(state),
+                              jax.tree.leaves(new_state)):
     # Weak types may differ: the loop promotes those itself.
     old_type, new_type = (jnp.shape(old), jnp.result_type(old)), (new.shape, new.dtype)
     if old_type != new_type:
       raise ConfigError(
           f"config.steps_per_call > 1 runs train_step in a loop, which needs every state leaf to "
-          f"keep its shape and dtype; {jax.tree_util.keystr(path[0])} goes from "
+          f"keep its shape and dtype; {jax.tree_util.keystr(path)} goes from "
           f"{old_type[1]}{list(old_type[0])} to {new_type[1]}{list(new_type[0])}. Cast it in "
           "train_step (e.g. jnp.asarray(x, old.dtype)), or set config.steps_per_call=1.")
 
