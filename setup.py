@@ -31,6 +31,9 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["jaxcompress", "jaxcompress.*", "launch", "configs", "configs.*"]),
+    # The C++ sources of the native CPU kernels, compiled for the host on first use
+    # (jaxcompress/ops/native_build.py).
+    package_data={"jaxcompress.ops": ["native/*.cc"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # torch: the tests that compare against PyTorch transcriptions of the official code.

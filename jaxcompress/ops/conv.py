@@ -21,10 +21,13 @@ its own (Eigen) convolutions at import, and the plan is tuned for that regime:
 On one CPU device with float32 operands, the parts that would be XLA convolutions in the
 forward pass and the stride-1 input gradient run on oneDNN instead (`jaxcompress.ops.
 onednn_conv`: XLA:CPU's `__onednn$convolution` custom call, the kernels PyTorch uses on CPU;
-1.4-2.0x XLA's at ResNet-20 shapes). Weight gradients stay XLA's: oneDNN's forward kernel is the
-only one behind that call, and a weight gradient written as a forward convolution has the whole
-image as its window (1.3-2.6 s per layer). Several CPU devices keep XLA's convolutions: the
-custom call has no SPMD partitioning rule. Float ResNet-20 training step, one interleaved run
+1.4-2.0x XLA's at ResNet-20 shapes). oneDNN's forward kernel is the only one behind that call
+(a weight gradient written as a forward convolution has the whole image as its window: 1.3-2.6 s
+per layer), so the 2-D float32 weight gradient runs on jaxcompress's own C++ kernel instead
+(`jaxcompress.ops.native_conv`, built for the host CPU on first use; 2.2-3.8x XLA's blocked
+gradient, within 1.0-1.25x of PyTorch's oneDNN kernel) where a C++ compiler is available, and
+on XLA's blocked convolution otherwise. Several CPU devices keep XLA's convolutions: neither
+call has an SPMD partitioning rule. Float ResNet-20 training step, one interleaved run
 (with the batch-norm change of the same session, `ops.batch_norm`): 394 -> 464 img/s; RBNN
 ResNet-20 307 -> 339 (BENCHMARKS.md).
 
@@ -80,6 +83,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxcompress.ops import native_conv
 from jaxcompress.ops import onednn_conv
 from jaxcompress.ops import xla_cpu
 
@@ -483,6 +487,9 @@ class _Plan(NamedTuple):
   # Forward and stride-1 input gradient, where not matmuls, on oneDNN (`onednn_conv`) instead
   # of XLA's convolution; set by `conv_general_dilated` for float32 when oneDNN is available.
   onednn: bool = False
+  # Weight gradient on the native kernel (`native_conv.conv_weight_grad`) instead of XLA's
+  # blocked convolution; set by `conv_general_dilated` where `_native_dw_applies`.
+  native_dw: bool = False
 
 
 def _cpu_plan(c_in: int, kshape: Sequence[int], strides: Sequence[int],
@@ -559,7 +566,9 @@ def _fast_conv_bwd(strides, pads, rhs_dil, precision, pet, plan, res, g):
     dlhs = vjp_lhs(g_out)[0]
   else:
     dlhs = _canonical_input_grad(g_out, rhs, pads, rhs_dil, precision, pet, plan.onednn)
-  if plan.matmul_dw:
+  if plan.native_dw:
+    drhs = native_conv.conv_weight_grad(lhs, g_out, kshape, strides, pads, rhs_dil)
+  elif plan.matmul_dw:
     drhs = _weight_grad(lhs, g, kshape, strides, pads, rhs_dil, precision)
   else:
     drhs = _blocked_weight_grad(lhs, g_out, kshape, strides, pads, rhs_dil, precision, pet)
@@ -686,6 +695,20 @@ def _onednn_applies(lhs: jax.Array, rhs: jax.Array, strides: Sequence[int],
           and onednn_conv.available())
 
 
+def _native_dw_applies(lhs: jax.Array, rhs: jax.Array, pet: Any) -> bool:
+  """Whether a CPU convolution's weight gradient runs on `native_conv.conv_weight_grad`.
+
+  2-D, float32 without a different accumulation type, one device (like the oneDNN custom call,
+  the FFI call has no SPMD partitioning rule), and `native_conv.available()` (a C++ compiler
+  built the kernel and its probe passed).
+  """
+  if lhs.ndim != 4 or lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32:
+    return False
+  if not (pet is None or pet == jnp.dtype(jnp.float32)):
+    return False
+  return jax.device_count() == 1 and native_conv.available()
+
+
 def _normalize_padding(padding: str | Sequence[tuple[int, int]], lhs_sp: Sequence[int],
                        kshape: Sequence[int], strides: Sequence[int],
                        rhs_dil: Sequence[int]) -> tuple[tuple[int, int], ...]:
@@ -780,6 +803,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                      xla_cpu.eigen_convolutions())
     if _onednn_applies(lhs, rhs, strides, pads, rhs_dil, pet):
       plan = plan._replace(onednn=True)
+    if not plan.matmul_dw and _native_dw_applies(lhs, rhs, pet):
+      plan = plan._replace(native_dw=True)
   return _fast_conv(lhs, rhs, strides, pads, rhs_dil, precision, pet, plan)
 
 Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)

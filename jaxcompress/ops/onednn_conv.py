@@ -21,7 +21,7 @@ Only forward convolutions exist behind the target, so `jaxcompress.ops.conv` use
 forward pass and for the stride-1 input gradient (a forward convolution of the cotangent with
 the flipped kernel). A weight gradient written as a forward convolution (window = the whole
 image) took 1.3-2.6 s per layer: oneDNN has no fast kernel for that shape, so weight gradients
-stay on XLA.
+run on jaxcompress's own C++ kernel (`native_conv`) or, without a compiler, on XLA.
 
 When it is used (`available`): a CPU backend on x86-64 with a jaxlib whose custom-call contract
 was checked (0.10, 0.11), not opted out (JAXCOMPRESS_ONEDNN_CONV=0), and a one-time probe that

@@ -17,31 +17,20 @@ against 12.4 s / 8.8 s with XLA's convolutions, which are cached).
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import platform
 import warnings
 
 import jax
 
+from jaxcompress.ops import native_build
+
 DISABLE = "none"
-
-
-def _cpu_signature() -> str:
-  text = platform.machine()
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      # One processor's model name and flags: the instruction set the code was built for.
-      text += "".join(sorted({line for line in f if line.startswith(("model name", "flags"))}))
-  except OSError:
-    text += platform.processor()
-  return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def default_dir() -> str:
   """`$XDG_CACHE_HOME/jaxcompress/xla-<cpu digest>` (or under ~/.cache)."""
   root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return os.path.join(root, "jaxcompress", f"xla-{_cpu_signature()}")
+  return os.path.join(root, "jaxcompress", f"xla-{native_build.cpu_signature()}")
 
 
 def enable(cache_dir: str | None = None, min_compile_secs: float = 1.0,

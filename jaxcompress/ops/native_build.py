@@ -1,0 +1,133 @@
+"""Builds jaxcompress's C++ XLA FFI kernels for the host CPU on first use, and caches them.
+
+The kernels (`jaxcompress/ops/native/*.cc`) are plain C++17 against the XLA FFI headers that
+jaxlib ships (`jax.ffi.include_dir()`). They are compiled by the system C++ compiler with
+`-O3 -march=native`, so the machine code fits the CPU it runs on (AVX-512 here, AVX2 on an
+older laptop) without a wheel per instruction set. The shared object lands in
+`$XDG_CACHE_HOME/jaxcompress/native-<cpu digest>/` (or `~/.cache/...`), named by a digest of the
+source, the compiler's version, the flags and the jaxlib version, so a changed source, compiler
+or jaxlib builds again and an unchanged one loads in milliseconds (a build takes ~3 s).
+
+The object is written under a temporary name and renamed into place: concurrent processes
+(pytest workers, the processes of one multi-host run) may each build, and none ever loads a
+half-written file. Without a compiler, with a failing build or with JAXCOMPRESS_NATIVE=0 the
+callers fall back to XLA's own kernels; `build_error` says why.
+
+Set CXX to choose the compiler.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+
+import jax
+import jaxlib
+
+OPT_OUT_ENV = "JAXCOMPRESS_NATIVE"
+SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native")
+FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
+_BUILD_TIMEOUT_S = 300
+
+_log = logging.getLogger(__name__)
+_errors: dict[str, str] = {}
+
+
+def cpu_signature() -> str:
+  """A short digest of this host's CPU model and feature flags (its instruction set)."""
+  text = platform.machine()
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      # One processor's model name and flags: the instruction set the code was built for.
+      text += "".join(sorted({line for line in f if line.startswith(("model name", "flags"))}))
+  except OSError:
+    text += platform.processor()
+  return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def cache_dir() -> str:
+  """`$XDG_CACHE_HOME/jaxcompress/native-<cpu digest>` (or under ~/.cache)."""
+  root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(root, "jaxcompress", f"native-{cpu_signature()}")
+
+
+def _compiler() -> str | None:
+  for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+    if name and shutil.which(name):
+      return shutil.which(name)
+  return None
+
+
+def _compiler_version(cxx: str) -> str:
+  try:
+    return subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30,
+                          check=False).stdout
+  except (OSError, subprocess.SubprocessError):
+    return ""
+
+
+def build_error(name: str) -> str | None:
+  """Why `build(name)` returned None in this process (None if it did not fail)."""
+  return _errors.get(name)
+
+
+@functools.lru_cache(maxsize=None)
+def build(name: str) -> str | None:
+  """Compiles `native/<name>.cc` for this CPU (or finds it already built) and returns its path.
+
+  Args:
+    name: the source's stem, e.g. "conv_weight_grad".
+
+  Returns:
+    Path of the shared object, or None when native kernels are off or cannot be built here
+    (`build_error(name)` holds the reason; it is also logged once).
+  """
+  if os.environ.get(OPT_OUT_ENV, "1") == "0":
+    _errors[name] = f"{OPT_OUT_ENV}=0"
+    return None
+  source = os.path.join(SOURCE_DIR, f"{name}.cc")
+  cxx = _compiler()
+  if cxx is None:
+    _errors[name] = "no C++ compiler found (install g++ or clang++, or set CXX)"
+    _log.warning("jaxcompress: %s; using XLA's kernels for %s.", _errors[name], name)
+    return None
+  with open(source, "rb") as f:
+    code = f.read()
+  include = jax.ffi.include_dir()
+  key = hashlib.sha256(b"\0".join([
+      code, _compiler_version(cxx).encode(), " ".join(FLAGS).encode(),
+      jaxlib.__version__.encode()])).hexdigest()[:16]
+  for directory in (cache_dir(), os.path.join(tempfile.gettempdir(), "jaxcompress-native")):
+    target = os.path.join(directory, f"{name}-{key}.so")
+    if os.path.exists(target):
+      return target
+    try:
+      os.makedirs(directory, exist_ok=True)
+      fd, partial = tempfile.mkstemp(suffix=".so.partial", dir=directory)
+      os.close(fd)
+    except OSError:
+      continue  # read-only home etc.: try the temporary directory
+    try:
+      result = subprocess.run([cxx, *FLAGS, f"-I{include}", source, "-o", partial],
+                              capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S,
+                              check=False)
+      if result.returncode != 0:
+        _errors[name] = f"{os.path.basename(cxx)} failed on {source}: {result.stderr[-2000:]}"
+        _log.warning("jaxcompress: %s; using XLA's kernels.", _errors[name])
+        return None
+      os.replace(partial, target)  # atomic: readers see the whole file or none
+      return target
+    except (OSError, subprocess.SubprocessError) as e:
+      _errors[name] = f"building {source} failed: {e}"
+      _log.warning("jaxcompress: %s; using XLA's kernels.", _errors[name])
+      return None
+    finally:
+      if os.path.exists(partial):
+        os.remove(partial)
+  _errors[name] = f"no writable directory for the build (tried {cache_dir()} and the temp dir)"
+  return None
