@@ -10,6 +10,9 @@ median repetition, and the last line is `ratio <jaxcompress/torch>` of the best 
 (default 8) host batches stacked and trained by one jitted loop (`jaxcompress/train/
 multi_step.py`); "1 step per call" is one jitted call per step (`--steps-per-call 1` alone, or
 the `ratio 1 step per call` line). Every runner performs the same number of steps per run.
+Where the native weight-gradient kernel is in use (`jaxcompress/ops/native_conv.py`, one CPU
+device), "XLA weight gradients" is the same engine path with XLA's blocked weight-gradient
+convolutions instead (the tenth session's code), in the same run.
 
 Usage:
   python benchmarks/train_step.py --model resnet20 [--reps 10] [--steps 1] [--compare]
@@ -38,6 +41,7 @@ from jaxcompress.models import factory, resnet_cifar
 from jaxcompress.ops import batch_norm as bn_ops
 from jaxcompress.ops import conv as conv_ops
 from jaxcompress.ops import host_malloc
+from jaxcompress.ops import native_conv
 from jaxcompress.ops import xla_cpu
 from jaxcompress.quant import layers as quant_layers  # noqa: F401  (registers "rbnn")
 from jaxcompress.quant import rotation
@@ -61,6 +65,10 @@ def model_layers(model_name: str) -> factory.Layers:
 # `--compare`, so that before and after are measured in one interleaved run.
 YNN_CONVS = {"xla_cpu_experimental_ynn_fusion_type":
              "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,LIBRARY_FUSION_TYPE_REDUCE"}
+
+
+# Label of the runner whose weight gradients run on XLA instead of `native_conv` (same run).
+XLA_DW = "XLA weight gradients"
 
 
 def step_fn(model: nn.Module, consts: dict[str, Any],
@@ -166,7 +174,10 @@ def _engine_steps(step: Callable[..., Any], state: Any, host_batch: dict[str, np
       batch_sharding=distributed.batch_sharding(mesh),
       stacked_batch_sharding=distributed.stacked_batch_sharding(mesh),
       compiler_options=compiler_options)
-  holder = [state]
+  # Committed to the loop's state sharding, as the engine's jitted init leaves it: an
+  # uncommitted first state would make the second call compile again, outside any patches that
+  # `make_patched_steps` applied while the first call traced.
+  holder = [jax.device_put(state, distributed.replicated(mesh))]
 
   def run() -> None:
     # The host side of the engine's call: stack the batches, put them on the device.
@@ -367,6 +378,11 @@ def main(argv: list[str] | None = None) -> None:
   if k > 1:
     one, _ = make_jax_step(layers, "1 step per call")
     runners.append((repeat_steps(one, k), "1 step per call"))
+  if jax.default_backend() == "cpu" and native_conv.available():
+    # The previous path (tenth session): weight gradients on XLA's blocked convolution instead
+    # of the native kernel, same steps per call.
+    runners += make_patched_steps(
+        layers, {XLA_DW: ((conv_ops, "_native_dw_applies", lambda *a, **kw: False),)}, k)
   if args.compare:
     # Plain flax: nn.Conv wherever the layer set uses jaxcompress.ops.conv.Conv, nn.BatchNorm.
     plain = {f: nn.Conv for f in ("conv", "first_conv") if getattr(layers, f) is conv_ops.Conv}
@@ -396,6 +412,10 @@ def main(argv: list[str] | None = None) -> None:
   if "1 step per call" in best:
     print(f"ratio 1 step per call {best['1 step per call'] / best['torch']:.3f} "
           f"(median {med['1 step per call'] / med['torch']:.3f})")
+  if XLA_DW in best:
+    print(f"ratio {XLA_DW} {best[XLA_DW] / best['torch']:.3f} "
+          f"(median {med[XLA_DW] / med['torch']:.3f}); native kernel speed-up "
+          f"{best['jaxcompress'] / best[XLA_DW]:.3f}")
   print(f"median ratio {med['jaxcompress'] / med['torch']:.3f} (load-sensitive)")
   print(f"ratio {best['jaxcompress'] / best['torch']:.3f}")
   sys.stdout.flush()
