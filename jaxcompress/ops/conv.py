@@ -24,8 +24,8 @@ onednn_conv`: XLA:CPU's `__onednn$convolution` custom call, the kernels PyTorch 
 1.4-2.0x XLA's at ResNet-20 shapes). oneDNN's forward kernel is the only one behind that call
 (a weight gradient written as a forward convolution has the whole image as its window: 1.3-2.6 s
 per layer), so the 2-D float32 weight gradient runs on jaxcompress's own C++ kernel instead
-(`jaxcompress.ops.native_conv`, built for the host CPU on first use; 2.2-3.8x XLA's blocked
-gradient, within 1.0-1.25x of PyTorch's oneDNN kernel) where a C++ compiler is available, and
+(`jaxcompress.ops.native_conv`, built for the host CPU on first use; 2.4-5.5x faster than XLA's
+blocked gradient, 0.76-1.34x PyTorch's oneDNN kernel's time) where a C++ compiler is available, and
 on XLA's blocked convolution otherwise. Several CPU devices keep XLA's convolutions: neither
 call has an SPMD partitioning rule. Float ResNet-20 training step, one interleaved run
 (with the batch-norm change of the same session, `ops.batch_norm`): 394 -> 464 img/s; RBNN

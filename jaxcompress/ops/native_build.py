@@ -13,7 +13,8 @@ The object is written under a temporary name and renamed into place: concurrent 
 half-written file. Without a compiler, with a failing build or with JAXCOMPRESS_NATIVE=0 the
 callers fall back to XLA's own kernels; `build_error` says why.
 
-Set CXX to choose the compiler.
+Set CXX to choose the compiler, and JAXCOMPRESS_NATIVE_CXXFLAGS to append flags (e.g.
+`-march=haswell` for a build that also runs on older hosts; a later -march wins over the default).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import jax
 import jaxlib
 
 OPT_OUT_ENV = "JAXCOMPRESS_NATIVE"
+EXTRA_FLAGS_ENV = "JAXCOMPRESS_NATIVE_CXXFLAGS"
 SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native")
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 _BUILD_TIMEOUT_S = 300
@@ -50,10 +52,19 @@ def cpu_signature() -> str:
   return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def cache_dir() -> str:
-  """`$XDG_CACHE_HOME/jaxcompress/native-<cpu digest>` (or under ~/.cache)."""
+def host_cache_dir(kind: str) -> str:
+  """`$XDG_CACHE_HOME/jaxcompress/<kind>-<cpu digest>` (or under ~/.cache).
+
+  For artifacts holding machine code for this CPU (native kernels, XLA executables): a home
+  directory shared by a cluster may be read from hosts with other instruction sets.
+  """
   root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return os.path.join(root, "jaxcompress", f"native-{cpu_signature()}")
+  return os.path.join(root, "jaxcompress", f"{kind}-{cpu_signature()}")
+
+
+def cache_dir() -> str:
+  """Where `build` puts shared objects: `host_cache_dir("native")`."""
+  return host_cache_dir("native")
 
 
 def _compiler() -> str | None:
@@ -99,8 +110,9 @@ def build(name: str) -> str | None:
   with open(source, "rb") as f:
     code = f.read()
   include = jax.ffi.include_dir()
+  flags = list(FLAGS) + os.environ.get(EXTRA_FLAGS_ENV, "").split()
   key = hashlib.sha256(b"\0".join([
-      code, _compiler_version(cxx).encode(), " ".join(FLAGS).encode(),
+      code, _compiler_version(cxx).encode(), " ".join(flags).encode(),
       jaxlib.__version__.encode()])).hexdigest()[:16]
   for directory in (cache_dir(), os.path.join(tempfile.gettempdir(), "jaxcompress-native")):
     target = os.path.join(directory, f"{name}-{key}.so")
@@ -113,7 +125,7 @@ def build(name: str) -> str | None:
     except OSError:
       continue  # read-only home etc.: try the temporary directory
     try:
-      result = subprocess.run([cxx, *FLAGS, f"-I{include}", source, "-o", partial],
+      result = subprocess.run([cxx, *flags, f"-I{include}", source, "-o", partial],
                               capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S,
                               check=False)
       if result.returncode != 0:

@@ -152,6 +152,10 @@ def conv_weight_grad(x: jax.Array, g: jax.Array, kshape: Sequence[int], strides:
   return _conv_weight_grad_p.bind(x, g, **params)
 
 
+# The loaded kernels' libraries, kept referenced so that their code stays mapped.
+_LIBRARIES: list[ctypes.CDLL] = []
+
+
 @functools.lru_cache(maxsize=None)
 def _register() -> bool:
   """Builds the kernel for this CPU and registers it as an XLA FFI target; False if it can't."""
@@ -169,9 +173,6 @@ def _register() -> bool:
   jax.ffi.register_ffi_target(FFI_TARGET, jax.ffi.pycapsule(handler), platform="cpu")
   _LIBRARIES.append(library)  # keep the handler's code mapped
   return True
-
-
-_LIBRARIES: list[ctypes.CDLL] = []
 
 
 @functools.lru_cache(maxsize=None)

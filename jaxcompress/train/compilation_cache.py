@@ -13,7 +13,10 @@ carries a digest of the CPU model and feature flags.
 Programs with oneDNN convolutions (one CPU device, float32; `jaxcompress.ops.onednn_conv`) are
 not stored: XLA cannot serialise that custom call, so they compile again in each process. They
 also compile faster (the quick digits ResNet-20: 11.5 s with an empty cache, 9.9 s run again,
-against 12.4 s / 8.8 s with XLA's convolutions, which are cached).
+against 12.4 s / 8.8 s with XLA's convolutions, which are cached). Programs with the native
+weight-gradient kernel (`jaxcompress.ops.native_conv`, an XLA FFI call) are stored and load
+again: the quick RBNN digits run took 39.4-40.0 s with an empty cache, 26.3-27.2 s with a warm
+one (BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -29,8 +32,7 @@ DISABLE = "none"
 
 def default_dir() -> str:
   """`$XDG_CACHE_HOME/jaxcompress/xla-<cpu digest>` (or under ~/.cache)."""
-  root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return os.path.join(root, "jaxcompress", f"xla-{native_build.cpu_signature()}")
+  return native_build.host_cache_dir("xla")
 
 
 def enable(cache_dir: str | None = None, min_compile_secs: float = 1.0,

@@ -204,6 +204,19 @@ class ChecksAndFallbackTest(parameterized.TestCase):
     files = os.listdir(os.path.dirname(path))
     self.assertEqual(files, [os.path.basename(path)])  # no partial file left behind
 
+  def test_extra_flags_change_the_build(self):
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+      self.skipTest("no C++ compiler on this machine")
+    cache = self.enter_context(tempfile.TemporaryDirectory())
+    with mock.patch.dict(os.environ, {"XDG_CACHE_HOME": cache}):
+      default = native_build.build.__wrapped__("conv_weight_grad")
+      with mock.patch.dict(os.environ, {native_build.EXTRA_FLAGS_ENV: "-DJAXCOMPRESS_TEST=1"}):
+        extra = native_build.build.__wrapped__("conv_weight_grad")
+      with mock.patch.dict(os.environ, {native_build.EXTRA_FLAGS_ENV: "-fno-such-flag"}):
+        self.assertIsNone(native_build.build.__wrapped__("conv_weight_grad"))
+    self.assertNotEqual(default, extra)  # keyed by the flags: a separate object
+    self.assertTrue(os.path.exists(default) and os.path.exists(extra))
+
   def test_failed_build_reports_the_compiler_output(self):
     source_dir = self.enter_context(tempfile.TemporaryDirectory())
     cache = self.enter_context(tempfile.TemporaryDirectory())
