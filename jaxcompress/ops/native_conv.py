@@ -104,6 +104,13 @@ ad.primitive_jvps[_conv_weight_grad_p] = _jvp
 batching.primitive_batchers[_conv_weight_grad_p] = _batch
 
 
+def _out_spatial(x_shape: Sequence[int], kshape: Sequence[int], strides: Sequence[int],
+                 pads: Sequence[tuple[int, int]], rhs_dil: Sequence[int]) -> tuple[int, ...]:
+  """(ho, wo) of the convolution of an NHWC input of `x_shape` (the cotangent's spatial shape)."""
+  return tuple((size + lo + hi - (k - 1) * d - 1) // s + 1 for size, k, s, d, (lo, hi)
+               in zip(x_shape[1:3], kshape, strides, rhs_dil, pads))
+
+
 def _check(x: jax.Array, g: jax.Array, kshape: tuple[int, ...], strides: tuple[int, ...],
            pads: tuple[tuple[int, int], ...], rhs_dil: tuple[int, ...]) -> None:
   if x.dtype != jnp.float32 or g.dtype != jnp.float32:
@@ -117,8 +124,7 @@ def _check(x: jax.Array, g: jax.Array, kshape: tuple[int, ...], strides: tuple[i
   if any(lo < 0 or hi < 0 for lo, hi in pads) or min(strides + rhs_dil) < 1:
     raise ValueError(f"conv_weight_grad needs padding >= 0 and strides/dilations >= 1, got "
                      f"pads {pads}, strides {strides}, dilation {rhs_dil}; crop the input first.")
-  expected = tuple((size + lo + hi - (k - 1) * d - 1) // s + 1 for size, k, s, d, (lo, hi)
-                   in zip(x.shape[1:3], kshape, strides, rhs_dil, pads))
+  expected = _out_spatial(x.shape, kshape, strides, pads, rhs_dil)
   if tuple(g.shape[1:3]) != expected:
     raise ValueError(f"conv_weight_grad: cotangent spatial shape {g.shape[1:3]} is not the "
                      f"convolution's output shape {expected} for input {x.shape}, kernel "
@@ -190,8 +196,7 @@ def _probe() -> bool:
       for shape, o, kshape, strides, pads, rhs_dil in cases:
         params = dict(kshape=kshape, strides=strides, pads=pads, rhs_dil=rhs_dil)
         x = jnp.asarray(rng.standard_normal(shape).astype(np.float32))
-        out_sp = tuple((size + lo + hi - (k - 1) * d - 1) // s + 1 for size, k, s, d, (lo, hi)
-                       in zip(shape[1:3], kshape, strides, rhs_dil, pads))
+        out_sp = _out_spatial(shape, kshape, strides, pads, rhs_dil)
         g = jnp.asarray(rng.standard_normal((shape[0],) + out_sp + (o,)).astype(np.float32))
         got = np.asarray(_conv_weight_grad_p.bind(x, g, **params))
         want = np.asarray(_reference(x, g, **params))
