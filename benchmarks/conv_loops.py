@@ -75,7 +75,6 @@ def pc_darts_case() -> tuple[Callable[..., Any], tuple[Any, ...]]:
   from configs.pc_darts import digits_search  # pylint: disable=g-import-not-at-top
   from jaxcompress import methods  # pylint: disable=g-import-not-at-top
   from jaxcompress.data import pipeline, sources  # pylint: disable=g-import-not-at-top
-  from jaxcompress.train import loop  # pylint: disable=g-import-not-at-top
   cfg = digits_search.get_config()
   src = sources.get("digits", "train")
   f = cfg.data.search_split
@@ -83,7 +82,7 @@ def pc_darts_case() -> tuple[Callable[..., Any], tuple[Any, ...]]:
   spe = pipeline.steps_per_epoch(len(train), cfg.data.batch_size)
   method = methods.get(cfg.method)(cfg, steps_per_epoch=spe, total_steps=8 * spe)
   ds = pipeline.train_dataset(train, global_batch_size=cfg.data.batch_size, num_steps=1, seed=0,
-                              options=loop.image_options(cfg.data), val_source=val)
+                              options=pipeline.ImageOptions.from_config(cfg.data), val_source=val)
   batch = jax.device_put(ds[0])
   state = jax.jit(lambda r, b: method.init(r, b))(jax.random.key(0), batch)
   state = state.replace(step=jnp.asarray(10 * spe, state.step.dtype))  # past the warm-up

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import jaxcompress  # noqa: E402,F401  (sets the XLA:CPU flags before the backend starts)
 from jaxcompress import methods  # noqa: E402
 from jaxcompress.data import pipeline, sources  # noqa: E402
-from jaxcompress.train import loop, one_shot  # noqa: E402
+from jaxcompress.train import one_shot  # noqa: E402
 
 CONFIGS = {"resnet20": "configs.baseline.digits_resnet20",
            "rbnn": "configs.rbnn.digits_resnet20",
@@ -62,7 +62,7 @@ def method_and_batch(cfg: Any, num_epochs: int | None = None) -> tuple[Any, Any]
   epochs = cfg.num_epochs if num_epochs is None else num_epochs
   method = methods.get(cfg.method)(cfg, steps_per_epoch=spe, total_steps=epochs * spe)
   ds = pipeline.train_dataset(train, global_batch_size=cfg.data.batch_size, num_steps=1, seed=0,
-                              options=loop.image_options(cfg.data), val_source=val)
+                              options=pipeline.ImageOptions.from_config(cfg.data), val_source=val)
   return method, jax.device_put(ds[0])
 
 

@@ -1,7 +1,7 @@
-"""Small datasets held on the devices and trained by a jitted `lax.scan` (`data.on_device`).
+"""Small datasets held on the devices, for training by a jitted `lax.scan` (`data.on_device`).
 
-DESIGN.md section 4: "Small datasets may be held on device and iterated by a jitted `lax.scan`
-epoch (`data.on_device=True`): the fastest path on any accelerator."
+The data side of the fastest path on any accelerator; the scan itself is the engine's
+`jaxcompress.train.runners.ScanRunner`.
 
 The host pipeline (`pipeline.train_dataset`) hands every step a batch from Python: one host-to-
 device copy and one dispatch per step, which dominates when a step takes a millisecond or two
@@ -26,7 +26,7 @@ are not supported here: those configs keep the host pipeline.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +36,6 @@ from jaxcompress.data.pipeline import ImageOptions
 from jaxcompress.errors import ConfigError
 
 Batch = dict[str, jax.Array]
-TrainStep = Callable[[Any, Batch], tuple[Any, dict[str, jax.Array]]]
 
 # Above this the copy per device is refused (the error names the fix). CIFAR-10's training split
 # is 150 MiB as uint8; ImageNet is far above it.
@@ -224,49 +223,3 @@ class Stream:
     images = augment_batch(images, key, crop_padding=self.options.crop_padding,
                            flip=self.options.flip)
     return normalize(images, self.options)
-
-
-def scan_train_steps(train_step: TrainStep, stream: Stream, *,
-                     state_sharding: jax.sharding.Sharding,
-                     batch_sharding: jax.sharding.Sharding,
-                     compiler_options: dict[str, Any] | None = None) -> Callable[..., Any]:
-  """A jitted function running `length` consecutive training steps inside one epoch.
-
-  Args:
-    train_step: the method's pure `(state, batch) -> (state, metrics)`.
-    stream: which batch each step reads.
-    state_sharding: the train state's sharding (replicated).
-    batch_sharding: how each batch is split over the mesh (along its leading axis).
-    compiler_options: XLA options of the compiled scan (`config.compiler_options`), or None.
-
-  Returns:
-    `train_steps(state, data, epoch, start, length=n) -> (state, metrics)`: steps
-    `start .. start+n-1`
-    of epoch `epoch` (n static, the rest traced, so every epoch reuses one compilation), with
-    each metric stacked along a leading axis of length n. The state argument is donated.
-  """
-
-  def train_steps(state: Any, data: DeviceDataset, epoch: jax.Array, start: jax.Array, *,
-                  length: int) -> tuple[Any, dict[str, jax.Array]]:
-    perm, val_perm = stream.permutations(data, epoch)
-
-    def body(state, i):
-      batch = stream.batch(data, perm, val_perm, epoch, start + i)
-      batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-      return train_step(state, batch)
-
-    return jax.lax.scan(body, state, jnp.arange(length))
-
-  # Named train_steps: XLA dumps, profiles and compilation-cache entries show "jit_train_steps".
-  return jax.jit(train_steps, static_argnames="length", donate_argnums=0,
-                 out_shardings=(state_sharding, state_sharding),
-                 compiler_options=compiler_options)
-
-
-def chunk_end(step: int, *, total_steps: int, boundaries: tuple[int, ...],
-              max_steps: int) -> int:
-  """Where the scan starting at `step` must stop: at the next multiple of any boundary period
-  (epoch end, eval, checkpoint), at `total_steps`, or after `max_steps` steps."""
-  stops = [total_steps, step + max(1, max_steps)]
-  stops += [(step // period + 1) * period for period in boundaries if period > 0]
-  return min(stops)

@@ -10,6 +10,7 @@ global position. Global batch b is the concatenation of the local batches of pro
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Iterator
 
 import grain
@@ -33,6 +34,13 @@ class ImageOptions:
   crop_padding: int = 0
   flip: bool = False
 
+  @classmethod
+  def from_config(cls, data_config: Any) -> "ImageOptions":
+    """The options of a `config.data` block (mean, std, crop_padding, flip)."""
+    return cls(mean=tuple(data_config.mean), std=tuple(data_config.std),
+               crop_padding=data_config.get("crop_padding", 0),
+               flip=data_config.get("flip", False))
+
 
 def _stack(examples: list[dict[str, Any]], options: ImageOptions) -> dict[str, np.ndarray]:
   """Stacks examples key by key: "image" keys are normalised to float32, labels int32, masks
@@ -51,6 +59,16 @@ def _stack(examples: list[dict[str, Any]], options: ImageOptions) -> dict[str, n
 
 
 ExampleFn = Callable[[dict[str, Any], np.random.Generator], dict[str, Any]]
+OrderFn = Callable[[int, int], np.ndarray]
+
+
+def uniform_order(epoch: int, num_examples: int, *, seed: int, length: int) -> np.ndarray:
+  """Epoch `epoch`'s example order: a permutation from (seed, epoch), continued with further
+  permutations from (seed, epoch, r), r = 1, 2, ..., until `length` indices."""
+  parts = [np.random.default_rng([seed, epoch]).permutation(num_examples)]
+  while sum(len(p) for p in parts) < length:
+    parts.append(np.random.default_rng([seed, epoch, len(parts)]).permutation(num_examples))
+  return np.concatenate(parts)[:length]
 
 
 def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
@@ -65,7 +83,9 @@ def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
 def train_dataset(source: Any, *, global_batch_size: int, num_steps: int, seed: int,
                   options: ImageOptions, process_index: int = 0,
                   process_count: int = 1, val_source: Any = None,
-                  example_fn: ExampleFn | None = None) -> grain.MapDataset:
+                  example_fn: ExampleFn | None = None,
+                  epoch_steps: int | None = None,
+                  order_fn: OrderFn | None = None) -> grain.MapDataset:
   """The training stream as a MapDataset of this process's local batches, one per step.
 
   With `val_source` (bilevel search: DARTS trains weights on one half of the training split and
@@ -82,6 +102,11 @@ def train_dataset(source: Any, *, global_batch_size: int, num_steps: int, seed: 
     val_source: optional second source paired with every example.
     example_fn: optional per-example transform `(example, rng) -> example` applied before the
       image augmentation (e.g. paired LR/HR patch cropping for super-resolution).
+    epoch_steps: the epoch length in steps (`config.steps_per_epoch`; default: whole
+      batches of one pass over `source`).
+    order_fn: `(epoch, num_examples) -> example indices` of at least one epoch's length (a
+      sampler: PK identities, pseudo labels); default a fresh permutation per epoch, continued
+      with further permutations when an epoch is longer than one pass.
 
   Returns:
     `ds` with `ds[step]` the local batch (dict of NumPy arrays) of global step `step`.
@@ -90,16 +115,18 @@ def train_dataset(source: Any, *, global_batch_size: int, num_steps: int, seed: 
     raise ConfigError(f"Global batch {global_batch_size} is not divisible by the {process_count} "
                      "processes.")
   n = len(source)
-  per_epoch = steps_per_epoch(n, global_batch_size) * global_batch_size
+  epoch_steps = epoch_steps or steps_per_epoch(n, global_batch_size)
+  per_epoch = epoch_steps * global_batch_size
   local = global_batch_size // process_count
-  permutations: dict[int, np.ndarray] = {}
+  orders: dict[int, np.ndarray] = {}
+  order_fn = order_fn or functools.partial(uniform_order, seed=seed, length=per_epoch)
 
   def example(position: int) -> dict[str, Any]:
     epoch, offset = divmod(position, per_epoch)
-    if epoch not in permutations:  # one permutation per epoch, cached per worker
-      permutations.clear()
-      permutations[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
-    item = dict(source[int(permutations[epoch][offset])])
+    if epoch not in orders:  # one order per epoch, cached per worker
+      orders.clear()
+      orders[epoch] = order_fn(epoch, n)
+    item = dict(source[int(orders[epoch][offset])])
     rng = np.random.default_rng([seed, 1_000_003, position])
     if example_fn is not None:
       item = example_fn(item, rng)

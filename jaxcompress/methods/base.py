@@ -8,7 +8,8 @@ the `train_step`s of the epoch, `on_epoch_end`; `eval_step` over the eval split 
 from __future__ import annotations
 
 import abc
-from typing import Any
+import dataclasses
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -17,6 +18,39 @@ from jaxcompress.train.state import TrainState
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
+
+
+@dataclasses.dataclass
+class HookContext:
+  """What a host hook (a hook named in `Method.host_hooks`) may use besides the state.
+
+  Attributes:
+    mesh: the run's device mesh.
+    workdir: the run's output directory.
+    writer: the metric writer (`writer.write(step, split, metrics)`, `writer.log(text)`).
+    evaluation: the run's evaluators and eval splits (`jaxcompress.train.evaluation`).
+    train_source: the training split's random-access source.
+    restart_stream: set to True when the hook changed what the training stream reads (e.g. new
+      pseudo labels in the state that the sampler takes its labels from); the engine then
+      rebuilds the stream from the current step.
+  """
+  mesh: jax.sharding.Mesh
+  workdir: str | None
+  writer: Any
+  evaluation: Any
+  train_source: Any
+  restart_stream: bool = False
+
+  def map_batches(self, fn: Callable[[TrainState, Batch], dict[str, jax.Array]],
+                  state: TrainState, split: str) -> dict[str, Any]:
+    """Runs `fn(state, batch)` jitted over every batch of `split` (a split name of
+    `config.data.name`, e.g. "train" for feature extraction before clustering).
+
+    Returns:
+      {output: NumPy array} with one row per example of the split, in split order (padding
+      removed), the same on every process.
+    """
+    return self.evaluation.map_batches(fn, state, split)
 
 
 class Method(abc.ABC):
@@ -32,7 +66,15 @@ class Method(abc.ABC):
       divides by the number of valid examples.
     * Schedules that change per epoch live in `state.extra` (set by `on_epoch_start`) so the
       compiled step never changes.
+    * Epoch hooks are jitted by the engine unless named in `host_hooks`: a host hook runs as
+      plain Python with the signature `(state, epoch, context: HookContext) -> state` (k-means
+      pseudo labels, feature extraction over a split with `context.map_batches`, files).
+    * `predict(state, batch) -> {name: array}` (optional) gives the outputs evaluators read
+      ("logits" for accuracy, "features" for retrieval).
   """
+
+  # Names of the epoch hooks that run on the host with a HookContext instead of being jitted.
+  host_hooks: frozenset[str] = frozenset()
 
   def __init__(self, config: ml_collections.ConfigDict, *, steps_per_epoch: int = 1,
                total_steps: int = 1):
@@ -65,6 +107,11 @@ class Method(abc.ABC):
     """Work outside the gradient step after the epoch's last batch (default: none)."""
     del epoch
     return state
+
+  def predict(self, state: TrainState, batch: Batch) -> dict[str, jax.Array]:
+    """Model outputs for evaluators, e.g. {"logits": ...}; pure and jit-able."""
+    raise NotImplementedError(f"{type(self).__name__} has no predict(state, batch); evaluators "
+                              "other than type 'method' need it.")
 
   def summary(self, example_batch: Batch) -> str:
     """The model summary table written to summary.txt (default: none)."""

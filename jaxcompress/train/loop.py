@@ -1,16 +1,21 @@
-"""The one training engine: `run(config, workdir)` for every method (DESIGN.md section 3).
+"""The one training engine: `run(config, workdir)` for every method.
+
+`run` reads top-down: build the data, the mesh, the method and the state; run the steps (through
+one of the runners of `jaxcompress.train.runners`); evaluate (the evaluators of `config.evals`);
+report. A config with `stages` is an ordered list of such runs (`jaxcompress.train.stages`).
 
 The engine owns jit, sharding, donation, epoch hooks, evaluation, checkpoints, resumption,
 logging and failure handling; a method only supplies pure steps (`jaxcompress.methods.base`).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -22,11 +27,10 @@ from jaxcompress import methods as methods_lib
 from jaxcompress.data import on_device as on_device_lib
 from jaxcompress.data import pipeline, sources, transforms
 from jaxcompress.errors import ConfigError, PreemptedError, TrainingDivergedError
-from jaxcompress.methods.base import Method
+from jaxcompress.methods.base import HookContext, Method
 from jaxcompress.train import checkpoint as checkpoint_lib
-from jaxcompress.train import compile_options
+from jaxcompress.train import compile_options, evaluation, runners
 from jaxcompress.train import logging as logging_lib
-from jaxcompress.train import multi_step
 from jaxcompress.train import one_shot
 from jaxcompress.train.state import TrainState
 
@@ -43,22 +47,11 @@ def _check_workdir(workdir: str) -> None:
                       "can write to.") from None
 
 
-def image_options(data_config: ml_collections.ConfigDict) -> pipeline.ImageOptions:
-  """The pipeline's ImageOptions from a `config.data` block."""
-  return pipeline.ImageOptions(mean=tuple(data_config.mean), std=tuple(data_config.std),
-                               crop_padding=data_config.get("crop_padding", 0),
-                               flip=data_config.get("flip", False))
-
-
 @jax.jit
 def _all_finite(tree: Any) -> jax.Array:
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
             if jnp.issubdtype(x.dtype, jnp.inexact)]
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
-def _overrides(method: Method, name: str) -> bool:
-  return getattr(type(method), name) is not getattr(Method, name)
 
 
 class _Preemption:
@@ -81,75 +74,164 @@ class _Preemption:
 class _MetricWindow:
   """The per-step training metrics not yet logged, kept on device until a log line needs them.
 
-  Parts are either one step's metrics (host pipeline) or a scan's metrics stacked along a
-  leading step axis (`data.on_device`).
+  Each part holds some steps' metrics stacked along a leading step axis.
   """
 
   def __init__(self):
-    self._parts: list[tuple[Any, bool]] = []
+    self._parts: list[Any] = []
 
-  def add_step(self, metrics: dict[str, jax.Array]) -> None:
-    self._parts.append((metrics, False))
-
-  def add_steps(self, metrics: dict[str, jax.Array]) -> None:
-    self._parts.append((metrics, True))
+  def add(self, metrics: dict[str, jax.Array]) -> None:
+    self._parts.append(metrics)
 
   def take_means(self, count: int) -> dict[str, float]:
     """Means over the oldest `count` steps, which leave the window."""
-    # Consecutive single steps are stacked on device first: one transfer per metric, not one
-    # per metric and step.
-    blocks: list[Any] = []
-    singles: list[Any] = []
-    for tree, stacked in self._parts + [(None, True)]:
-      if not stacked:
-        singles.append(tree)
-        continue
-      if singles:
-        blocks.append(jax.tree.map(lambda *x: jnp.stack(x), *singles))
-        singles = []
-      if tree is not None:
-        blocks.append(tree)
-    merged = jax.tree.map(lambda *x: np.concatenate([np.asarray(v) for v in x]),
-                          *jax.device_get(blocks))
-    self._parts = []
+    # One concatenation on device, then one transfer per metric.
+    merged = jax.device_get(jax.tree.map(lambda *x: jnp.concatenate(x), *self._parts))
     rest = jax.tree.map(lambda x: x[count:], merged)
     leaves = jax.tree.leaves(rest)
-    if leaves and len(leaves[0]):
-      self._parts.append((rest, True))
+    self._parts = [rest] if leaves and len(leaves[0]) else []
     return {k: float(np.mean(v[:count])) for k, v in merged.items()}
 
 
-def evaluate(eval_fn: Any, state: TrainState, eval_ds: Any,
-             mesh: jax.sharding.Mesh) -> dict[str, float]:
-  """Runs `eval_fn` over every eval batch; returns metric sums divided by the valid count.
+@dataclasses.dataclass
+class Setup:
+  """Everything a run builds from its config before the first step.
 
-  The valid count is summed from the global mask on device: with several processes the padded
-  last batch holds different numbers of real examples per process.
+  Attributes:
+    config: the experiment config.
+    mesh: the device mesh.
+    method: the Method instance.
+    train_ds: the step-indexed training dataset (host pipeline).
+    train_source: the training split's source (after `data.search_split`).
+    val_source: the held-out part of a bilevel search, or None.
+    steps_per_epoch, total_steps: the run's length.
+    options: normalisation and augmentation of images.
+    step_options: XLA compiler options of the steps.
   """
-  totals: dict[str, jax.Array] = {}
-  for local in pipeline.iterate(eval_ds):
-    batch = distributed.global_batch(local, mesh)
-    metrics = dict(eval_fn(state, batch), _count=_mask_sum(batch["mask"]))
-    totals = metrics if not totals else jax.tree.map(jnp.add, totals, metrics)
-  totals = jax.device_get(totals)
-  count = max(float(totals.pop("_count")), 1.0)
-  return {k: float(v) / count for k, v in totals.items()}
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+  method: Method
+  train_ds: Any
+  train_source: Any
+  val_source: Any
+  steps_per_epoch: int
+  total_steps: int
+  options: pipeline.ImageOptions
+  step_options: dict[str, Any] | None
+
+  def example_batch(self) -> dict[str, jax.Array]:
+    return distributed.global_batch(self.train_ds[0], self.mesh)
 
 
-@jax.jit
-def _mask_sum(mask: jax.Array) -> jax.Array:
-  return jnp.sum(mask)
+def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Setup:
+  """Data, mesh and method of `config` (no compilation yet).
+
+  Raises:
+    ConfigError, DatasetNotFoundError: a bad config or a missing dataset, with the fix.
+  """
+  method_cls = methods_lib.get(config.method)
+  num_devices = config.get("num_devices", -1)
+  mesh = distributed.make_mesh(jax.devices()[:num_devices] if num_devices > 0 else None)
+  data = config.data
+  distributed.check_batch_size(data.batch_size, mesh)
+  transforms.load_providers()  # registers task-specific sources (e.g. super-resolution sets)
+  train_src = sources.get(data.name, data.train_split, data_dir=data.get("data_dir", None),
+                          **data.get("source_kwargs", {}))
+  val_src = None
+  search_fraction = data.get("search_split", 0.0)
+  if search_fraction:  # bilevel NAS: weights on [0, f) of the train split, architecture on [f, 1)
+    val_src = sources.SubsetSource(train_src, search_fraction, 1.0)
+    train_src = sources.SubsetSource(train_src, 0.0, search_fraction)
+  steps_per_epoch = config.get("steps_per_epoch", -1)
+  if not steps_per_epoch or steps_per_epoch <= 0:
+    steps_per_epoch = pipeline.steps_per_epoch(len(train_src), data.batch_size)
+  total_steps = (config.num_steps if config.get("num_steps", -1) > 0
+                 else config.num_epochs * steps_per_epoch)
+  method = method_cls(config, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+  method.workdir = workdir
+  options = pipeline.ImageOptions.from_config(data)
+  train_ds = pipeline.train_dataset(
+      train_src, global_batch_size=data.batch_size, num_steps=total_steps, seed=config.seed,
+      options=options, process_index=jax.process_index(), process_count=jax.process_count(),
+      val_source=val_src, epoch_steps=steps_per_epoch,
+      example_fn=transforms.get(data.get("transform", ""), train=True,
+                                **dict(data.get("transform_kwargs", {}))))
+  return Setup(config=config, mesh=mesh, method=method, train_ds=train_ds, train_source=train_src,
+               val_source=val_src, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+               options=options, step_options=compile_options.step_compiler_options(config))
+
+
+def make_runner(setup: Setup, *, eval_every: int, checkpoint_every: int) -> Any:
+  """The stepping mode the config asks for (see `jaxcompress.train.runners`)."""
+  config, method, mesh = setup.config, setup.method, setup.mesh
+  data = config.data
+  if data.get("on_device", False):
+    if data.get("transform", ""):
+      raise ConfigError(f"config.data.on_device does not run per-example transforms (data.transform"
+                        f" = {data.transform!r}); set config.data.on_device=False.")
+    device_data = on_device_lib.put(
+        setup.train_source, distributed.replicated(mesh), val_source=setup.val_source,
+        max_bytes=data.get("on_device_max_bytes", on_device_lib.DEFAULT_MAX_BYTES))
+    stream = on_device_lib.Stream(data.batch_size, setup.steps_per_epoch, config.seed,
+                                  setup.options)
+    scan_steps = data.get("scan_steps", -1)
+    return runners.ScanRunner(method.train_step, device_data, stream, mesh,
+                              max_steps=setup.steps_per_epoch if scan_steps <= 0 else scan_steps,
+                              compiler_options=setup.step_options)
+  steps_per_call = config.get("steps_per_call", 1)
+  if not isinstance(steps_per_call, int) or steps_per_call < 1:
+    raise ConfigError(f"config.steps_per_call must be an integer >= 1 (training steps per jitted "
+                      f"call of the host pipeline), got {steps_per_call!r}.")
+  workers = data.get("num_workers", 0)
+  if steps_per_call > 1:
+    return runners.MultiStepRunner(method.train_step, setup.train_ds, mesh,
+                                   max_steps=steps_per_call, num_workers=workers,
+                                   compiler_options=setup.step_options)
+  return runners.OneStepRunner(method.train_step, setup.train_ds, mesh, num_workers=workers,
+                               compiler_options=setup.step_options)
+
+
+def _hooks(setup: Setup) -> dict[str, Callable[..., Any]]:
+  """The method's epoch hooks: jitted (state, epoch) or host (state, epoch, context)."""
+  method = setup.method
+  replicated = distributed.replicated(setup.mesh)
+  hooks = {}
+  for name in ("on_epoch_start", "on_epoch_end"):
+    if getattr(type(method), name) is getattr(Method, name):
+      continue  # not overridden
+    fn = getattr(method, name)
+    if name in method.host_hooks:
+      hooks[name] = fn
+    else:
+      hooks[name] = jax.jit(fn, out_shardings=replicated, donate_argnums=0,
+                            compiler_options=setup.step_options)
+  return hooks
+
+
+def initial_state(setup: Setup, checkpointer: checkpoint_lib.Checkpointer | None,
+                  initialize: Callable[[TrainState], TrainState] | None = None) -> TrainState:
+  """The method's initial state, restored from the newest intact checkpoint when there is one.
+
+  `initialize` (a stage hand-over: params of an earlier run) applies to a fresh start only.
+  """
+  init_fn = one_shot.jit_once(setup.method.init, out_shardings=distributed.replicated(setup.mesh))
+  state = init_fn(jax.random.key(setup.config.seed), setup.example_batch())
+  if checkpointer is not None and checkpointer.latest_step() is not None:
+    return checkpointer.restore(state)
+  return initialize(state) if initialize is not None else state
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains (or resumes) `config` in `workdir`.
+  """Trains (or resumes) `config` in `workdir`; a config with `stages` runs each in turn.
 
   Args:
     config: an experiment config (see configs/).
-    workdir: output directory (config.json, metrics.jsonl, summary.txt, checkpoints/, events).
+    workdir: output directory (config.json, metrics.jsonl, summary.txt, checkpoints/, events;
+      with stages, one such directory per stage: `workdir/<stage>/`).
 
   Returns:
-    {"state": final TrainState, "eval": last eval metrics, "steps": total steps}.
+    {"state": final TrainState, "eval": last eval metrics, "steps": total steps} (with stages:
+    the last stage's, plus "stages": {name: its eval metrics}).
 
   Raises:
     ConfigError, DatasetNotFoundError, CheckpointError: before compiling, with the fix.
@@ -159,124 +241,74 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   # On a GPU, threefry draws lower to one kernel each while the engine runs: a supernet's init
   # otherwise compiles for minutes (compile_options module docstring).
   with compile_options.gpu_threefry_kernel():
-    return _run(config, workdir)
+    if config.get("stages", None):
+      from jaxcompress.train import stages  # pylint: disable=g-import-not-at-top
+      return stages.run_stages(config, workdir)
+    return run_single(config, workdir)
 
 
-def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """`run`'s body (see there)."""
+def _write_outputs(setup: Setup, workdir: str) -> str:
+  """config.json and summary.txt (process 0); returns the summary table."""
+  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+    f.write(setup.config.to_json_best_effort(indent=2, sort_keys=True))
+  table = setup.method.summary(jax.tree.map(np.asarray, setup.train_ds[0]))
+  with open(os.path.join(workdir, "summary.txt"), "w", encoding="utf-8") as f:
+    f.write(table + "\n")
+  return table
+
+
+def _append_best(workdir: str, best: dict[str, float]) -> None:
+  if not best:
+    return
+  with open(os.path.join(workdir, "summary.txt"), "a", encoding="utf-8") as f:
+    f.write("\nBest eval metrics\n" + "".join(f"  {k}: {v:.6g}\n" for k, v in sorted(
+        best.items())))
+
+
+def run_single(config: ml_collections.ConfigDict, workdir: str, *,
+               initialize: Callable[[TrainState], TrainState] | None = None) -> dict[str, Any]:
+  """One engine run (see `run`); `initialize` maps the fresh initial state (stage hand-over)."""
   _check_workdir(workdir)
-  step_options = compile_options.step_compiler_options(config)
-  method_cls = methods_lib.get(config.method)
-  num_devices = config.get("num_devices", -1)
-  mesh = distributed.make_mesh(jax.devices()[:num_devices] if num_devices > 0 else None)
-  batch_size = config.data.batch_size
-  distributed.check_batch_size(batch_size, mesh)
-  eval_batch_size = config.data.get("eval_batch_size", batch_size)
-  distributed.check_batch_size(eval_batch_size, mesh)
-  data_dir = config.data.get("data_dir", None)
-  transforms.load_providers()  # registers task-specific sources (e.g. super-resolution sets)
-  train_src = sources.get(config.data.name, config.data.train_split, data_dir=data_dir,
-                          **config.data.get("source_kwargs", {}))
-  eval_src = sources.get(config.data.name, config.data.eval_split, data_dir=data_dir,
-                         **config.data.get("source_kwargs", {}))
-  val_src = None
-  search_fraction = config.data.get("search_split", 0.0)
-  if search_fraction:  # bilevel NAS: weights on [0, f) of the train split, architecture on [f, 1)
-    val_src = sources.SubsetSource(train_src, search_fraction, 1.0)
-    train_src = sources.SubsetSource(train_src, 0.0, search_fraction)
-  steps_per_epoch = pipeline.steps_per_epoch(len(train_src), batch_size)
-  total_steps = (config.num_steps if config.get("num_steps", -1) > 0
-                 else config.num_epochs * steps_per_epoch)
-  method = method_cls(config, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
-  method.workdir = workdir
-  options = image_options(config.data)
-  transform_kwargs = dict(config.data.get("transform_kwargs", {}))
-  train_fn_example = transforms.get(config.data.get("transform", ""), train=True,
-                                    **transform_kwargs)
-  eval_fn_example = transforms.get(config.data.get("transform", ""), train=False,
-                                   **transform_kwargs)
-  pidx, pcount = jax.process_index(), jax.process_count()
-  train_ds = pipeline.train_dataset(train_src, global_batch_size=batch_size, num_steps=total_steps,
-                                    seed=config.seed, options=options, process_index=pidx,
-                                    process_count=pcount, val_source=val_src,
-                                    example_fn=train_fn_example)
-  eval_ds = pipeline.eval_dataset(eval_src, global_batch_size=eval_batch_size, options=options,
-                                  process_index=pidx, process_count=pcount,
-                                  example_fn=eval_fn_example)
-
-  replicated = distributed.replicated(mesh)
-  batch_sharding = distributed.batch_sharding(mesh)
-  scan_fn = device_data = None
-  if config.data.get("on_device", False):
-    if config.data.get("transform", ""):
-      raise ConfigError(f"config.data.on_device does not run per-example transforms (data.transform"
-                        f" = {config.data.transform!r}); set config.data.on_device=False.")
-    device_data = on_device_lib.put(
-        train_src, replicated, val_source=val_src,
-        max_bytes=config.data.get("on_device_max_bytes", on_device_lib.DEFAULT_MAX_BYTES))
-    stream = on_device_lib.Stream(batch_size, steps_per_epoch, config.seed, options)
-    scan_fn = on_device_lib.scan_train_steps(method.train_step, stream,
-                                             state_sharding=replicated,
-                                             batch_sharding=batch_sharding,
-                                             compiler_options=step_options)
-  steps_per_call = config.get("steps_per_call", 1)
-  if not isinstance(steps_per_call, int) or steps_per_call < 1:
-    raise ConfigError(f"config.steps_per_call must be an integer >= 1 (training steps per jitted "
-                      f"call of the host pipeline), got {steps_per_call!r}.")
-  loop_fn = None
-  if scan_fn is None and steps_per_call > 1:
-    loop_fn = multi_step.jit_train_steps(
-        method.train_step, max_steps=steps_per_call, state_sharding=replicated,
-        batch_sharding=batch_sharding,
-        stacked_batch_sharding=distributed.stacked_batch_sharding(mesh),
-        compiler_options=step_options)
-  example = distributed.global_batch(train_ds[0], mesh)
-  init_fn = one_shot.jit_once(method.init, out_shardings=replicated)
-  train_fn = jax.jit(method.train_step, in_shardings=(replicated, batch_sharding),
-                     out_shardings=(replicated, replicated), donate_argnums=0,
-                     compiler_options=step_options)
-  eval_fn = jax.jit(method.eval_step, in_shardings=(replicated, batch_sharding),
-                    out_shardings=replicated, compiler_options=step_options)
-  hook_kwargs = dict(out_shardings=replicated, donate_argnums=0, compiler_options=step_options)
-  jit_hooks = getattr(method, "jit_hooks", True)
-  epoch_start = (None if not _overrides(method, "on_epoch_start") else
-                 jax.jit(method.on_epoch_start, **hook_kwargs) if jit_hooks
-                 else method.on_epoch_start)
-  epoch_end = (None if not _overrides(method, "on_epoch_end") else
-               jax.jit(method.on_epoch_end, **hook_kwargs) if jit_hooks
-               else method.on_epoch_end)
-
-  main = distributed.is_main_process()
+  setup = build(config, workdir)
+  log_every = max(1, config.get("log_every", 50))
+  eval_every = config.get("eval_every", -1)
+  eval_every = setup.steps_per_epoch if eval_every <= 0 else eval_every
+  checkpoint_every = config.get("checkpoint_every", -1)
+  checkpoint_every = setup.steps_per_epoch if checkpoint_every <= 0 else checkpoint_every
+  evaluators = evaluation.Evaluation(config, setup.method, setup.mesh, eval_every, setup.options,
+                                     setup.step_options)
+  runner = make_runner(setup, eval_every=eval_every, checkpoint_every=checkpoint_every)
+  hooks = _hooks(setup)
   checkpointer = checkpoint_lib.Checkpointer(workdir, config.get("max_to_keep", 3),
                                              async_save=config.get("async_checkpoint", True))
-  state = init_fn(jax.random.key(config.seed), example)
-  if checkpointer.latest_step() is not None:
-    state = checkpointer.restore(state)
+  main = distributed.is_main_process()
+  total_steps, steps_per_epoch = setup.total_steps, setup.steps_per_epoch
+  try:
+    state = initial_state(setup, checkpointer, initialize)
+  except BaseException:
+    checkpointer.close()
+    raise
   start_step = int(jax.device_get(state.step))
-
-  if main:
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    table = method.summary(jax.tree.map(np.asarray, train_ds[0]))
-    with open(os.path.join(workdir, "summary.txt"), "w", encoding="utf-8") as f:
-      f.write(table + "\n")
+  table = _write_outputs(setup, workdir) if main else ""
   writer = logging_lib.MetricWriter(workdir, total_steps, start_step, enabled=main,
                                     progress=config.get("progress", "auto"))
   if main and start_step == 0 and table:
     writer.log(table)
   if start_step:
     writer.log(f"Resumed from checkpoint at step {start_step} in {checkpointer.directory}")
-
-  log_every = max(1, config.get("log_every", 50))
-  eval_every = config.get("eval_every", -1)
-  eval_every = steps_per_epoch if eval_every <= 0 else eval_every
-  checkpoint_every = config.get("checkpoint_every", -1)
-  checkpoint_every = steps_per_epoch if checkpoint_every <= 0 else checkpoint_every
-  scan_steps = config.data.get("scan_steps", -1)
-  scan_steps = steps_per_epoch if scan_steps <= 0 else scan_steps
+    evaluators.restore_best(os.path.join(workdir, "metrics.jsonl"))
+  context = HookContext(mesh=setup.mesh, workdir=workdir, writer=writer, evaluation=evaluators,
+                        train_source=setup.train_source)
   preemption = _Preemption()
   window = _MetricWindow()
-  eval_metrics: dict[str, float] = {}
+  eval_metrics: dict[str, Any] = {}
+
+  def call_hook(name: str, state: TrainState, epoch: int) -> TrainState:
+    if name not in hooks:
+      return state
+    if name in setup.method.host_hooks:
+      return hooks[name](state, epoch, context)
+    return hooks[name](state, epoch)
 
   def save(current: TrainState) -> None:
     if not bool(jax.device_get(_all_finite(current.params))):
@@ -285,53 +317,56 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
           f"checkpoint is in {checkpointer.directory}. Lower the learning rate.")
     checkpointer.save(current)
 
+  def log_train(step: int, last_logged: int, t_start: float) -> int:
+    for logged in range(last_logged + 1, step + 1):
+      if logged % log_every and logged != total_steps:
+        continue
+      means = window.take_means(logged - last_logged)
+      last_logged = logged
+      bad = [k for k, v in means.items() if not np.isfinite(v)]
+      if bad:
+        checkpointer.wait()
+        raise TrainingDivergedError(
+            f"Metric {bad[0]!r} is {means[bad[0]]} at step {logged} (epoch "
+            f"{(logged - 1) // steps_per_epoch}). Training stopped; the last good checkpoint is "
+            f"kept in {checkpointer.directory} (step {checkpointer.latest_step()}). Lower the "
+            "learning rate or check the data.")
+      means["steps_per_second"] = (step - start_step) / max(time.time() - t_start, 1e-9)
+      writer.write(logged, "train", means)
+    return last_logged
+
+  def run_evals(state: TrainState, due: list[Any]) -> dict[str, Any]:
+    metrics = evaluators.evaluate(state, due)
+    metrics.update(evaluators.update_best(metrics))
+    writer.write(int(jax.device_get(state.step)), "eval", metrics)
+    return metrics
+
   try:
     step = last_logged = start_step
     t_start = time.time()
-    batches = None if scan_fn else pipeline.iterate(
-        train_ds, start_step, num_workers=config.data.get("num_workers", 0))
+    runner.start(step)
     while step < total_steps:
       epoch, in_epoch = divmod(step, steps_per_epoch)
-      if in_epoch == 0 and epoch_start is not None:
-        state = epoch_start(state, epoch)
-      if scan_fn is not None:  # data.on_device: up to the next event in one jitted scan
-        end = on_device_lib.chunk_end(step, total_steps=total_steps, max_steps=scan_steps,
-                                      boundaries=(steps_per_epoch, eval_every, checkpoint_every))
-        state, metrics = scan_fn(state, device_data, epoch, in_epoch, length=end - step)
-        window.add_steps(metrics)
-      elif loop_fn is not None:  # config.steps_per_call host batches in one jitted loop
-        end = on_device_lib.chunk_end(step, total_steps=total_steps, max_steps=steps_per_call,
-                                      boundaries=(steps_per_epoch, eval_every, checkpoint_every))
-        stack = multi_step.stack_batches([next(batches) for _ in range(end - step)],
-                                         steps_per_call)
-        state, metrics = loop_fn(state, distributed.global_batches(stack, mesh), end - step)
-        window.add_steps(jax.tree.map(lambda m, n=end - step: m[:n], metrics))
-      else:
-        end = step + 1
-        state, metrics = train_fn(state, distributed.global_batch(next(batches), mesh))
-        window.add_step(metrics)
+      if in_epoch == 0:
+        state = call_hook("on_epoch_start", state, epoch)
+        if context.restart_stream:  # a host hook changed what the stream reads
+          runner.start(step)
+          context.restart_stream = False
+      end = runners.chunk_end(step, total_steps=total_steps, max_steps=runner.max_steps,
+                              boundaries=(steps_per_epoch, eval_every, checkpoint_every))
+      state, metrics = runner.advance(state, step, end)
+      window.add(metrics)
       step = end
       writer.advance(step)
-      for logged in range(last_logged + 1, step + 1):
-        if logged % log_every and logged != total_steps:
-          continue
-        means = window.take_means(logged - last_logged)
-        last_logged = logged
-        bad = [k for k, v in means.items() if not np.isfinite(v)]
-        if bad:
-          checkpointer.wait()
-          raise TrainingDivergedError(
-              f"Metric {bad[0]!r} is {means[bad[0]]} at step {logged} (epoch "
-              f"{(logged - 1) // steps_per_epoch}). Training stopped; the last good checkpoint is "
-              f"kept in {checkpointer.directory} (step {checkpointer.latest_step()}). Lower the "
-              "learning rate or check the data.")
-        means["steps_per_second"] = (step - start_step) / max(time.time() - t_start, 1e-9)
-        writer.write(logged, "train", means)
-      if (step % steps_per_epoch == 0) and epoch_end is not None:
-        state = epoch_end(state, epoch)
-      if step % eval_every == 0 or step == total_steps:
-        eval_metrics = evaluate(eval_fn, state, eval_ds, mesh)
-        writer.write(step, "eval", eval_metrics)
+      last_logged = log_train(step, last_logged, t_start)
+      if step % steps_per_epoch == 0:
+        state = call_hook("on_epoch_end", state, epoch)
+        if context.restart_stream:
+          runner.start(step)
+          context.restart_stream = False
+      due = evaluators.due(step, total_steps)
+      if due:
+        eval_metrics = run_evals(state, due)
       if step % checkpoint_every == 0 or step == total_steps:
         save(state)
       if preemption.requested or checkpointer.reached_preemption(step):
@@ -340,14 +375,55 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         raise PreemptedError(f"Preempted at step {step}; checkpoint saved in "
                              f"{checkpointer.directory}. Rerun the same command to resume.")
     if start_step >= total_steps:  # a finished run re-launched: just report
-      eval_metrics = evaluate(eval_fn, state, eval_ds, mesh)
-      writer.write(int(state.step), "eval", eval_metrics)
-    extras = method.final_report(state)
-    if main and extras:
-      with open(os.path.join(workdir, "final_report.json"), "w", encoding="utf-8") as f:
-        json.dump(extras, f, indent=2, default=str)
+      eval_metrics = run_evals(state, evaluators.evaluators)
+    extras = setup.method.final_report(state)
+    if main:
+      _append_best(workdir, evaluators.best)
+      if extras:
+        with open(os.path.join(workdir, "final_report.json"), "w", encoding="utf-8") as f:
+          json.dump(extras, f, indent=2, default=str)
   finally:
     preemption.restore()
     checkpointer.close()
     writer.close()
   return {"state": state, "eval": eval_metrics, "steps": total_steps}
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir_or_state: str | TrainState,
+             names: list[str] | tuple[str, ...] | None = None) -> dict[str, Any]:
+  """Evaluates a run or a state with the evaluators of `config.evals`, without training.
+
+  Args:
+    config: the experiment config (for a staged config, pass the stage's config).
+    workdir_or_state: a run's workdir (its newest intact checkpoint is restored) or a TrainState.
+    names: the evaluators to run (default: all).
+
+  Returns:
+    {metric: value} under the logged names.
+
+  Raises:
+    ConfigError: unknown evaluator names, or a workdir without checkpoints.
+  """
+  with compile_options.gpu_threefry_kernel():
+    setup = build(config, workdir_or_state if isinstance(workdir_or_state, str) else None)
+    evaluators = evaluation.Evaluation(config, setup.method, setup.mesh, 1, setup.options,
+                                       setup.step_options)
+    chosen = evaluators.evaluators
+    if names is not None:
+      known = {e.name: e for e in chosen}
+      missing = [n for n in names if n not in known]
+      if missing:
+        raise ConfigError(f"Unknown evaluator(s) {missing}; config.evals has {sorted(known)}.")
+      chosen = [known[n] for n in names]
+    if isinstance(workdir_or_state, str):
+      checkpointer = checkpoint_lib.Checkpointer(workdir_or_state, async_save=False)
+      try:
+        if checkpointer.latest_step() is None:
+          raise ConfigError(f"No checkpoint in {workdir_or_state!r}: train it first (python -m "
+                            "launch.main --config=... --workdir=...) or pass a TrainState.")
+        state = initial_state(setup, checkpointer)
+      finally:
+        checkpointer.close()
+    else:
+      state = workdir_or_state
+    return evaluators.evaluate(state, chosen)

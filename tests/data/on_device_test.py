@@ -10,6 +10,7 @@ import pytest
 
 from jaxcompress import errors
 from jaxcompress.data import augment, on_device, pipeline, sources
+from jaxcompress.train import runners
 
 
 def _images(n=16, h=5, w=6, c=2, seed=0):
@@ -134,5 +135,5 @@ def test_put_refuses_large_or_unsuitable_sources():
 @pytest.mark.parametrize("step,want", [(0, 4), (3, 4), (4, 6), (6, 8), (9, 12), (10, 12)])
 def test_chunk_end_stops_at_every_event(step, want):
   # 4 steps per epoch, eval every 6, checkpoint every 8, 12 steps in all, at most 5 per scan.
-  assert on_device.chunk_end(step, total_steps=12, boundaries=(4, 6, 8), max_steps=5) == \
+  assert runners.chunk_end(step, total_steps=12, boundaries=(4, 6, 8), max_steps=5) == \
       min(want, step + 5)
