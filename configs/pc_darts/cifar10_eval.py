@@ -46,9 +46,9 @@ def get_config(arg: str | None = None):
   c.optim.momentum = 0.9
   c.optim.weight_decay = 3e-4
   c.optim.schedule = "cosine"
+  c.optim.grad_clip = 5.0  # DARTS train.py: nn.utils.clip_grad_norm_(parameters, 5)
   c.nas_eval = ml_collections.ConfigDict(dict(
-      aux_weight=0.4, drop_path_prob=0.3, cutout=16, grad_clip=5.0, pcnn_lambda=1e-4,
-      pcnn_eta=1.0))
+      aux_weight=0.4, drop_path_prob=0.3, cutout=16, pcnn_lambda=1e-4, pcnn_eta=1.0))
   if args.quick:
     c.num_steps = 20
     c.data.num_workers = 0

@@ -47,6 +47,6 @@ def get_config(arg: str | None = None):
   c.optim.momentum = 0.9
   c.optim.weight_decay = 3e-4
   c.optim.schedule = "cosine"
-  c.nas_eval = ml_collections.ConfigDict(dict(
-      aux_weight=0.4, drop_path_prob=0.2, cutout=4, grad_clip=5.0))
+  c.optim.grad_clip = 5.0  # DARTS train.py: nn.utils.clip_grad_norm_(parameters, 5)
+  c.nas_eval = ml_collections.ConfigDict(dict(aux_weight=0.4, drop_path_prob=0.2, cutout=4))
   return c

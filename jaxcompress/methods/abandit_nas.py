@@ -246,9 +246,9 @@ class AdversarialTraining(Classification):
     return {}
 
   def make_tx(self, params: Any) -> optax.GradientTransformation:
-    tx = builder.make_optimizer(self.config.optim, params, self.total_steps, self.steps_per_epoch)
-    clip = self.config.optim.get("grad_clip", 0.0)
-    return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
+    # optim.grad_clip (global norm) is applied by the builder.
+    return builder.make_optimizer(self.config.optim, params, self.total_steps,
+                                  self.steps_per_epoch)
 
   # ---- steps ---------------------------------------------------------------------------------
   def train_arch(self, state: TrainState) -> Any:
@@ -295,10 +295,7 @@ class AdversarialTraining(Classification):
       return loss, (logits, model_state)
 
     (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = self.tx.update(grads, state.opt_state["model"], state.params)
-    params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
-                              opt_state={**state.opt_state, "model": opt_state})
+    new_state = state.apply_gradients(self.tx, grads, model_state=model_state)
     adv_acc = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
     return new_state, {"loss": loss, "adv_accuracy": adv_acc}
 

@@ -62,11 +62,8 @@ class Classification(Method):
   def train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
     (loss, (logits, model_state)), grads = jax.value_and_grad(self.loss_fn, has_aux=True)(
         state.params, state, batch)
-    updates, opt_state = self.tx.update(grads, state.opt_state["model"], state.params)
-    params = optax.apply_updates(state.params, updates)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-    new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
-                              opt_state={**state.opt_state, "model": opt_state})
+    new_state = state.apply_gradients(self.tx, grads, model_state=model_state)
     return new_state, {"loss": loss, "accuracy": accuracy}
 
   def eval_step(self, state: TrainState, batch: Batch) -> Metrics:

@@ -13,8 +13,8 @@ Per step, on the network `config.model` (normally "darts_eval", `jaxcompress.nas
 * drop path with probability p = drop_path_prob * epoch / epochs (DARTS sets
   `model.drop_path_prob = args.drop_path_prob * epoch / args.epochs` at every epoch start); p is
   written into `state.extra["drop_prob"]` by `on_epoch_start` (traced: no recompiles);
-* gradients clipped to global norm `grad_clip` (5) before the optimizer (SGD 0.025 momentum 0.9,
-  weight decay 3e-4, cosine to 0 in the paper configs).
+* gradients clipped to global norm `config.optim.grad_clip` (5 in the paper configs) before the
+  optimizer (SGD 0.025 momentum 0.9, weight decay 3e-4, cosine to 0 in the paper configs).
 
 PCNN cells (`config.model.kwargs.op_set = "pcnn"`, BNAS with PCNN): the projection loss
 L_P = (lambda / 2) sum ||C_hat - W o (C + eta delta)||^2 (PCNN, arXiv 1811.12755; BNAS sheet) is
@@ -24,7 +24,7 @@ pitfall asks); `pcnn_lambda` (1e-4) and `pcnn_eta` (1.0) set its weight and step
 sheet gives no values). Metric `projection_loss`.
 
 Settings in `config.nas_eval` (defaults = the paper): aux_weight 0.4, drop_path_prob 0.2
-(DARTS; 0.3 in PC-DARTS' train.py), cutout 16, grad_clip 5.
+(DARTS; 0.3 in PC-DARTS' train.py), cutout 16; the clipping norm is `config.optim.grad_clip`.
 """
 from __future__ import annotations
 
@@ -33,19 +33,18 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
+from jaxcompress.errors import ConfigError
 from jaxcompress.methods.base import Batch, Metrics
 from jaxcompress.methods.classification import Classification, cross_entropy
 from jaxcompress.nas import binary_ops
-from jaxcompress.optim import builder
 from jaxcompress.train.state import TrainState
 
 
 def default_nas_eval_config() -> ml_collections.ConfigDict:
   """`config.nas_eval` with the DARTS CIFAR-10 evaluation settings."""
   return ml_collections.ConfigDict(dict(aux_weight=0.4, drop_path_prob=0.2, cutout=16,
-                                        grad_clip=5.0, pcnn_lambda=1e-4, pcnn_eta=1.0))
+                                        pcnn_lambda=1e-4, pcnn_eta=1.0))
 
 
 def apply_cutout(images: jax.Array, cy: jax.Array, cx: jax.Array, length: int) -> jax.Array:
@@ -100,18 +99,18 @@ class NASEval(Classification):
   def __init__(self, config: ml_collections.ConfigDict, **kwargs: Any):
     super().__init__(config, **kwargs)
     s = default_nas_eval_config()
-    s.update(config.get("nas_eval", ml_collections.ConfigDict()))
+    given = config.get("nas_eval", ml_collections.ConfigDict())
+    if "grad_clip" in given:
+      raise ConfigError("config.nas_eval.grad_clip is now config.optim.grad_clip (the optimizer "
+                        "clips for every method); move the value there, e.g. "
+                        "--config.optim.grad_clip=5.")
+    s.update(given)
     self.settings = s
     self.num_epochs = max(1, -(-self.total_steps // max(self.steps_per_epoch, 1)))
 
   def init(self, rng: jax.Array, example_batch: Batch) -> TrainState:
+    # Gradient clipping is part of the optimizer (`config.optim.grad_clip`, builder).
     state = super().init(rng, example_batch)
-    clip = self.settings.grad_clip
-    if clip:
-      core = builder.make_optimizer(self.config.optim, state.params, self.total_steps,
-                                    self.steps_per_epoch)
-      self.tx = optax.chain(optax.clip_by_global_norm(clip), core)
-      state = state.replace(opt_state={"model": self.tx.init(state.params)})
     return state.replace(extra={"drop_prob": jnp.zeros((), jnp.float32)})
 
   def drop_prob(self, epoch: Any) -> jax.Array:
@@ -159,11 +158,8 @@ class NASEval(Classification):
           lambda p: binary_ops.projection_loss_tree(p, deltas, lam, eta))(state.params)
       grads = jax.tree.map(jnp.add, grads, g_proj)
       total = total + proj_loss
-    updates, opt_state = self.tx.update(grads, state.opt_state["model"], state.params)
-    params = optax.apply_updates(state.params, updates)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-    new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
-                              opt_state={**state.opt_state, "model": opt_state})
+    new_state = state.apply_gradients(self.tx, grads, model_state=model_state)
     return new_state, {"loss": total, "ce_loss": loss, "aux_loss": aux_loss,
                        "accuracy": accuracy, "drop_prob": drop_prob,
                        **({"projection_loss": proj_loss} if perturbations is not None else {})}

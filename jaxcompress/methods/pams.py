@@ -58,11 +58,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from jaxcompress import models
 from jaxcompress.data import sources
-from jaxcompress.data import sr as sr_data  # pylint: disable=unused-import  (registers SR sources)
+# Imported for its side effect: it registers the SR sources.
+from jaxcompress.data import sr as sr_data  # noqa: F401  pylint: disable=unused-import
 from jaxcompress.data import transforms as transforms_lib
 from jaxcompress.data.imresize import imresize
 from jaxcompress.distill.attention import skt_loss
@@ -299,10 +299,7 @@ class SuperResolution(Method):
       sr = self.model.apply({"params": params, **state.model_state}, batch["lr"])
       return l1_loss(sr, batch["hr"]), sr
     (loss, sr), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = self.tx.update(grads, state.opt_state["model"], state.params)
-    new_state = state.replace(step=state.step + 1,
-                              params=optax.apply_updates(state.params, updates),
-                              opt_state={**state.opt_state, "model": opt_state})
+    new_state = state.apply_gradients(self.tx, grads)
     psnr = jnp.mean(psnr_y(jax.lax.stop_gradient(sr), batch["hr"], self.scale, self.rgb_range))
     return new_state, {"loss": loss, "l1": loss, "psnr": psnr}
 
@@ -463,10 +460,8 @@ class PAMS(SuperResolution):
     # Official trainer: alpha.data = max_val (calibration epoch), then the optimizer step.
     params = jax.tree.map(lambda c, p: jnp.where(active, c, p),
                           quantizers.calibrated_params(state.params, calib), state.params)
-    updates, opt_state = self.tx.update(grads, state.opt_state["model"], params)
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(params, updates),
-                              model_state={**state.model_state, CALIB: calib},
-                              opt_state={**state.opt_state, "model": opt_state})
+    new_state = state.replace(params=params).apply_gradients(
+        self.tx, grads, model_state={**state.model_state, CALIB: calib})
     return new_state, {**metrics, "teacher_phase": jnp.float32(0.0)}
 
   def _teacher_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
@@ -474,9 +469,8 @@ class PAMS(SuperResolution):
       sr = self.teacher.apply({"params": teacher}, batch["lr"])
       return l1_loss(sr, batch["hr"]), sr
     (loss, sr), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.extra["teacher"])
-    updates, opt_state = self.teacher_tx.update(grads, state.opt_state["teacher"],
-                                                state.extra["teacher"])
-    teacher = optax.apply_updates(state.extra["teacher"], updates)
+    teacher, opt_state = builder.apply_updates(self.teacher_tx, grads, state.opt_state["teacher"],
+                                               state.extra["teacher"])
     new_state = state.replace(step=state.step + 1, extra={**state.extra, "teacher": teacher},
                               opt_state={**state.opt_state, "teacher": opt_state})
     psnr = jnp.mean(psnr_y(jax.lax.stop_gradient(sr), batch["hr"], self.scale, self.rgb_range))

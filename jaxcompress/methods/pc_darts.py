@@ -129,10 +129,9 @@ class PCDarts(Method):
     weights, arch = search.split_params(params)
     self.lr_schedule = builder.make_schedule(self.config.optim, self.total_steps,
                                              self.steps_per_epoch)
-    clip = self.config.optim.get("grad_clip", 5.0)
-    core = builder.make_optimizer(self.config.optim, weights, self.total_steps,
-                                  self.steps_per_epoch)
-    self.tx = optax.chain(optax.clip_by_global_norm(clip), core) if clip else core
+    # config.optim.grad_clip (5 in the paper configs) clips the weight gradients in the builder.
+    self.tx = builder.make_optimizer(self.config.optim, weights, self.total_steps,
+                                     self.steps_per_epoch)
     self.arch_tx = builder.make_optimizer(self.nas.arch_optim, arch, self.total_steps,
                                           self.steps_per_epoch)
     return TrainState.create(params=params, model_state=model_state, rng=rng,
@@ -202,8 +201,8 @@ class PCDarts(Method):
     def arch_step(operand):
       arch, arch_opt, _ = operand
       g, ms, loss, acc = self.arch_grad(state, batch, weights, arch, alive)
-      updates, arch_opt = self.arch_tx.update(g, arch_opt, arch)
-      return optax.apply_updates(arch, updates), arch_opt, ms, loss, acc.astype(jnp.float32)
+      arch, arch_opt = builder.apply_updates(self.arch_tx, g, arch_opt, arch)
+      return arch, arch_opt, ms, loss, acc.astype(jnp.float32)
 
     def frozen(operand):
       arch, arch_opt, ms = operand
@@ -217,8 +216,7 @@ class PCDarts(Method):
     (loss, (logits, model_state)), grads = jax.value_and_grad(
         lambda w: self._loss(w, arch, model_state, batch["image"], batch["label"], alive),
         has_aux=True)(weights)
-    updates, w_opt = self.tx.update(grads, state.opt_state["model"], weights)
-    weights = optax.apply_updates(weights, updates)
+    weights, w_opt = builder.apply_updates(self.tx, grads, state.opt_state["model"], weights)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
     new_state = state.replace(step=state.step + 1, params=search.merge_params(weights, arch),
                               model_state=model_state,

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxcompress.optim import builder
+
 PyTree = Any
 
 
@@ -57,6 +59,33 @@ class TrainState:
       rng = jax.random.key_data(rng)
     return cls(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state or {},
                opt_state=opt_state, extra=extra if extra is not None else {}, rng=rng)
+
+  def apply_gradients(self, tx: optax.GradientTransformation, grads: PyTree, *,
+                      name: str = "model", **changes: Any) -> "TrainState":
+    """One optimizer step on `params`: the state after `tx` applied `grads`.
+
+    `tx.update(grads, opt_state[name], params)`, `optax.apply_updates`, `step + 1`; any other
+    field given in `changes` (model_state, extra, ...) is replaced as well. For an optimizer over
+    parameters kept elsewhere (architecture parameters, a teacher in `extra`) use
+    `jaxcompress.optim.builder.apply_updates`.
+
+    Args:
+      tx: the optimizer whose state is `opt_state[name]`.
+      grads: gradients with the structure of `params`.
+      name: which optimizer state to use and update.
+      **changes: other fields to replace (not step, params or opt_state).
+
+    Returns:
+      The new TrainState.
+    """
+    taken = {"step", "params", "opt_state"} & set(changes)
+    if taken:
+      raise TypeError(f"apply_gradients sets {sorted(taken)} itself; replace them separately.")
+    if name not in self.opt_state:
+      raise KeyError(f"No optimizer state {name!r}; this state has {sorted(self.opt_state)}.")
+    params, opt = builder.apply_updates(tx, grads, self.opt_state[name], self.params)
+    return self.replace(step=self.step + 1, params=params,
+                        opt_state={**self.opt_state, name: opt}, **changes)
 
   def step_rng(self, *salt: int) -> jax.Array:
     """A typed key unique to this step (and salt): fold the step into the base key."""
