@@ -7,6 +7,7 @@ Multi-host: pass --coordinator_address/--num_processes/--process_id (GPU cluster
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from absl import app, flags
@@ -69,10 +70,26 @@ def setup_process() -> None:
 
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing that reports bad config overrides in one line instead of a traceback."""
+  missing = _missing_config_file(argv)
+  if missing:
+    print(f"jaxcompress: error: {missing}", file=sys.stderr)
+    sys.exit(1)
   try:
-    return flags.FLAGS(argv)
+    remaining = flags.FLAGS(argv)
+    config = flags.FLAGS["config"].value
+    if config is not None:
+      # ml_collections defers a config file's load error to the first attribute access (deep
+      # inside the run, as a long traceback); touch one attribute here so it surfaces now.
+      getattr(config, "get")
+    return remaining
   except flags.Error as e:
     message = str(e)
+  except OSError as e:
+    # A config file that could not be loaded (for instance named through --flagfile).
+    cause = str(e.__cause__ or e).strip().splitlines()[-1].strip()
+    print(f"jaxcompress: error: cannot load the --config file ({cause}). Pass an existing "
+          "experiment config, e.g. --config=configs/baseline/digits_resnet20.py.", file=sys.stderr)
+    sys.exit(1)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     # config_flags raises these for unknown keys and values of the wrong type.
     message = f"{type(e).__name__}: {str(e).strip(chr(34) + chr(39))}"
@@ -80,6 +97,37 @@ def parse_flags(argv: list[str]) -> list[str]:
         "the config file and the value has the field's type; --helpfull lists flags.",
         file=sys.stderr)
   sys.exit(1)
+
+
+def _missing_config_file(argv: list[str]) -> str | None:
+  """The one-line problem when --config names no file (None when it does, or is not given).
+
+  Args:
+    argv: the command line, program name first.
+
+  Returns:
+    The error message, or None.
+  """
+  value = None
+  args = iter(argv[1:])
+  for arg in args:
+    if arg == "--":  # absl stops parsing flags here
+      break
+    name, has_value, rest = arg.lstrip("-").partition("=")
+    if arg.startswith("-") and name == "config":
+      value = rest if has_value else next(args, "")
+  if value is None:
+    return None
+  path = value.split(":", 1)[0]  # `file.py:arg` passes `arg` to the file's get_config
+  if os.path.isfile(path):
+    return None
+  example = "--config=configs/baseline/digits_resnet20.py"
+  if os.path.isdir(path):
+    return (f"config file {path!r} is a directory. Pass one experiment config file in it, "
+            f"e.g. {example}.")
+  where = "" if os.path.isabs(path) else f" (relative paths start in {os.getcwd()})"
+  return (f"config file {path!r} not found{where}. Pass an existing experiment config, e.g. "
+          f"{example}; the experiments are under configs/.")
 
 
 def run_main() -> None:
