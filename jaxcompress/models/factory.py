@@ -6,9 +6,25 @@ layer classes (RBNN binary convs, PAMS quantized convs, DMAD masked convs) witho
 model. The first convolution and the classifier have their own slots because binary and quantized
 papers keep them in float (RBNN, PAMS, XNOR-Net all do).
 
+Three conventions shared by the models, for the pruning and distillation papers:
+  * Gate slot (`Layers.gate`): a channel gate/mask module placed right after every normalisation
+    and before the activation (DMAD, arXiv 2011.11125, Sec. 3.1 puts its differentiable masks
+    there). None (the default) places no module, so float models keep their parameters exactly.
+  * Per-layer widths: models that can be pruned take `widths`, a mapping from a layer's role
+    (its parameter path, e.g. "block0/conv1") to its output channels; `resolve_widths` checks it.
+  * Feature taps: models `sow` features into the `TAPS` ("intermediates") collection under role
+    names ("down2", "res3", "stage1", ...); `apply(..., mutable=[TAPS])` returns them and `taps`
+    reads them back by role. Taps are not stored by `init`, so variables stay as they were.
+
+Named layer sets ("float", "rbnn", "binary", "pams") are registered here and import the
+technique modules that define their layers only when selected (see `layer_sets`).
+
 Example:
   >>> from jaxcompress.models import factory, resnet_cifar
   >>> model = resnet_cifar.ResNet20(num_classes=10, layers=factory.FLOAT)
+  >>> y, state = model.apply(variables, x, mutable=[factory.TAPS])
+  >>> factory.taps(state)["stage2"].shape
+  (N, 16, 16, 32)
 """
 from __future__ import annotations
 
@@ -16,12 +32,17 @@ from jaxcompress.errors import ConfigError
 
 import dataclasses
 import functools
-from typing import Any, Callable
+import importlib
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 ModuleFactory = Callable[..., nn.Module]
+
+# The collection feature taps are sown into (flax's conventional name for sown values).
+TAPS = "intermediates"
 
 
 def _default_conv() -> ModuleFactory:
@@ -56,6 +77,11 @@ class Layers:
     norm: factory for normalisation layers, called like `nn.BatchNorm(use_running_average=...)`.
     act: activation function (e.g. `nn.relu`, `nn.hard_tanh` for binary nets).
     bn_scale_init: initial value of batch-norm scales (RBNN's official code uses 1e-8).
+    gate: factory of channel gates placed right after every normalisation (before the
+      activation), called as `gate(features, name=...)` and returning a module that maps
+      NHWC `x` to `x * mask(c)` (e.g. `ChannelGate`; DMAD's masks, arXiv 2011.11125). The
+      factory sees each gate's name and may return a mask-free module for layers it keeps
+      whole. None: no module at all (parameters and outputs of the plain model).
   """
   conv: ModuleFactory = dataclasses.field(default_factory=_default_conv)
   dense: ModuleFactory = nn.Dense
@@ -66,6 +92,7 @@ class Layers:
   norm: ModuleFactory = dataclasses.field(default_factory=_default_norm)
   act: Callable[[jax.Array], jax.Array] = nn.relu
   bn_scale_init: float = 1.0
+  gate: ModuleFactory | None = None
 
   def batch_norm(self, train: bool, **kwargs: Any) -> nn.Module:
     """A batch norm with the factory's scale init, PyTorch's momentum and epsilon."""
@@ -80,7 +107,27 @@ class Layers:
 
 FLOAT = Layers()
 
-_REGISTRY: dict[str, Callable[..., Layers]] = {"float": lambda **kw: FLOAT.replace(**kw)}
+
+def _lazy(target: str) -> Callable[..., Layers]:
+  """A builder that imports "module:function" on first use.
+
+  Named layer sets live next to the models (`layer_sets`, `edsr`) and import their technique
+  modules (`jaxcompress.quant`); registering them by name here keeps `get("rbnn")` working
+  without importing those modules up front and without techniques importing models.
+  """
+  module, attr = target.split(":")
+
+  def build(**kwargs: Any) -> Layers:
+    return getattr(importlib.import_module(module), attr)(**kwargs)
+  return build
+
+
+_REGISTRY: dict[str, Callable[..., Layers]] = {
+    "float": lambda **kw: FLOAT.replace(**kw),
+    "rbnn": _lazy("jaxcompress.models.layer_sets:rbnn_layers"),
+    "binary": _lazy("jaxcompress.models.layer_sets:binary_layers"),
+    "pams": _lazy("jaxcompress.models.edsr:pams_layers"),
+}
 
 
 def register(name: str) -> Callable[[Callable[..., Layers]], Callable[..., Layers]]:
@@ -95,7 +142,7 @@ def get(name: str, **kwargs: Any) -> Layers:
   """Returns the `Layers` registered under `name`, built with `kwargs`.
 
   Raises:
-    ValueError: naming the known layer sets when `name` is unknown.
+    ConfigError: naming the known layer sets when `name` is unknown.
   """
   if name not in _REGISTRY:
     raise ConfigError(f"Unknown layer set {name!r}; known: {sorted(_REGISTRY)}. "
@@ -110,3 +157,109 @@ def conv3x3(layers: Layers, features: int, strides: int = 1, name: str | None = 
 
 
 kaiming_normal = functools.partial(nn.initializers.variance_scaling, 2.0, "fan_out", "normal")
+
+
+def _identity(x: jax.Array) -> jax.Array:
+  return x
+
+
+def gate(layers: Layers, features: int, name: str) -> Callable[[jax.Array], jax.Array]:
+  """The gate that follows a normalisation: `layers.gate(features, name=name)` or the identity.
+
+  Args:
+    layers: the model's layer factory.
+    features: channels of the normalised tensor (the mask length).
+    name: module name of the gate, unique within the calling module.
+
+  Returns:
+    A callable NHWC -> NHWC; the identity (no module, no parameters) when `layers.gate` is None.
+  """
+  make = getattr(layers, "gate", None)
+  return _identity if make is None else make(features, name=name)
+
+
+class ChannelGate(nn.Module):
+  """A learnable per-channel mask: `x * mask`, `mask` initialised to ones (a no-op at init).
+
+  The plain multiplicative mask of channel-pruning papers (Network Slimming-style scaling,
+  DMAD's masks before binarisation, arXiv 2011.11125 Eq. 2); use it as `Layers(gate=ChannelGate)`
+  or wrap it to add a relaxation.
+
+  Attributes:
+    features: mask length (channels of the last axis).
+    mask_init: initializer of the `mask` parameter.
+  """
+  features: int
+  mask_init: Callable[..., jax.Array] = nn.initializers.ones_init()
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if x.shape[-1] != self.features:
+      raise ValueError(f"ChannelGate {self.name!r} has {self.features} channels, input has "
+                       f"{x.shape[-1]}.")
+    mask = self.param("mask", self.mask_init, (self.features,), jnp.float32)
+    return x * mask.astype(x.dtype)
+
+
+def resolve_widths(widths: Mapping[str, int] | None, defaults: Mapping[str, int],
+                   model: str) -> dict[str, int]:
+  """Per-layer output widths: the architecture's `defaults` overridden by `widths`.
+
+  Args:
+    widths: role -> channels for the layers a pruned network narrows (None: none narrowed).
+    defaults: every role the model accepts, with the architecture's width.
+    model: the model's name, for error messages.
+
+  Returns:
+    A dict with one entry per role of `defaults`.
+
+  Raises:
+    ConfigError: when a role is unknown or a width is not a positive integer.
+  """
+  out = dict(defaults)
+  if widths is None:
+    return out
+  if not hasattr(widths, "items"):
+    raise ConfigError(f"{model}: widths must map layer roles to channels, got "
+                      f"{type(widths).__name__}. Pass e.g. {{{next(iter(defaults))!r}: 8}}.")
+  for role, width in widths.items():
+    if role not in defaults:
+      raise ConfigError(f"{model}: unknown layer role {role!r} in widths. Known roles: "
+                        f"{', '.join(defaults)}.")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+      raise ConfigError(f"{model}: widths[{role!r}] must be a positive int, got {width!r}.")
+    out[role] = width
+  return out
+
+
+def sow_tap(module: nn.Module, role: str, x: jax.Array) -> None:
+  """Sows `x` into the `TAPS` collection under `role` (nothing during `init`).
+
+  Skipping `init` keeps the variables `init` returns free of activations: without it every
+  `init` would return an "intermediates" collection that callers would have to drop.
+  """
+  if not module.is_initializing():
+    module.sow(TAPS, role, x)
+
+
+def taps(state: Mapping[str, Any]) -> dict[str, jax.Array]:
+  """The sown features by role, from `apply(..., mutable=[TAPS])`'s returned state.
+
+  Args:
+    state: the mutated-variables dict (with a `TAPS` entry) or the `TAPS` collection itself.
+
+  Returns:
+    role -> the last value sown under that role; roles sown inside a submodule are prefixed
+    with its path ("child/role").
+  """
+  col = state.get(TAPS, state) if hasattr(state, "get") else state
+  out: dict[str, jax.Array] = {}
+
+  def visit(node: Any, prefix: str) -> None:
+    for key, val in node.items():
+      if isinstance(val, tuple):
+        out[prefix + key] = val[-1]
+      else:
+        visit(val, f"{prefix}{key}/")
+  visit(col, "")
+  return out

@@ -3,7 +3,8 @@
 Level 1 (pure functions, usable in any JAX code): the larq-named estimators (`ste_sign`,
 `approx_sign`, `swish_sign`, `magnitude_aware_sign`, `ste_tern`, `ste_heaviside`, `dorefa`), RBNN's
 `rbnn_sign` / `rbnn_schedule`, and the RBNN rotation functions. Level 2: linen layers
-(`BinaryConv`, `BinaryDense`, `RBNNConv`) and the "rbnn" / "binary" layer sets of the model factory.
+(`BinaryConv`, `BinaryDense`, `RBNNConv`); the model factory pairs them into its "rbnn" / "binary"
+layer sets.
 """
 from __future__ import annotations
 
@@ -23,8 +24,6 @@ from jaxcompress.quant.estimators import swish_sign
 from jaxcompress.quant.layers import BinaryConv
 from jaxcompress.quant.layers import BinaryDense
 from jaxcompress.quant.layers import RBNNConv
-from jaxcompress.quant.layers import binary_layers
-from jaxcompress.quant.layers import rbnn_layers
 from jaxcompress.quant.layers import set_rbnn_schedule
 from jaxcompress.quant.rotation import haar_orthogonal
 from jaxcompress.quant.rotation import matrices_to_weight

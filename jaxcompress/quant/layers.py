@@ -1,8 +1,9 @@
-"""Binary linen layers and the layer sets that plug them into `jaxcompress.models`.
+"""Binary linen layers: larq-style binary convs/dense layers and RBNN's rotated binary conv.
 
 * `BinaryConv` / `BinaryDense`: larq-style `QuantConv2D` / `QuantDense` with quantisers named in
   the estimator registry (`"ste_sign"`, `"approx_sign"`, ...; None keeps that side float). Called
-  like `nn.Conv` / `nn.Dense`, so they drop into a model through `factory.Layers`.
+  like `nn.Conv` / `nn.Dense`, so a model's layer factory can use them in place of `nn.Conv`
+  (the named "binary" and "rbnn" layer sets of the model factory do).
 * `RBNNConv`: the Rotated Binary Neural Network conv (arXiv 2009.13055) around
   `rotation.rbnn_conv2d`.
 
@@ -15,16 +16,14 @@ state and nothing is recompiled per epoch:
   * `"rbnn_schedule"`: `t`, `k` per layer (0-d), set each epoch with `set_rbnn_schedule`.
 Pass all collections returned by `init` to `apply` (they are read-only during a step).
 
-Example:
-  >>> from jaxcompress.models import build
-  >>> model = build("resnet20", layers="rbnn")
+Example (the model built by name, `config.model.layers = "rbnn"`):
+  >>> model = jaxcompress.models.build("resnet20", layers="rbnn")
   >>> variables = model.init(rng, x)          # params, batch_stats, rbnn, rbnn_schedule
   >>> t, k = quant.rbnn_schedule(epoch, epochs)
   >>> variables["rbnn_schedule"] = set_rbnn_schedule(variables["rbnn_schedule"], t, k)
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, Callable, ClassVar, Sequence
 
@@ -33,7 +32,6 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxcompress.models import factory
 from jaxcompress.quant import estimators
 from jaxcompress.quant import rotation
 
@@ -219,19 +217,3 @@ def set_rbnn_schedule(schedule: Any, t: ArrayLike, k: ArrayLike) -> Any:
         out[key] = val
     return out
   return visit(schedule)
-
-
-@factory.register("rbnn")
-def rbnn_layers(**overrides: Any) -> factory.Layers:
-  """RBNN layer set: RBNNConv inner convs, hardtanh, BN scale init 1e-8; float stem/classifier."""
-  return factory.Layers(conv=RBNNConv, act=nn.hard_tanh, bn_scale_init=1e-8).replace(**overrides)
-
-
-@factory.register("binary")
-def binary_layers(input_quantizer: Quantizer = "ste_sign", kernel_quantizer: Quantizer = "ste_sign",
-                  **overrides: Any) -> factory.Layers:
-  """larq-style binary layer set: BinaryConv/BinaryDense inner layers with the given quantisers."""
-  quant = dict(input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer)
-  return factory.Layers(conv=functools.partial(BinaryConv, **quant),
-                        dense=functools.partial(BinaryDense, **quant),
-                        act=nn.hard_tanh).replace(**overrides)
