@@ -12,9 +12,18 @@
 
 Convolutions come from the layer factory so pruned / quantized variants reuse the definition:
 `layers.first_conv` builds the input conv, `layers.conv` the inner ones, and the optional factory
-fields `last_conv` (output conv; default `first_conv`, i.e. float) and `conv_transpose`
-(upsampling; default `nn.ConvTranspose`) are read with `getattr` until `factory.Layers` has them.
+fields `last_conv` (output conv; `first_conv` when None, i.e. float) and `conv_transpose`
+(upsampling; `nn.ConvTranspose` when None) the output and upsampling layers.
 `layers.act` replaces the generator's ReLUs.
+
+For pruning and distillation (DMAD, arXiv 2011.11125):
+  * every instance norm is followed by the layer factory's gate slot (`factory.gate`; nothing by
+    default), before the activation or the residual sum;
+  * `widths` narrows layers by role (a pruned generator / discriminator, see the classes);
+  * feature taps (`factory.taps` of `apply(..., mutable=["intermediates"])`): the generator sows
+    "down1", "down2" (after each downsampling ReLU), "res1".."res9" (after each residual block)
+    and "up1", "up2"; the discriminator sows "hidden0".."hidden3" after each hidden LeakyReLU
+    ("hidden1": the second conv's, "hidden{n_layers}": the last hidden layer).
 
 Example:
   >>> from jaxcompress.models import cyclegan
@@ -22,6 +31,8 @@ Example:
   >>> variables = g.init(rng, jnp.zeros((1, 256, 256, 3)))
 """
 from __future__ import annotations
+
+from typing import Mapping
 
 import flax.linen as nn
 import jax
@@ -61,19 +72,26 @@ def upsample_conv(layers: factory.Layers, features: int, name: str | None = None
 
 
 class ResnetBlock(nn.Module):
-  """x + norm(conv(pad(act(norm(conv(pad(x)))))), reflection padding, no dropout."""
+  """x + norm(conv(pad(act(norm(conv(pad(x)))))), reflection padding, no dropout.
+
+  Attributes:
+    features: channels of the residual stream (conv2's output).
+    layers: layer factory.
+    inner: conv1's output channels (None: `features`); a pruned block narrows it.
+  """
   features: int
   layers: factory.Layers
+  inner: int | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     ly = self.layers
-    y = ly.conv(self.features, (3, 3), padding="VALID", use_bias=True, name="conv1")(
-        reflect_pad(x, 1))
-    y = ly.act(instance_norm("norm1")(y))
+    inner = self.inner or self.features
+    y = ly.conv(inner, (3, 3), padding="VALID", use_bias=True, name="conv1")(reflect_pad(x, 1))
+    y = ly.act(factory.gate(ly, inner, "gate1")(instance_norm("norm1")(y)))
     y = ly.conv(self.features, (3, 3), padding="VALID", use_bias=True, name="conv2")(
         reflect_pad(y, 1))
-    return x + instance_norm("norm2")(y)
+    return x + factory.gate(ly, self.features, "gate2")(instance_norm("norm2")(y))
 
 
 class ResnetGenerator(nn.Module):
@@ -84,28 +102,46 @@ class ResnetGenerator(nn.Module):
     ngf: channels of the first conv (doubled by each downsampling).
     n_blocks: residual blocks (9 for 256x256, 6 for 128x128 in the official code).
     layers: layer factory.
+    widths: output channels by role for a pruned generator: "stem", "down1", "down2" (also the
+      residual stream's width, shared by every block's conv2), "block{b}/conv1" (b from 0),
+      "up1", "up2". Roles left out keep ngf, 2 ngf, 4 ngf, 4 ngf, 2 ngf, ngf.
   """
   output_nc: int = 3
   ngf: int = 64
   n_blocks: int = 9
   layers: factory.Layers = factory.FLOAT
+  widths: Mapping[str, int] | None = None
+
+  def layer_widths(self) -> dict[str, int]:
+    """Every width role with its resolved width (see `widths`)."""
+    ngf = self.ngf
+    defaults = {"stem": ngf, "down1": 2 * ngf, "down2": 4 * ngf}
+    defaults.update({f"block{b}/conv1": 4 * ngf for b in range(self.n_blocks)})
+    defaults.update({"up1": 2 * ngf, "up2": ngf})
+    return factory.resolve_widths(self.widths, defaults, "ResnetGenerator")
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     del train  # instance norm and no dropout: training and inference compute the same thing
     ly = self.layers
-    x = ly.first_conv(self.ngf, (7, 7), padding="VALID", use_bias=True, name="stem")(
+    widths = self.layer_widths()
+    x = ly.first_conv(widths["stem"], (7, 7), padding="VALID", use_bias=True, name="stem")(
         reflect_pad(x, 3))
-    x = ly.act(instance_norm("stem_norm")(x))
+    x = ly.act(factory.gate(ly, widths["stem"], "stem_gate")(instance_norm("stem_norm")(x)))
     for i in range(2):
-      x = ly.conv(self.ngf * 2**(i + 1), (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
-                  use_bias=True, name=f"down{i + 1}")(x)
-      x = ly.act(instance_norm(f"down{i + 1}_norm")(x))
+      role = f"down{i + 1}"
+      x = ly.conv(widths[role], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
+                  use_bias=True, name=role)(x)
+      x = ly.act(factory.gate(ly, widths[role], f"{role}_gate")(instance_norm(f"{role}_norm")(x)))
+      factory.sow_tap(self, role, x)
     for b in range(self.n_blocks):
-      x = ResnetBlock(self.ngf * 4, ly, name=f"block{b}")(x)
+      x = ResnetBlock(widths["down2"], ly, inner=widths[f"block{b}/conv1"], name=f"block{b}")(x)
+      factory.sow_tap(self, f"res{b + 1}", x)
     for i in range(2):
-      x = upsample_conv(ly, self.ngf * 2**(1 - i), name=f"up{i + 1}")(x)
-      x = ly.act(instance_norm(f"up{i + 1}_norm")(x))
+      role = f"up{i + 1}"
+      x = upsample_conv(ly, widths[role], name=role)(x)
+      x = ly.act(factory.gate(ly, widths[role], f"{role}_gate")(instance_norm(f"{role}_norm")(x)))
+      factory.sow_tap(self, role, x)
     x = _last_conv(ly)(self.output_nc, (7, 7), padding="VALID", use_bias=True, name="head")(
         reflect_pad(x, 3))
     return jnp.tanh(x)
@@ -119,23 +155,33 @@ class NLayerDiscriminator(nn.Module):
     n_layers: stride-2 conv layers after the first (the last of the n_layers + 1 hidden convs
       has stride 1).
     layers: layer factory; LeakyReLU(0.2) is fixed by the architecture.
+    widths: output channels by role ("conv0".."conv{n_layers}") for a pruned discriminator;
+      roles left out keep ndf * min(2^n, 8).
   """
   ndf: int = 64
   n_layers: int = 3
   layers: factory.Layers = factory.FLOAT
+  widths: Mapping[str, int] | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     del train
     ly = self.layers
+    # Width doubles per hidden conv up to 8 * ndf (the official `nf_mult = min(2 ** n, 8)`).
+    widths = factory.resolve_widths(
+        self.widths, {f"conv{n}": self.ndf * min(2**n, 8) for n in range(self.n_layers + 1)},
+        "NLayerDiscriminator")
     pad = ((1, 1), (1, 1))
-    x = ly.first_conv(self.ndf, (4, 4), strides=(2, 2), padding=pad, use_bias=True,
+    x = ly.first_conv(widths["conv0"], (4, 4), strides=(2, 2), padding=pad, use_bias=True,
                       name="conv0")(x)
     x = nn.leaky_relu(x, 0.2)
+    factory.sow_tap(self, "hidden0", x)
     for n in range(1, self.n_layers + 1):
-      # Stride 2 for layers 1..n_layers-1, then one stride-1 layer; width doubles up to 8 * ndf.
+      # Stride 2 for layers 1..n_layers-1, then one stride-1 layer.
       strides = 2 if n < self.n_layers else 1
-      x = ly.conv(self.ndf * min(2**n, 8), (4, 4), strides=(strides, strides), padding=pad,
+      x = ly.conv(widths[f"conv{n}"], (4, 4), strides=(strides, strides), padding=pad,
                   use_bias=True, name=f"conv{n}")(x)
-      x = nn.leaky_relu(instance_norm(f"norm{n}")(x), 0.2)
+      x = factory.gate(ly, widths[f"conv{n}"], f"gate{n}")(instance_norm(f"norm{n}")(x))
+      x = nn.leaky_relu(x, 0.2)
+      factory.sow_tap(self, f"hidden{n}", x)
     return _last_conv(ly)(1, (4, 4), padding=pad, use_bias=True, name="head")(x)

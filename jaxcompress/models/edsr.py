@@ -11,6 +11,12 @@ the layer factory:
 MeanShift is a constant (the DIV2K RGB mean times rgb_range), not a parameter. All convs have a
 bias, as the official trainer builds the student with `PAMS_EDSR(args, bias=True)`.
 
+EDSR has no normalisation, so the layer factory's gate slot (`factory.gate`; nothing by default)
+sits where a block's channels can be pruned: after conv1, before the ReLU. `widths` narrows those
+inner widths by role ("body_{i}/conv1"). Feature taps (`factory.taps` of
+`apply(..., mutable=["intermediates"])`): "body_{i}" after each residual block and "body" after
+the global skip (the feature `return_features` returns).
+
 Example:
   >>> model = edsr_baseline(scale=4)                       # float, 16 blocks x 64 feats
   >>> student = edsr_baseline(scale=4, layers=pams_layers(bits=4))
@@ -21,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -105,15 +111,25 @@ class Upsampler(nn.Module):
 
 
 class ResBlock(nn.Module):
-  """EDSR residual block (no BN); PAMS activation quantizers when `layers` provides them."""
+  """EDSR residual block (no BN); PAMS activation quantizers when `layers` provides them.
+
+  Attributes:
+    n_feats: channels of the residual stream (conv2's output).
+    res_scale: residual scaling.
+    layers: layer factory.
+    inner: conv1's output channels (None: `n_feats`); a pruned block narrows it.
+  """
   n_feats: int
   res_scale: float = 1.0
   layers: factory.Layers = factory.FLOAT
+  inner: int | None = None
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
+    inner = self.inner or self.n_feats
     skip = act_quant(self.layers, "quant_act1")(x)
-    h = self.layers.act(conv(self.layers.conv, self.n_feats, name="conv1")(x))
+    h = conv(self.layers.conv, inner, name="conv1")(x)
+    h = self.layers.act(factory.gate(self.layers, inner, "gate1")(h))
     h = act_quant(self.layers, "quant_act2")(h)
     h = conv(self.layers.conv, self.n_feats, name="conv2")(h) * self.res_scale
     return act_quant(self.layers, "quant_act3")(h) + skip
@@ -129,6 +145,8 @@ class EDSR(nn.Module):
     rgb_range: input range (255 in PAMS); the mean shift is DIV2K_RGB_MEAN * rgb_range.
     rgb_mean: per-channel mean subtracted at the input and added back at the output.
     layers: layer factory (FLOAT teacher, `pams_layers(bits)` student).
+    widths: inner widths of pruned residual blocks by role ("body_{i}/conv1", i from 0); roles
+      left out keep n_feats.
   """
   scale: int = 4
   n_resblocks: int = 16
@@ -138,15 +156,21 @@ class EDSR(nn.Module):
   rgb_range: float = 255.0
   rgb_mean: Sequence[float] = DIV2K_RGB_MEAN
   layers: factory.Layers = factory.FLOAT
+  widths: Mapping[str, int] | None = None
 
   @nn.compact
   def __call__(self, x: Array, return_features: bool = False) -> Array | tuple[Array, Array]:
+    widths = factory.resolve_widths(
+        self.widths, {f"body_{i}/conv1": self.n_feats for i in range(self.n_resblocks)}, "EDSR")
     mean = jnp.asarray(self.rgb_mean, x.dtype) * self.rgb_range
     x = conv(self.layers.first_conv, self.n_feats, name="head")(x - mean)
     res = x
     for i in range(self.n_resblocks):
-      res = ResBlock(self.n_feats, self.res_scale, self.layers, name=f"body_{i}")(res)
+      res = ResBlock(self.n_feats, self.res_scale, self.layers, inner=widths[f"body_{i}/conv1"],
+                     name=f"body_{i}")(res)
+      factory.sow_tap(self, f"body_{i}", res)
     res = conv(self.layers.first_conv, self.n_feats, name="body_end")(res) + x
+    factory.sow_tap(self, "body", res)
     out = Upsampler(self.scale, self.n_feats, self.layers, name="upsampler")(res)
     out = conv(self.layers.first_conv, self.n_colors, name="tail")(out) + mean
     return (out, res) if return_features else out

@@ -10,7 +10,9 @@ Activation quantizers (`layers.act_quant`, see `edsr.PAMSLayers`) sit where the 
   * LFF 1x1 conv input: Q(concat);
   * GFF: Q(concat of the D block outputs) -> 1x1 conv -> 3x3 conv (its input not quantized).
 Quantized convs (`layers.conv`): all RDB convs, LFF, both GFF convs. Float (`layers.first_conv`):
-SFENet1/2 and the up-sampling net.
+SFENet1/2 and the up-sampling net. Feature taps (`factory.taps` of
+`apply(..., mutable=["intermediates"])`): "rdb_{i}" after each residual dense block and "body"
+after the global skip (the feature `return_features` returns).
 
 Example:
   >>> model = rdn(scale=4)
@@ -27,7 +29,6 @@ import jax.numpy as jnp
 from jaxcompress.models import factory
 from jaxcompress.models.edsr import act_quant
 from jaxcompress.models.edsr import conv
-from jaxcompress.models.edsr import pams_layers  # pylint: disable=unused-import  (registers "pams")
 from jaxcompress.models.edsr import pixel_shuffle
 
 Array = jax.Array
@@ -79,10 +80,12 @@ class RDN(nn.Module):
     outs = []
     for i in range(self.d):
       x = RDB(self.g0, self.g, self.c, self.layers, name=f"rdb_{i}")(x)
+      factory.sow_tap(self, f"rdb_{i}", x)
       outs.append(x)
     h = act_quant(self.layers, "quant_act")(jnp.concatenate(outs, axis=-1))
     h = conv(self.layers.conv, self.g0, kernel=1, name="gff_0")(h)
     feat = conv(self.layers.conv, self.g0, name="gff_1")(h) + f1
+    factory.sow_tap(self, "body", feat)
     up = feat
     if self.scale == 4:
       up = pixel_shuffle(conv(self.layers.first_conv, self.g * 4, name="up_0")(up), 2)

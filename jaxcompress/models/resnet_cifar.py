@@ -9,16 +9,24 @@
 
 `bn_before_classifier=True` adds the BatchNorm1d that RBNN's official CIFAR models place between
 the global pool and the classifier.
+
+Every batch norm is followed by the layer factory's gate slot (`factory.gate`; nothing by default),
+each stage's output is sown as the feature tap "stage1", "stage2", ... (`factory.taps`), and
+`CifarResNetA` takes per-layer widths (a pruned ResNet-20, see its `widths`).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcompress.errors import ConfigError
 from jaxcompress.models import factory
+
+
+_DEFAULT_WIDTHS = (16, 32, 64)
 
 
 def option_a_shortcut(x: jax.Array, features: int, strides: int) -> jax.Array:
@@ -32,22 +40,39 @@ def option_a_shortcut(x: jax.Array, features: int, strides: int) -> jax.Array:
 
 
 class BasicBlockA(nn.Module):
-  """Two 3x3 convs with an option-A shortcut; `bireal` adds a shortcut per conv."""
+  """Two 3x3 convs with an option-A shortcut; `bireal` adds a shortcut per conv.
+
+  Attributes:
+    features: output channels (the stage's width).
+    strides: stride of the first conv.
+    layers: layer factory.
+    bireal: Bi-Real shortcut around each conv.
+    inner: output channels of the first conv (None: `features`); a pruned block narrows it.
+  """
   features: int
   strides: int
   layers: factory.Layers
   bireal: bool = False
+  inner: int | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     ly = self.layers
+    inner = self.inner or self.features
     shortcut = option_a_shortcut(x, self.features, self.strides)
-    y = ly.batch_norm(train)(factory.conv3x3(ly, self.features, self.strides)(x))
+    y = ly.batch_norm(train)(factory.conv3x3(ly, inner, self.strides)(x))
+    y = factory.gate(ly, inner, "gate1")(y)
     if self.bireal:
+      if inner != self.features:
+        raise ConfigError(f"A Bi-Real block adds a shortcut around each conv, so its inner width "
+                          f"({inner}) must equal its output width ({self.features}); leave "
+                          "the block's conv1 out of widths or set bireal=False.")
       y = ly.act(y + shortcut)
-      return ly.act(ly.batch_norm(train)(factory.conv3x3(ly, self.features)(y)) + y)
+      z = ly.batch_norm(train)(factory.conv3x3(ly, self.features)(y))
+      return ly.act(factory.gate(ly, self.features, "gate2")(z) + y)
     y = ly.act(y)
     y = ly.batch_norm(train)(factory.conv3x3(ly, self.features)(y))
+    y = factory.gate(ly, self.features, "gate2")(y)
     return ly.act(y + shortcut)
 
 
@@ -57,34 +82,61 @@ class CifarResNetA(nn.Module):
   Attributes:
     num_classes: classifier outputs.
     depth: 6n + 2 (20, 32, 44, 56, 110).
-    widths: channels of the three stages.
+    widths: channels of the three stages, or a mapping of per-layer widths (a pruned network)
+      by role: "stage1".."stage3" (a stage's output channels; the stem has stage1's) and
+      "stage{s}_block{b}/conv1" (a block's inner channels, b counted from 0). Roles left out
+      keep the architecture's widths (16, 32, 64).
     layers: layer factory (float, binary, quantized ...).
     bireal: Bi-Real shortcut around every conv.
     bn_before_classifier: BatchNorm1d after global pooling (RBNN official models).
   """
   num_classes: int = 10
   depth: int = 20
-  widths: Sequence[int] = (16, 32, 64)
+  widths: Sequence[int] | Mapping[str, int] = (16, 32, 64)
   layers: factory.Layers = factory.FLOAT
   bireal: bool = False
   bn_before_classifier: bool = False
 
+  def layer_widths(self) -> dict[str, int]:
+    """Every width role of this depth with its resolved width (see `widths`).
+
+    Returns:
+      role -> output channels, for "stage1".."stage3" and every block's "conv1".
+
+    Raises:
+      ConfigError: when the depth is not 6n + 2 or `widths` names an unknown role.
+    """
+    if (self.depth - 2) % 6:
+      raise ConfigError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110), got {self.depth}.")
+    blocks = (self.depth - 2) // 6
+    mapping = hasattr(self.widths, "items")
+    stages = _DEFAULT_WIDTHS if mapping else tuple(self.widths)
+    defaults = {f"stage{s + 1}": w for s, w in enumerate(stages)}
+    for s, w in enumerate(stages):
+      defaults.update({f"stage{s + 1}_block{b}/conv1": w for b in range(blocks)})
+    return factory.resolve_widths(dict(self.widths.items()) if mapping else None, defaults,
+                                  "CifarResNetA")
+
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    if (self.depth - 2) % 6:
-      raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {self.depth}.")
+    widths = self.layer_widths()
     blocks = (self.depth - 2) // 6
+    stages = [k for k in widths if "/" not in k]
     ly = self.layers
-    x = ly.first_conv(self.widths[0], (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+    x = ly.first_conv(widths["stage1"], (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
                       name="stem")(x)
-    x = ly.act(ly.batch_norm(train)(x))
-    for stage, width in enumerate(self.widths):
+    x = ly.act(factory.gate(ly, widths["stage1"], "stem_gate")(ly.batch_norm(train)(x)))
+    for stage, role in enumerate(stages):
       for b in range(blocks):
         strides = 2 if stage > 0 and b == 0 else 1
-        x = BasicBlockA(width, strides, ly, self.bireal, name=f"stage{stage + 1}_block{b}")(x, train)
+        name = f"{role}_block{b}"
+        x = BasicBlockA(widths[role], strides, ly, self.bireal, inner=widths[f"{name}/conv1"],
+                        name=name)(x, train)
+      factory.sow_tap(self, role, x)
     x = jnp.mean(x, axis=(1, 2))
     if self.bn_before_classifier:
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
+      x = factory.gate(ly, x.shape[-1], "classifier_gate")(x)
     return ly.last_dense(self.num_classes, name="classifier")(x)
 
 
@@ -103,13 +155,15 @@ class BasicBlockB(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     ly = self.layers
-    y = ly.act(ly.batch_norm(train)(factory.conv3x3(ly, self.features, self.strides)(x)))
+    y = ly.batch_norm(train)(factory.conv3x3(ly, self.features, self.strides)(x))
+    y = ly.act(factory.gate(ly, self.features, "gate1")(y))
     y = ly.batch_norm(train)(factory.conv3x3(ly, self.features)(y))
+    y = factory.gate(ly, self.features, "gate2")(y)
     shortcut = x
     if self.strides != 1 or x.shape[-1] != self.features:
       shortcut = ly.conv(self.features, (1, 1), strides=(self.strides, self.strides),
                          padding="VALID", use_bias=False, name="downsample")(x)
-      shortcut = ly.batch_norm(train)(shortcut)
+      shortcut = factory.gate(ly, self.features, "downsample_gate")(ly.batch_norm(train)(shortcut))
     return ly.act(y + shortcut)
 
 
@@ -125,14 +179,16 @@ class ResNet18(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     ly = self.layers
     x = ly.first_conv(64, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="stem")(x)
-    x = ly.batch_norm(train)(x)
+    x = factory.gate(ly, 64, "stem_gate")(ly.batch_norm(train)(x))
     if self.stem_act:
       x = ly.act(x)
     for stage, blocks in enumerate(self.stage_sizes):
       for b in range(blocks):
         strides = 2 if stage > 0 and b == 0 else 1
         x = BasicBlockB(64 * 2**stage, strides, ly, name=f"stage{stage + 1}_block{b}")(x, train)
+      factory.sow_tap(self, f"stage{stage + 1}", x)
     x = jnp.mean(x, axis=(1, 2))
     if self.bn_before_classifier:
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
+      x = factory.gate(ly, x.shape[-1], "classifier_gate")(x)
     return ly.last_dense(self.num_classes, name="classifier")(x)
