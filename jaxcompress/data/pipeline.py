@@ -43,14 +43,16 @@ class ImageOptions:
 
 
 def _stack(examples: list[dict[str, Any]], options: ImageOptions) -> dict[str, np.ndarray]:
-  """Stacks examples key by key: "image" keys are normalised to float32, labels int32, masks
-  float32, any other array (e.g. super-resolution "lr"/"hr" pairs) stacked as float32."""
+  """Stacks examples key by key: "image" keys are normalised to float32; integer and boolean
+  scalars per example (labels, identities, cameras, domains, "index") become int32; masks and any other array
+  (e.g. super-resolution "lr"/"hr" pairs) float32."""
   batch = {}
   for key in examples[0]:
     values = np.stack([np.asarray(e[key]) for e in examples])
     if key in ("image", "val_image"):
       values = augment_lib.normalize(values, options.mean, options.std)
-    elif key in ("label", "val_label"):
+    elif key in ("label", "val_label", "index") or (key != "mask" and values.ndim == 1 and (
+        np.issubdtype(values.dtype, np.integer) or values.dtype == bool)):
       values = values.astype(np.int32)
     else:
       values = values.astype(np.float32)
@@ -60,6 +62,20 @@ def _stack(examples: list[dict[str, Any]], options: ImageOptions) -> dict[str, n
 
 ExampleFn = Callable[[dict[str, Any], np.random.Generator], dict[str, Any]]
 OrderFn = Callable[[int, int], np.ndarray]
+AugmentFn = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+def _cached(order_fn: OrderFn) -> OrderFn:
+  """`order_fn` remembering its latest epoch (one order per epoch, per worker)."""
+  cache: dict[int, np.ndarray] = {}
+
+  def order(epoch: int, num_examples: int) -> np.ndarray:
+    if epoch not in cache:
+      cache.clear()
+      cache[epoch] = order_fn(epoch, num_examples)
+    return cache[epoch]
+
+  return order
 
 
 def uniform_order(epoch: int, num_examples: int, *, seed: int, length: int) -> np.ndarray:
@@ -85,7 +101,8 @@ def train_dataset(source: Any, *, global_batch_size: int, num_steps: int, seed: 
                   process_count: int = 1, val_source: Any = None,
                   example_fn: ExampleFn | None = None,
                   epoch_steps: int | None = None,
-                  order_fn: OrderFn | None = None) -> grain.MapDataset:
+                  order_fn: OrderFn | None = None,
+                  augment_fn: AugmentFn | None = None) -> grain.MapDataset:
   """The training stream as a MapDataset of this process's local batches, one per step.
 
   With `val_source` (bilevel search: DARTS trains weights on one half of the training split and
@@ -106,7 +123,10 @@ def train_dataset(source: Any, *, global_batch_size: int, num_steps: int, seed: 
       batches of one pass over `source`).
     order_fn: `(epoch, num_examples) -> example indices` of at least one epoch's length (a
       sampler: PK identities, pseudo labels); default a fresh permutation per epoch, continued
-      with further permutations when an epoch is longer than one pass.
+      with further permutations when an epoch is longer than one pass. Called for every
+      example: it caches its epoch's order itself.
+    augment_fn: `(image, rng) -> image` replacing the crop/flip of `options` (a composition of
+      named augmentations, `augment.compose`; clips (T, H, W, C) get one draw for all frames).
 
   Returns:
     `ds` with `ds[step]` the local batch (dict of NumPy arrays) of global step `step`.
@@ -118,21 +138,20 @@ def train_dataset(source: Any, *, global_batch_size: int, num_steps: int, seed: 
   epoch_steps = epoch_steps or steps_per_epoch(n, global_batch_size)
   per_epoch = epoch_steps * global_batch_size
   local = global_batch_size // process_count
-  orders: dict[int, np.ndarray] = {}
-  order_fn = order_fn or functools.partial(uniform_order, seed=seed, length=per_epoch)
+  order_fn = order_fn or _cached(functools.partial(uniform_order, seed=seed, length=per_epoch))
+  if augment_fn is None:
+    augment_fn = functools.partial(augment_lib.augment, crop_padding=options.crop_padding,
+                                   flip=options.flip)
 
   def example(position: int) -> dict[str, Any]:
     epoch, offset = divmod(position, per_epoch)
-    if epoch not in orders:  # one order per epoch, cached per worker
-      orders.clear()
-      orders[epoch] = order_fn(epoch, n)
-    item = dict(source[int(orders[epoch][offset])])
+    index = int(order_fn(epoch, n)[offset])
+    item = {**source[index], "index": index}
     rng = np.random.default_rng([seed, 1_000_003, position])
     if example_fn is not None:
       item = example_fn(item, rng)
     if "image" in item:
-      item["image"] = augment_lib.augment(np.asarray(item["image"]), rng,
-                                          crop_padding=options.crop_padding, flip=options.flip)
+      item["image"] = augment_fn(np.asarray(item["image"]), rng)
     if val_source is not None:
       m = len(val_source)
       val_epoch, val_offset = divmod(position, m)

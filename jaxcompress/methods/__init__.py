@@ -26,6 +26,12 @@ _BUILTIN = {
 }
 _REGISTERED: dict[str, Callable[..., Method]] = {}
 
+# Stage reports (a stage with `report=<name>`, jaxcompress.train.stages): name -> "module:function"
+# of `fn(stage_config, {input stage: workdir}, stage_workdir, root_workdir) -> dict`.
+_REPORTS = {
+    "pams_table": "jaxcompress.methods.pams:stage_table",
+}
+
 
 def register(name: str) -> Callable[[type[Method]], type[Method]]:
   """Class decorator registering a Method subclass under `name`."""
@@ -52,4 +58,16 @@ def get(name: str) -> Callable[..., Method]:
     raise ConfigError(f"Unknown method {name!r}. Known methods: {', '.join(names())}. "
                      "Set config.method to one of them.")
   module, attr = _BUILTIN[name].split(":")
+  return getattr(importlib.import_module(module), attr)
+
+
+def get_report(name: str) -> Callable[..., dict]:
+  """The stage report registered under `name`.
+
+  Raises:
+    ConfigError: naming the known reports when `name` is unknown.
+  """
+  if name not in _REPORTS:
+    raise ConfigError(f"Unknown stage report {name!r}. Known: {', '.join(sorted(_REPORTS))}.")
+  module, attr = _REPORTS[name].split(":")
   return getattr(importlib.import_module(module), attr)

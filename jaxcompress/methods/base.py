@@ -30,16 +30,15 @@ class HookContext:
     writer: the metric writer (`writer.write(step, split, metrics)`, `writer.log(text)`).
     evaluation: the run's evaluators and eval splits (`jaxcompress.train.evaluation`).
     train_source: the training split's random-access source.
-    restart_stream: set to True when the hook changed what the training stream reads (e.g. new
-      pseudo labels in the state that the sampler takes its labels from); the engine then
-      rebuilds the stream from the current step.
+
+  A hook changes what the training stream reads by writing new labels where the sampler takes
+  them from (`config.data.sampler.labels = "state:<key>"`, `state.extra[<key>]`).
   """
   mesh: jax.sharding.Mesh
   workdir: str | None
   writer: Any
   evaluation: Any
   train_source: Any
-  restart_stream: bool = False
 
   def map_batches(self, fn: Callable[[TrainState, Batch], dict[str, jax.Array]],
                   state: TrainState, split: str) -> dict[str, Any]:

@@ -25,11 +25,11 @@ import numpy as np
 from jaxcompress import distributed
 from jaxcompress import methods as methods_lib
 from jaxcompress.data import on_device as on_device_lib
-from jaxcompress.data import pipeline, sources, transforms
+from jaxcompress.data import augment, pipeline, sources, transforms
 from jaxcompress.errors import ConfigError, PreemptedError, TrainingDivergedError
 from jaxcompress.methods.base import HookContext, Method
 from jaxcompress.train import checkpoint as checkpoint_lib
-from jaxcompress.train import compile_options, evaluation, runners
+from jaxcompress.train import compile_options, evaluation, runners, sampling
 from jaxcompress.train import logging as logging_lib
 from jaxcompress.train import one_shot
 from jaxcompress.train.state import TrainState
@@ -104,6 +104,7 @@ class Setup:
     train_ds: the step-indexed training dataset (host pipeline).
     train_source: the training split's source (after `data.search_split`).
     val_source: the held-out part of a bilevel search, or None.
+    order: the stream's epoch order (sampler and its labels).
     steps_per_epoch, total_steps: the run's length.
     options: normalisation and augmentation of images.
     step_options: XLA compiler options of the steps.
@@ -114,6 +115,7 @@ class Setup:
   train_ds: Any
   train_source: Any
   val_source: Any
+  order: sampling.EpochOrder
   steps_per_epoch: int
   total_steps: int
   options: pipeline.ImageOptions
@@ -142,9 +144,10 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Setu
   if search_fraction:  # bilevel NAS: weights on [0, f) of the train split, architecture on [f, 1)
     val_src = sources.SubsetSource(train_src, search_fraction, 1.0)
     train_src = sources.SubsetSource(train_src, 0.0, search_fraction)
-  steps_per_epoch = config.get("steps_per_epoch", -1)
-  if not steps_per_epoch or steps_per_epoch <= 0:
-    steps_per_epoch = pipeline.steps_per_epoch(len(train_src), data.batch_size)
+  fixed_epoch = config.get("steps_per_epoch", -1)
+  order = sampling.EpochOrder(data.get("sampler", None), train_src, config.seed, data.batch_size,
+                              fixed_epoch if fixed_epoch and fixed_epoch > 0 else None)
+  steps_per_epoch = order.num_batches
   total_steps = (config.num_steps if config.get("num_steps", -1) > 0
                  else config.num_epochs * steps_per_epoch)
   method = method_cls(config, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
@@ -153,11 +156,12 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Setu
   train_ds = pipeline.train_dataset(
       train_src, global_batch_size=data.batch_size, num_steps=total_steps, seed=config.seed,
       options=options, process_index=jax.process_index(), process_count=jax.process_count(),
-      val_source=val_src, epoch_steps=steps_per_epoch,
+      val_source=val_src, epoch_steps=steps_per_epoch, order_fn=order,
+      augment_fn=augment.compose(data.augment) if data.get("augment", None) else None,
       example_fn=transforms.get(data.get("transform", ""), train=True,
                                 **dict(data.get("transform_kwargs", {}))))
   return Setup(config=config, mesh=mesh, method=method, train_ds=train_ds, train_source=train_src,
-               val_source=val_src, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+               val_source=val_src, order=order, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                options=options, step_options=compile_options.step_compiler_options(config))
 
 
@@ -261,7 +265,7 @@ def _append_best(workdir: str, best: dict[str, float]) -> None:
   if not best:
     return
   with open(os.path.join(workdir, "summary.txt"), "a", encoding="utf-8") as f:
-    f.write("\nBest eval metrics\n" + "".join(f"  {k}: {v:.6g}\n" for k, v in sorted(
+    f.write("\nBest eval metrics\n" + "".join(f"  best_{k}: {v:.6g}\n" for k, v in sorted(
         best.items())))
 
 
@@ -344,14 +348,14 @@ def run_single(config: ml_collections.ConfigDict, workdir: str, *,
   try:
     step = last_logged = start_step
     t_start = time.time()
+    setup.order.refresh(state)  # labels of a resumed epoch come from the checkpoint
     runner.start(step)
     while step < total_steps:
       epoch, in_epoch = divmod(step, steps_per_epoch)
       if in_epoch == 0:
         state = call_hook("on_epoch_start", state, epoch)
-        if context.restart_stream:  # a host hook changed what the stream reads
+        if setup.order.refresh(state):  # new sampler labels: the next batches follow them
           runner.start(step)
-          context.restart_stream = False
       end = runners.chunk_end(step, total_steps=total_steps, max_steps=runner.max_steps,
                               boundaries=(steps_per_epoch, eval_every, checkpoint_every))
       state, metrics = runner.advance(state, step, end)
@@ -361,9 +365,6 @@ def run_single(config: ml_collections.ConfigDict, workdir: str, *,
       last_logged = log_train(step, last_logged, t_start)
       if step % steps_per_epoch == 0:
         state = call_hook("on_epoch_end", state, epoch)
-        if context.restart_stream:
-          runner.start(step)
-          context.restart_stream = False
       due = evaluators.due(step, total_steps)
       if due:
         eval_metrics = run_evals(state, due)
