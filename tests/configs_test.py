@@ -27,9 +27,16 @@ def _config_modules():
 @pytest.mark.parametrize("module", _config_modules())
 @pytest.mark.parametrize("arg", [None, "quick"])
 def test_config_loads_and_names_registered_parts(module, arg):
-  config = importlib.import_module(module).get_config(arg)
-  assert isinstance(config, ml_collections.ConfigDict)
+  staged = importlib.import_module(module).get_config(arg)
+  assert isinstance(staged, ml_collections.ConfigDict)
   assert importlib.import_module(module).__doc__, "configs document command, hardware, metric"
+  runs = ([staged.stages[n] for n in staged.stage_order if not staged.stages[n].get("report")]
+          if staged.get("stages") else [staged])
+  for config in runs:
+    _check_run(config)
+
+
+def _check_run(config):
   assert config.method in methods.names()
   transforms.load_providers()  # registers task-specific sources (super-resolution)
   assert config.data.name in sources.names()

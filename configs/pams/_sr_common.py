@@ -154,3 +154,53 @@ def pams_paper_config(arg: str | None, *, model: str, scale: int, bits: int,
     c.num_epochs = 2
     c.pams.teacher_epochs = 1
   return c
+
+
+def pams_stages(base: ml_collections.ConfigDict, bits: tuple[int, ...],
+                teacher_epochs: int, student_epochs: int,
+                teacher_optim: dict | None = None) -> ml_collections.ConfigDict:
+  """Teacher -> students -> table as stages of one run (`jaxcompress.train.stages`).
+
+  Stages, in order:
+    * "fp": method "sr", float L1 training of `base.model` for `teacher_epochs`, optimizer
+      `base.optim` without the alpha group, updated by `teacher_optim`;
+    * "<b>bit" for each b: method "pams" at b bits, for `student_epochs` (the first one calibrates
+      alpha), with the teacher (and the initial weights) loaded from the "fp" stage
+      (`pams.teacher_path`, hand-over `paths_from`);
+    * "table": a report stage scoring every model and MATLAB bicubic on the full held-out images
+      (`<workdir>/pams_table.json` and `.md`).
+
+  Args:
+    base: a "pams" config (model, data, optim, pams block).
+    bits: the student bit widths.
+    teacher_epochs, student_epochs: epochs of each stage.
+    teacher_optim: overrides of `base.optim` for the teacher (learning rate, schedule).
+
+  Returns:
+    The staged config.
+  """
+  teacher = ml_collections.ConfigDict(base.to_dict())
+  teacher.method = "sr"
+  teacher.num_epochs = teacher_epochs
+  teacher.optim.groups = []
+  teacher.optim.update(dict(teacher_optim or {}))
+  del teacher["pams"]
+  teacher.final_eval_enabled = False
+  c = ml_collections.ConfigDict()
+  c.stages = ml_collections.ConfigDict({"fp": teacher})
+  labels = []
+  for b in bits:
+    student = ml_collections.ConfigDict(base.to_dict())
+    student.num_epochs = student_epochs
+    student.pams.bits = int(b)
+    student.pams.teacher_epochs = 0
+    student.final_eval_enabled = False
+    student.paths_from = (("pams.teacher_path", "fp", ""),)
+    labels.append(f"{int(b)}bit")
+    c.stages[labels[-1]] = student
+  table = ml_collections.ConfigDict(base.to_dict())
+  table.report = "pams_table"
+  table.inputs = ("fp", *labels)
+  c.stages.table = table
+  c.stage_order = ("fp", *labels, "table")
+  return c

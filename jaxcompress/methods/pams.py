@@ -71,6 +71,7 @@ from jaxcompress.methods.base import Batch, Method, Metrics
 from jaxcompress.metrics import image_quality
 from jaxcompress.optim import builder
 from jaxcompress.quant import quantizers
+from jaxcompress.train import checkpoint as checkpoint_lib
 from jaxcompress.train.state import TrainState
 
 CALIB = quantizers.CALIB_COLLECTION
@@ -168,19 +169,11 @@ def save_params(path: str, params: Any) -> None:
       f.write(flax.serialization.to_bytes(params))
 
 
-def _latest_step_dir(directory: str) -> str | None:
-  steps = [d for d in os.listdir(directory) if d.isdigit()]
-  if not steps:
-    return None
-  step = os.path.join(directory, max(steps, key=int))
-  return os.path.join(step, "default") if os.path.isdir(os.path.join(step, "default")) else step
-
-
 def load_params(path: str) -> Any:
-  """Reads teacher params: `.msgpack`, `.npz`, an orbax checkpoint dir, or a run's workdir.
+  """Reads teacher params: `.msgpack`, `.npz`, a run's workdir or its `checkpoints/` folder.
 
-  For a workdir / `checkpoints/` folder the newest step's TrainState is read and its `params`
-  returned.
+  For a workdir the newest checkpoint's `params` are returned
+  (`jaxcompress.train.checkpoint.load_run_state`).
 
   Raises:
     ConfigError: the path does not exist or holds no parameters.
@@ -197,20 +190,10 @@ def load_params(path: str) -> Any:
     with open(path, "rb") as f:
       tree = flax.serialization.msgpack_restore(f.read())
     return tree["params"] if set(tree) == {"params"} else tree
-  directory = path
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    directory = os.path.join(path, "checkpoints")
-  step_dir = _latest_step_dir(directory) if not os.path.exists(
-      os.path.join(directory, "_METADATA")) else directory
-  if step_dir is None:
-    raise ConfigError(f"No checkpoint step found under {directory!r} for the teacher. Train it "
-                      "first (method 'sr') or point config.pams.teacher_path at a params file.")
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  with ocp.StandardCheckpointer() as ckpt:
-    tree = ckpt.restore(os.path.abspath(step_dir))
-  if isinstance(tree, Mapping) and "params" in tree:
-    tree = tree["params"]
-  return jax.tree.map(np.asarray, tree)
+  path = os.path.abspath(path)
+  if os.path.basename(path) == "checkpoints":
+    path = os.path.dirname(path)
+  return checkpoint_lib.load_run_state(path)["params"]
 
 
 def _check_like(loaded: Any, like: Any, what: str) -> Any:
@@ -503,74 +486,14 @@ class PAMS(SuperResolution):
 
 
 # ---------------------------------------------------------------------------------------------
-# Teacher -> students pipeline (one command: launch/pams_pipeline.py; colabs/pams.py).
+# Teacher -> students -> table as stages (configs/pams/quick.py, `_sr_common.pams_stages`).
 
 TEACHER = "fp"
 
 
-def _label(bits: int) -> str:
-  return f"{int(bits)}bit"
-
-
-def pipeline_configs(config: ml_collections.ConfigDict,
-                     workdir: str) -> dict[str, tuple[ml_collections.ConfigDict, str]]:
-  """Splits a PAMS config with a `pipeline` block into a teacher run and one run per bit width.
-
-  `config.pipeline.bits` lists the student bit widths (e.g. (8, 4)). Stages, in run order:
-    * "fp": method "sr" (float L1 training of `config.model`), `config.pams.teacher_epochs`
-      epochs, optimizer `config.optim` without the alpha group, updated by
-      `config.pams.teacher_optim`; workdir `<workdir>/fp`.
-    * "<b>bit" for each b: method "pams" at `bits=b`, teacher loaded from `<workdir>/fp`
-      (`teacher_path`, so `teacher_epochs=0`), `num_epochs - teacher_epochs` epochs (the first
-      one calibrates alpha); workdir `<workdir>/<b>bit`.
-  Every stage skips its own `final_report` (`final_eval_enabled=False`): `pipeline_report`
-  scores all of them together on the same held-out images.
-
-  Args:
-    config: a "pams" config with `pipeline.bits` and `pams.teacher_epochs > 0`
-      (e.g. configs/pams/quick.py).
-    workdir: the pipeline's root directory.
-
-  Returns:
-    {stage label: (config, workdir)} in run order.
-
-  Raises:
-    ConfigError: the config has no `pipeline.bits` or no teacher epochs.
-  """
-  pipe = config.get("pipeline", None)
-  if pipe is None or not list(pipe.get("bits", ()) or ()):
-    raise ConfigError("pipeline_configs needs config.pipeline.bits (e.g. (8, 4)); use "
-                      "configs/pams/quick.py or add a `pipeline` block to the config.")
-  teacher_epochs = int(config.pams.get("teacher_epochs", 0))
-  if teacher_epochs <= 0 or teacher_epochs >= config.num_epochs:
-    raise ConfigError(f"The pipeline trains the teacher for config.pams.teacher_epochs epochs "
-                      f"(got {teacher_epochs}) out of config.num_epochs ({config.num_epochs}); "
-                      "set 0 < teacher_epochs < num_epochs.")
-  base = ml_collections.ConfigDict(config.to_dict())
-  del base["pipeline"]
-  teacher = ml_collections.ConfigDict(base.to_dict())
-  teacher.method = "sr"
-  teacher.num_epochs = teacher_epochs
-  teacher.optim.groups = []
-  teacher.optim.update(dict(config.pams.get("teacher_optim", {}) or {}))
-  del teacher["pams"]
-  teacher.final_eval_enabled = False
-  root = os.path.abspath(workdir)
-  stages = {TEACHER: (teacher, os.path.join(root, TEACHER))}
-  for bits in pipe.bits:
-    student = ml_collections.ConfigDict(base.to_dict())
-    student.num_epochs = int(config.num_epochs) - teacher_epochs
-    student.pams.bits = int(bits)
-    student.pams.teacher_epochs = 0
-    student.pams.teacher_path = stages[TEACHER][1]
-    student.final_eval_enabled = False
-    stages[_label(bits)] = (student, os.path.join(root, _label(bits)))
-  return stages
-
-
-def pipeline_predictors(config: ml_collections.ConfigDict, params: Mapping[str, Any]
+def stage_predictors(config: ml_collections.ConfigDict, params: Mapping[str, Any]
                         ) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-  """{stage label: fn(LR (1, h, w, 3) float32) -> SR} for the pipeline's trained params.
+  """{stage label: fn(LR (1, h, w, 3) float32) -> SR} for the stages' trained params.
 
   "fp" runs the float `config.model`; "<b>bit" the PAMS student at b bits in evaluation mode
   (learned alphas, no calibration), both jitted.
@@ -591,41 +514,37 @@ def pipeline_predictors(config: ml_collections.ConfigDict, params: Mapping[str, 
   return predictors
 
 
-def pipeline_report(config: ml_collections.ConfigDict, params: Mapping[str, Any],
-                    workdir: str) -> dict[str, Any]:
-  """Scores the pipeline's models on the held-out full images; writes the comparison table.
+def stage_table(config: ml_collections.ConfigDict, inputs: Mapping[str, str], stage_dir: str,
+                root: str) -> dict[str, Any]:
+  """The PAMS comparison table: a report stage over the teacher and student stages.
 
   The eval split of `config.data` (for `sr_offline`: the photographs chelsea and coffee, never
   trained on) is scored with the paper protocol (`evaluate_sr`: MATLAB Y channel, shave =
   scale, uint8 grid) for the float teacher ("fp"), each student ("<b>bit") and MATLAB bicubic.
-  Written to `workdir`: `pams_table.json` (means and per-image rows), `pams_table.md` (the same
-  as a Markdown table) and one "eval" line in `metrics.jsonl` (`{"step": 0, "split": "eval",
-  "fp/psnr": ..., "8bit/psnr": ..., ...}`).
+  Written to `root`: `pams_table.json` (means and per-image rows) and `pams_table.md` (the same
+  as a Markdown table); one "eval" line with the means goes to `<stage_dir>/metrics.jsonl`.
 
   Args:
-    config: the pipeline config (as given to `pipeline_configs`).
-    params: {stage label: trained params} for "fp" and each "<b>bit" stage.
-    workdir: the pipeline's root directory.
+    config: the report stage's config (model and data of the students).
+    inputs: {stage label: its workdir} for "fp" and each "<b>bit" stage.
+    stage_dir: the report stage's own workdir.
+    root: the staged run's workdir.
 
   Returns:
-    The `evaluate_sr` result plus "table" (the Markdown text).
+    {"<label>/psnr": mean, "<label>/ssim": mean, ..., "num_images": n}.
   """
   transforms_lib.load_providers()
-  scale = _scale(config)
+  params = {label: checkpoint_lib.load_run_state(wd)["params"] for label, wd in inputs.items()}
   rgb_range = float((config.model.get("kwargs", {}) or {}).get("rgb_range", 255.0))
-  predictors = pipeline_predictors(config, params)
   source = sources.get(config.data.name, config.data.eval_split,
                        **dict(config.data.get("source_kwargs", {}) or {}))
-  os.makedirs(workdir, exist_ok=True)
-  table_path = os.path.join(workdir, "pams_table.md")
-  result = evaluate_sr(predictors, source, scale, rgb_range=rgb_range,
-                       max_images=config.get("final_eval_max_images", -1),
+  table_path = os.path.join(root, "pams_table.md")
+  result = evaluate_sr(stage_predictors(config, params), source, _scale(config),
+                       rgb_range=rgb_range, max_images=config.get("final_eval_max_images", -1),
                        with_ssim=config.get("final_eval_ssim", True), table_path=table_path)
-  with open(table_path, encoding="utf-8") as f:
-    result["table"] = f.read()
-  with open(os.path.join(workdir, "pams_table.json"), "w", encoding="utf-8") as f:
-    json.dump({k: v for k, v in result.items() if k != "table"}, f, indent=2, default=str)
-  means = {k: v for k, v in result.items() if "/" in k and isinstance(v, float)}
-  with open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8") as f:
+  with open(os.path.join(root, "pams_table.json"), "w", encoding="utf-8") as f:
+    json.dump(result, f, indent=2, default=str)
+  means = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+  with open(os.path.join(stage_dir, "metrics.jsonl"), "a", encoding="utf-8") as f:
     f.write(json.dumps({"step": 0, "split": "eval", **means}) + "\n")
-  return result
+  return means

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxcompress.errors import CheckpointError
+from jaxcompress.errors import CheckpointError, ConfigError
 from jaxcompress.train.state import TrainState
 
 _log = logging.getLogger(__name__)
@@ -289,3 +289,26 @@ def _compare(recorded: Any, actual: dict[str, str]) -> str | None:
     return None
   more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
   return f"checksum mismatch in {', '.join(bad[:3])}{more}"
+
+
+def load_run_state(workdir: str) -> dict[str, Any]:
+  """The newest checkpoint of another run as a tree of NumPy arrays ({"params", "model_state",
+  "extra", ...}), without knowing its model (stage hand-overs, teachers of distillation).
+
+  Raises:
+    ConfigError: the run has no checkpoint.
+  """
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  checkpointer = Checkpointer(workdir, async_save=False)
+  try:
+    step = checkpointer.latest_step()
+  finally:
+    checkpointer.close()
+  if step is None:
+    raise ConfigError(f"No checkpoint in {directory!r} to load; train that run first.")
+  step_dir = os.path.join(directory, str(step))
+  if os.path.isdir(os.path.join(step_dir, "default")):
+    step_dir = os.path.join(step_dir, "default")
+  with ocp.StandardCheckpointer() as reader:
+    tree = reader.restore(step_dir)
+  return jax.tree.map(np.asarray, tree)

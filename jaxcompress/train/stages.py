@@ -127,30 +127,6 @@ def merge_tree(like: Any, loaded: Any, *, include: str = ".*", exclude: str = ""
   return traverse_util.unflatten_dict(flat, sep="/"), taken
 
 
-def load_run_state(workdir: str) -> dict[str, Any]:
-  """The newest checkpoint of another run as a tree of NumPy arrays ({"params", "model_state",
-  "extra", ...}), without knowing its model.
-
-  Raises:
-    ConfigError: the run has no checkpoint.
-  """
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-  checkpointer = checkpoint_lib.Checkpointer(workdir, async_save=False)
-  try:
-    step = checkpointer.latest_step()
-  finally:
-    checkpointer.close()
-  if step is None:
-    raise ConfigError(f"No checkpoint in {directory!r} to hand over; train that stage first.")
-  step_dir = os.path.join(directory, str(step))
-  if os.path.isdir(os.path.join(step_dir, "default")):
-    step_dir = os.path.join(step_dir, "default")
-  with ocp.StandardCheckpointer() as reader:
-    tree = reader.restore(step_dir)
-  return jax.tree.map(np.asarray, tree)
-
-
 def params_initializer(spec: ml_collections.ConfigDict, workdirs: dict[str, str],
                        stage: str) -> Callable[[TrainState], TrainState]:
   """The `initialize` function of an `init_from` hand-over (see the module docstring)."""
@@ -163,7 +139,7 @@ def params_initializer(spec: ml_collections.ConfigDict, workdirs: dict[str, str]
                 rename=tuple(tuple(r) for r in spec.get("rename", ()) or ()))
 
   def initialize(state: TrainState) -> TrainState:
-    loaded = load_run_state(workdirs[source])
+    loaded = checkpoint_lib.load_run_state(workdirs[source])
     params, taken = merge_tree(state.params, loaded["params"], what="params", **kwargs)
     model_state = dict(state.model_state)
     for name in collections:

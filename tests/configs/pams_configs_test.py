@@ -106,9 +106,11 @@ def test_student_and_teacher_share_the_model(name, _, scale, __, ___):
 
 
 def test_quick_config_is_the_cpu_check():
-  c = _load("quick")
+  staged = _load("quick")
+  assert tuple(staged.stage_order) == ("fp", "8bit", "4bit", "table")
+  c = staged.stages["8bit"]
   assert c.method == "pams" and c.data.name == "sr_offline" and c.data.eval_split == "test"
-  assert tuple(c.pipeline.bits) == (8, 4)
+  assert staged.stages["4bit"].pams.bits == 4
   assert c.pams.skt_weight == 1e3 and c.optim.learning_rate == 1e-4
   assert c.optim.groups[0]["learning_rate"] == 1e-2
   assert (c.model.kwargs.scale, c.model.kwargs.n_resblocks, c.model.kwargs.n_feats) == (2, 4, 16)

@@ -16,7 +16,7 @@ from jaxcompress import errors
 from jaxcompress.data import sources, transforms
 from jaxcompress.metrics import image_quality
 from jaxcompress.methods import pams
-from jaxcompress.train import loop
+from jaxcompress.train import checkpoint, loop
 
 
 def tiny_config(method="pams", **pams_overrides):
@@ -167,55 +167,54 @@ def test_loss_has_skt_alpha_lr_and_calibration_only_in_epoch_zero(tmp_path):
   assert abs(max(d_alpha) / max(d_kernel)) > 20
 
 
-# -- teacher -> students pipeline (launch/pams_pipeline.py, configs/pams/quick.py) --------------
+# -- teacher -> students -> table as stages (configs/pams/quick.py) ----------------------------
 
 
-def test_pipeline_configs_derive_teacher_and_students(tmp_path):
+def test_quick_config_derives_teacher_students_and_table():
   from configs.pams import quick  # pylint: disable=g-import-not-at-top
   c = quick.get_config()
-  stages = pams.pipeline_configs(c, str(tmp_path))
-  assert list(stages) == ["fp", "8bit", "4bit"]
-  teacher, twd = stages["fp"]
-  assert teacher.method == "sr" and teacher.num_epochs == c.pams.teacher_epochs
-  assert teacher.optim.learning_rate == c.pams.teacher_optim.learning_rate
+  base = quick.get_config("student_only")
+  assert tuple(c.stage_order) == ("fp", "8bit", "4bit", "table")
+  teacher = c.stages.fp
+  assert teacher.method == "sr" and teacher.num_epochs == base.pams.teacher_epochs
+  assert teacher.optim.learning_rate == base.pams.teacher_optim.learning_rate
   assert not teacher.optim.groups and "pams" not in teacher
   for bits in (8, 4):
-    student, swd = stages[f"{bits}bit"]
+    student = c.stages[f"{bits}bit"]
     assert student.method == "pams" and student.pams.bits == bits
-    assert student.pams.teacher_path == twd and student.pams.teacher_epochs == 0
-    assert student.num_epochs == c.num_epochs - c.pams.teacher_epochs
+    assert tuple(student.paths_from[0]) == ("pams.teacher_path", "fp", "")
+    assert student.pams.teacher_epochs == 0
+    assert student.num_epochs == base.num_epochs - base.pams.teacher_epochs
     assert student.optim.learning_rate == 1e-4 and student.optim.groups[0]["learning_rate"] == 1e-2
-    assert swd == os.path.join(str(tmp_path), f"{bits}bit")
-  c.pipeline.bits = ()
-  with pytest.raises(errors.ConfigError, match="pipeline.bits"):
-    pams.pipeline_configs(c, str(tmp_path))
+  assert c.stages.table.report == "pams_table" and tuple(c.stages.table.inputs) == (
+      "fp", "8bit", "4bit")
 
 
-def test_pipeline_chains_teacher_to_students_and_reports(tmp_path):
+def test_stages_chain_teacher_to_students_and_report(tmp_path):
   # Unit-sized chain: 1 teacher step, then one 8-bit and one 4-bit student step loading the
   # teacher checkpoint, then the table on the held-out image.
-  c = tiny_config()
-  c.pams.teacher_epochs = 1
-  c.num_epochs = 2
-  c.pipeline = ml_collections.ConfigDict({"bits": (8, 4)})
-  stages = pams.pipeline_configs(c, str(tmp_path))
-  params = {label: loop.run(cfg, wd)["state"].params for label, (cfg, wd) in stages.items()}
+  from configs.pams import _sr_common  # pylint: disable=g-import-not-at-top
+  c = _sr_common.pams_stages(tiny_config(), bits=(8, 4), teacher_epochs=1, student_epochs=1)
+  out = loop.run(c, str(tmp_path))
+  params = {label: checkpoint.load_run_state(str(tmp_path / label))["params"]
+            for label in ("fp", "8bit", "4bit")}
   # Each student starts from the teacher: its weights differ from it by one Adam step only.
   t = traverse_util.flatten_dict(params["fp"])
   s = traverse_util.flatten_dict(params["8bit"])
   assert all(np.max(np.abs(np.asarray(s[k]) - np.asarray(v))) < 1e-3 for k, v in t.items())
-  report = pams.pipeline_report(c, params, str(tmp_path))
+  report = out["stages"]["table"]
   for label in ("fp", "8bit", "4bit", "bicubic"):
     assert np.isfinite(report[f"{label}/psnr"])
   with open(tmp_path / "pams_table.json", encoding="utf-8") as f:
     assert json.load(f)["8bit/psnr"] == report["8bit/psnr"]
   assert "| **mean** |" in (tmp_path / "pams_table.md").read_text()
-  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl", encoding="utf-8")]
+  rows = [json.loads(line) for line in open(tmp_path / "table" / "metrics.jsonl",
+                                            encoding="utf-8")]
   assert rows[-1]["split"] == "eval" and rows[-1]["4bit/psnr"] == report["4bit/psnr"]
 
 
 @pytest.mark.slow
-def test_quick_pipeline_meets_the_issue_criteria(tmp_path):
+def test_quick_pipeline_meets_its_promise(tmp_path):
   # The documented command end to end: under 10 minutes on a CPU, 8-bit within 0.1 dB of the
   # FP teacher, 4-bit below 8-bit, on the held-out photographs.
   import subprocess  # pylint: disable=g-import-not-at-top
@@ -226,7 +225,7 @@ def test_quick_pipeline_meets_the_issue_criteria(tmp_path):
   # would shard every batch 8 ways over this machine's cores.
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   start = time.time()
-  subprocess.run([sys.executable, "-m", "launch.pams_pipeline",
+  subprocess.run([sys.executable, "-m", "launch.main",
                   "--config=configs/pams/quick.py", f"--workdir={tmp_path}"],
                  cwd=root, check=True, timeout=900, env=env)
   wall = time.time() - start

@@ -18,7 +18,7 @@ import loop_test  # pylint: disable=g-import-not-at-top,wrong-import-position  #
 
 from jaxcompress import errors, evals, methods  # noqa: E402
 from jaxcompress.methods.base import Method  # noqa: E402
-from jaxcompress.train import evaluation, loop, stages  # noqa: E402
+from jaxcompress.train import checkpoint, evaluation, loop, stages  # noqa: E402
 from jaxcompress.train.state import TrainState  # noqa: E402
 
 NUM_EXAMPLES = 64
@@ -44,7 +44,7 @@ def _leaves(tree):
 
 def test_student_starts_from_the_teacher_and_finished_stages_are_skipped(tmp_path):
   out = loop.run(staged_config(student_lr=0.0), str(tmp_path))
-  teacher = stages.load_run_state(str(tmp_path / "teacher"))
+  teacher = checkpoint.load_run_state(str(tmp_path / "teacher"))
   # Learning rate 0: the student's network weights are exactly the teacher's final ones.
   for a, b in zip(_leaves(out["state"].params["net"]), _leaves(teacher["params"]["net"])):
     np.testing.assert_array_equal(a, b)
