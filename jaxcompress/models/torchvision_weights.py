@@ -289,7 +289,9 @@ def convert_torchvision(arch: str, state_dict_or_path: str | os.PathLike[str] | 
       (so fine-tuned checkpoints with other class counts convert too).
     dtype: dtype of the returned floating-point arrays.
     **model_kwargs: further arguments of `torchvision_model` (e.g. `layers=`); the model must
-      have the same variables as the float model.
+      have the same variables as the float model. torchvision's ImageNet weights of
+      Inception-v3 expect `transform_input=True` when the model is applied (torchvision sets
+      it for them); it changes no variable.
 
   Returns:
     {"params": ..., "batch_stats": ...} nested dicts of jax arrays for

@@ -538,6 +538,25 @@ def test_num_classes_mismatch_names_classifier(resnet18_state):
     tvw.convert_torchvision("resnet18", resnet18_state, num_classes=1000)
 
 
+@pytest.mark.slow
+def test_inception_v3_training_aux_logits_match_torch():
+  # In training torchvision returns (logits, aux_logits) with batch-statistics BatchNorm; the
+  # jaxcompress model sows the auxiliary logits.
+  torch_model = randomise(Inception3(num_classes=5)).train()
+  state = {k: v.numpy() for k, v in torch_model.state_dict().items()}
+  variables = tvw.convert_torchvision("inception_v3", state)
+  x = np.random.RandomState(2).standard_normal((2, 3, 299, 299)).astype(np.float32)
+  with torch.no_grad():
+    logits, aux = (t.numpy() for t in torch_model(torch.from_numpy(x)))
+  model = tvw.torchvision_model("inception_v3", num_classes=5)
+  got, updates = jax.jit(lambda v, x: model.apply(
+      v, x, train=True, mutable=["batch_stats", "intermediates"]))(variables,
+                                                                   x.transpose(0, 2, 3, 1))
+  np.testing.assert_allclose(np.asarray(got), logits, rtol=1e-4, atol=1e-4)
+  (got_aux,) = updates["intermediates"]["aux_logits"]
+  np.testing.assert_allclose(np.asarray(got_aux), aux, rtol=1e-4, atol=1e-4)
+
+
 def test_inception_aux_logits_dropped_or_required():
   # aux_logits=False drops torchvision's AuxLogits.* entries; a checkpoint without them needs it.
   state = {k: v.numpy() for k, v in Inception3(num_classes=4).state_dict().items()}
