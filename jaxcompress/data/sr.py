@@ -34,7 +34,7 @@ Transform `sr_patch` (`config.data.transform = "sr_patch"`):
   * eval: a deterministic center crop of `eval_patch_size` HR pixels (default `patch_size`), so
     eval examples share one shape and batch. The in-training eval PSNR is therefore measured on
     these crops; the paper-protocol full-image PSNR/SSIM (MATLAB Y channel, shave = scale) is
-    computed by `jaxcompress.methods.pams.evaluate_sr` in the methods' `final_report`.
+    computed by `jaxcompress.evals.sr.evaluate_sr`.
 
 Example:
   >>> src = sources.get("sr_offline", "train", scale=2)

@@ -66,8 +66,12 @@ class Classification(Method):
     new_state = state.apply_gradients(self.tx, grads, model_state=model_state)
     return new_state, {"loss": loss, "accuracy": accuracy}
 
-  def eval_step(self, state: TrainState, batch: Batch) -> Metrics:
+  def predict(self, state: TrainState, batch: Batch) -> dict[str, jax.Array]:
     logits, _ = self.apply(state.params, state.model_state, batch["image"], train=False)
+    return {"logits": logits}
+
+  def eval_step(self, state: TrainState, batch: Batch) -> Metrics:
+    logits = self.predict(state, batch)["logits"]
     mask = batch["mask"]
     correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
     return {"loss": jnp.sum(cross_entropy(logits, batch["label"]) * mask),

@@ -64,11 +64,10 @@ from jaxcompress.data import sources
 # Imported for its side effect: it registers the SR sources.
 from jaxcompress.data import sr as sr_data  # noqa: F401  pylint: disable=unused-import
 from jaxcompress.data import transforms as transforms_lib
-from jaxcompress.data.imresize import imresize
 from jaxcompress.distill.attention import skt_loss
+from jaxcompress.evals.sr import evaluate_sr
 from jaxcompress.errors import ConfigError, DatasetNotFoundError
 from jaxcompress.methods.base import Batch, Method, Metrics
-from jaxcompress.metrics import image_quality
 from jaxcompress.optim import builder
 from jaxcompress.quant import quantizers
 from jaxcompress.train import checkpoint as checkpoint_lib
@@ -102,56 +101,6 @@ def psnr_y(sr: jax.Array, hr: jax.Array, scale: int, rgb_range: float = 255.0) -
 def l1_loss(sr: jax.Array, hr: jax.Array) -> jax.Array:
   """Mean absolute error (`nn.L1Loss`)."""
   return jnp.mean(jnp.abs(sr.astype(jnp.float32) - hr.astype(jnp.float32)))
-
-
-def evaluate_sr(predictors: Mapping[str, Callable[[np.ndarray], np.ndarray]], source: Any,
-                scale: int, *, rgb_range: float = 255.0, max_images: int = -1,
-                bicubic: bool = True, with_ssim: bool = True,
-                table_path: str | None = None) -> dict[str, Any]:
-  """Full-image evaluation with the paper protocol (MATLAB Y channel, shave = scale, uint8 grid).
-
-  Args:
-    predictors: {label: fn((1, h, w, 3) float32 LR in [0, rgb_range]) -> (1, H, W, 3) SR}.
-    source: a source of {"lr", "hr"} uint8 examples (e.g. `sources.get("sr_benchmark", "Set5")`).
-    scale: upscaling factor (the shave).
-    rgb_range: value range of the inputs/outputs.
-    max_images: evaluate only the first images (-1: all).
-    bicubic: also score the MATLAB bicubic upscaling of the LR image (`imresize(lr, scale)`).
-    with_ssim: compute SSIM as well (slower, NumPy).
-    table_path: if given, a Markdown table (per image and mean) is written there.
-
-  Returns:
-    {"num_images": n, "<label>/psnr": mean, "<label>/ssim": mean, ..., "images": per-image rows}
-    with label "bicubic" for the baseline.
-  """
-  n = len(source) if max_images is None or max_images < 0 else min(max_images, len(source))
-  names = getattr(source, "names", None)
-  rows = []
-  for i in range(n):
-    ex = source[i]
-    lr, hr = np.asarray(ex["lr"]), np.asarray(ex["hr"])
-    outputs = {k: np.asarray(fn(lr[None].astype(np.float32)))[0] for k, fn in predictors.items()}
-    if bicubic:
-      outputs["bicubic"] = imresize(lr, float(scale)).astype(np.float64) * (rgb_range / 255.0)
-    row = {"image": names[i] if names is not None and i < len(names) else str(i)}
-    for label, sr in outputs.items():
-      h = hr[:sr.shape[0], :sr.shape[1]].astype(np.float64) * (rgb_range / 255.0)
-      sr = sr[:h.shape[0], :h.shape[1]]
-      row[f"{label}/psnr"] = image_quality.psnr(sr, h, scale, rgb_range)
-      if with_ssim:
-        row[f"{label}/ssim"] = image_quality.ssim(sr, h, scale, rgb_range)
-    rows.append(row)
-  keys = [k for k in rows[0] if k != "image"] if rows else []
-  result: dict[str, Any] = {"num_images": n}
-  result.update({k: float(np.mean([r[k] for r in rows])) for k in keys})
-  result["images"] = rows
-  if table_path:
-    lines = ["| image | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    lines += [f"| {r['image']} | " + " | ".join(f"{r[k]:.4f}" for k in keys) + " |" for r in rows]
-    lines.append("| **mean** | " + " | ".join(f"{result[k]:.4f}" for k in keys) + " |")
-    with open(table_path, "w", encoding="utf-8") as f:
-      f.write("\n".join(lines) + "\n")
-  return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,9 +222,12 @@ class SuperResolution(Method):
     return TrainState.create(params=params, model_state=variables, rng=rng,
                              optimizers={"model": (self.tx, params)})
 
-  def predict(self, params: Any, model_state: Any, lr: jax.Array) -> jax.Array:
+  def super_resolve(self, params: Any, model_state: Any, lr: jax.Array) -> jax.Array:
     """SR output of the trained model (evaluation mode)."""
     return self.model.apply({"params": params, **model_state}, lr)
+
+  def predict(self, state: TrainState, batch: Batch) -> dict[str, jax.Array]:
+    return {"sr": self.super_resolve(state.params, state.model_state, batch["lr"])}
 
   def train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
     def loss_fn(params):
@@ -287,7 +239,7 @@ class SuperResolution(Method):
     return new_state, {"loss": loss, "l1": loss, "psnr": psnr}
 
   def eval_step(self, state: TrainState, batch: Batch) -> Metrics:
-    sr = self.predict(state.params, state.model_state, batch["lr"])
+    sr = self.super_resolve(state.params, state.model_state, batch["lr"])
     mask = batch["mask"]
     l1 = jnp.mean(jnp.abs(sr - batch["hr"]), axis=(1, 2, 3))
     return {"psnr": jnp.sum(psnr_y(sr, batch["hr"], self.scale, self.rgb_range) * mask),
@@ -295,8 +247,8 @@ class SuperResolution(Method):
 
   # -- full-image evaluation -------------------------------------------------------------------
 
-  def _predictors(self, state: TrainState) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    fn = jax.jit(self.predict)
+  def sr_predictors(self, state: TrainState) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    fn = jax.jit(self.super_resolve)
     params, model_state = jax.device_get(state.params), jax.device_get(state.model_state)
     model_state = {k: v for k, v in model_state.items() if k != CALIB}
     return {"model": lambda lr: np.asarray(fn(params, model_state, lr))}
@@ -315,7 +267,7 @@ class SuperResolution(Method):
     if not self.config.get("final_eval_enabled", True):
       return {}
     transforms_lib.load_providers()
-    predictors = self._predictors(state)
+    predictors = self.sr_predictors(state)
     report = {}
     for spec in self.final_eval_sets():
       kwargs = dict(spec.get("source_kwargs", {}) or {})
@@ -466,7 +418,7 @@ class PAMS(SuperResolution):
     return jax.lax.cond(state.step < self.teacher_steps, self._teacher_step, self._student_step,
                         state, batch)
 
-  def predict(self, params: Any, model_state: Any, lr: jax.Array) -> jax.Array:
+  def super_resolve(self, params: Any, model_state: Any, lr: jax.Array) -> jax.Array:
     # Evaluation: `pams_calib` immutable -> quantizers use the learned alphas.
     return self.model.apply({"params": params}, lr)
 
@@ -477,7 +429,7 @@ class PAMS(SuperResolution):
         psnr_y(teacher, batch["hr"], self.scale, self.rgb_range) * batch["mask"])
     return metrics
 
-  def _predictors(self, state: TrainState) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+  def sr_predictors(self, state: TrainState) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     student = jax.jit(lambda p, x: self.model.apply({"params": p}, x))
     teacher = jax.jit(lambda p, x: self.teacher.apply({"params": p}, x))
     sp, tp = jax.device_get(state.params), jax.device_get(state.extra["teacher"])

@@ -228,3 +228,18 @@ def test_best_values_are_logged_and_kept_in_the_summary(tmp_path):
 def test_gather_rows_drops_padding():
   rows = evaluation.evals.gather_rows({"x": np.arange(6)}, np.array([1, 1, 0, 1, 0, 0]))
   np.testing.assert_array_equal(rows["x"], [0, 1, 3])
+
+
+def test_classification_evaluator_matches_a_direct_computation(tmp_path):
+  out = loop.run(pseudo_config(), str(tmp_path))
+  c = pseudo_config()
+  c.evals = ml_collections.ConfigDict({"top1": {"type": "classification", "split": "test"}})
+  got = loop.evaluate(c, str(tmp_path))
+  from jaxcompress.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+  src = sources.get("synthetic", "test", **c.data.source_kwargs)
+  images = pipeline.ImageOptions.from_config(c.data)
+  x = (src.images.astype(np.float32) / 255.0 - images.mean[0]) / images.std[0]
+  logits = x.reshape(len(x), -1) @ np.asarray(out["state"].params["w"])
+  assert got["top1/accuracy"] == pytest.approx(np.mean(logits.argmax(1) == src.labels), abs=1e-6)
+  with pytest.raises(errors.ConfigError, match="Unknown evaluator"):
+    loop.evaluate(c, str(tmp_path), names=["nope"])
