@@ -17,11 +17,11 @@ Per step, on the network `config.model` (normally "darts_eval", `jaxcompress.nas
   optimizer (SGD 0.025 momentum 0.9, weight decay 3e-4, cosine to 0 in the paper configs).
 
 PCNN cells (`config.model.kwargs.op_set = "pcnn"`, BNAS with PCNN): the projection loss
-L_P = (lambda / 2) sum ||C_hat - W o (C + eta delta)||^2 (PCNN, arXiv 1811.12755; BNAS sheet) is
-added with delta = dL/dC_hat of the same step, read from the gradient w.r.t. the model's
-"perturbations" collection (one forward/backward, then L_P's own gradient, as the sheet's
-pitfall asks); `pcnn_lambda` (1e-4) and `pcnn_eta` (1.0) set its weight and step (CHOICE: the
-sheet gives no values). Metric `projection_loss`.
+L_P = (lambda / 2) sum ||C_hat - W o (C + eta delta)||^2 (PCNN, arXiv 1811.12755; BNAS arXiv
+1911.10862) is added with delta = dL/dC_hat of the same step, read from the gradient w.r.t. the
+model's "perturbations" collection (one forward/backward, then L_P's own gradient, so delta is
+this step's); `pcnn_lambda` (1e-4) and `pcnn_eta` (1.0) set its weight and step (CHOICE: our
+defaults, no published values). Metric `projection_loss`.
 
 Settings in `config.nas_eval` (defaults = the paper): aux_weight 0.4, drop_path_prob 0.2
 (DARTS; 0.3 in PC-DARTS' train.py), cutout 16; the clipping norm is `config.optim.grad_clip`.

@@ -1,4 +1,4 @@
-"""The one training state every method uses (DESIGN.md section 3).
+"""The one training state every method uses.
 
 Everything the next step needs lives here, so a checkpoint restores a run exactly: parameters,
 non-trainable model state (batch statistics), one optimizer state per optimizer (a dict, so GAN
