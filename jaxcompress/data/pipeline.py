@@ -167,6 +167,29 @@ def train_dataset(source: Any, *, global_batch_size: int, num_steps: int, seed: 
   return ds[process_index::process_count]
 
 
+def with_streams(train_ds: grain.MapDataset, streams: dict[str, grain.MapDataset]
+                 ) -> grain.MapDataset:
+  """Every step's batch of `train_ds` plus, for each named stream, that stream's batch of the
+  same step under "<stream>/<key>" keys (source/target domains, several datasets).
+
+  Each stream is its own step-indexed dataset (own source, sampler, augmentation and batch
+  size), so the combined stream stays a pure function of the step.
+  """
+  if not streams:
+    return train_ds
+  for name, ds in streams.items():
+    if len(ds) < len(train_ds):
+      raise ConfigError(f"Stream {name!r} has {len(ds)} batches for {len(train_ds)} steps.")
+
+  def merged(step: int) -> dict[str, Any]:
+    batch = dict(train_ds[step])
+    for name, ds in streams.items():
+      batch.update({f"{name}/{k}": v for k, v in ds[step].items()})
+    return batch
+
+  return grain.MapDataset.range(len(train_ds)).map(merged)
+
+
 def eval_dataset(source: Any, *, global_batch_size: int, options: ImageOptions,
                  process_index: int = 0, process_count: int = 1,
                  example_fn: ExampleFn | None = None) -> grain.MapDataset:

@@ -105,6 +105,7 @@ class Setup:
     train_source: the training split's source (after `data.search_split`).
     val_source: the held-out part of a bilevel search, or None.
     order: the stream's epoch order (sampler and its labels).
+    stream_orders: the epoch orders of the named extra streams (`config.data.streams`).
     steps_per_epoch, total_steps: the run's length.
     options: normalisation and augmentation of images.
     step_options: XLA compiler options of the steps.
@@ -116,6 +117,7 @@ class Setup:
   train_source: Any
   val_source: Any
   order: sampling.EpochOrder
+  stream_orders: dict[str, sampling.EpochOrder]
   steps_per_epoch: int
   total_steps: int
   options: pipeline.ImageOptions
@@ -123,6 +125,44 @@ class Setup:
 
   def example_batch(self) -> dict[str, jax.Array]:
     return distributed.global_batch(self.train_ds[0], self.mesh)
+
+  def refresh_labels(self, state: Any) -> bool:
+    """Every stream's sampler labels from the state; True when any changed."""
+    changed = [o.refresh(state) for o in (self.order, *self.stream_orders.values())]
+    return any(changed)
+
+
+def _stream(config: ml_collections.ConfigDict, name: str, k: int, mesh: jax.sharding.Mesh,
+            steps_per_epoch: int, total_steps: int) -> tuple[Any, sampling.EpochOrder]:
+  """The step-indexed dataset and epoch order of `config.data.streams[name]`.
+
+  A stream block has `name` (dataset), `split`, `batch_size` and optionally `source_kwargs`,
+  `sampler`, `augment`, `mean`, `std`, `crop_padding`, `flip`, `transform` (defaults: those of
+  `config.data`). Its epochs are the main stream's (`steps_per_epoch`); its data seed is
+  `config.seed + 1 + k`.
+  """
+  data = config.data
+  block = data.streams[name]
+  merged = ml_collections.ConfigDict(data.to_dict())
+  del merged["streams"]
+  for key in ("sampler", "augment", "source_kwargs", "transform", "transform_kwargs"):
+    if key in merged:
+      del merged[key]
+  merged.update(block.to_dict() if hasattr(block, "to_dict") else dict(block))
+  distributed.check_batch_size(merged.batch_size, mesh)
+  source = sources.get(merged.name, merged.split, data_dir=merged.get("data_dir", None),
+                       **merged.get("source_kwargs", {}))
+  seed = config.seed + 1 + k
+  order = sampling.EpochOrder(merged.get("sampler", None), source, seed, merged.batch_size,
+                              steps_per_epoch)
+  ds = pipeline.train_dataset(
+      source, global_batch_size=merged.batch_size, num_steps=total_steps, seed=seed,
+      options=pipeline.ImageOptions.from_config(merged), process_index=jax.process_index(),
+      process_count=jax.process_count(), epoch_steps=steps_per_epoch, order_fn=order,
+      augment_fn=augment.compose(merged.augment) if merged.get("augment", None) else None,
+      example_fn=transforms.get(merged.get("transform", ""), train=True,
+                                **dict(merged.get("transform_kwargs", {}))))
+  return ds, order
 
 
 def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Setup:
@@ -160,8 +200,13 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Setu
       augment_fn=augment.compose(data.augment) if data.get("augment", None) else None,
       example_fn=transforms.get(data.get("transform", ""), train=True,
                                 **dict(data.get("transform_kwargs", {}))))
+  streams, stream_orders = {}, {}
+  for k, name in enumerate((data.get("streams", None) or {}).keys()):
+    streams[name], stream_orders[name] = _stream(config, name, k, mesh, steps_per_epoch,
+                                                 total_steps)
+  train_ds = pipeline.with_streams(train_ds, streams)
   return Setup(config=config, mesh=mesh, method=method, train_ds=train_ds, train_source=train_src,
-               val_source=val_src, order=order, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+               val_source=val_src, order=order, stream_orders=stream_orders, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                options=options, step_options=compile_options.step_compiler_options(config))
 
 
@@ -170,6 +215,10 @@ def make_runner(setup: Setup, *, eval_every: int, checkpoint_every: int) -> Any:
   config, method, mesh = setup.config, setup.method, setup.mesh
   data = config.data
   if data.get("on_device", False):
+    for key in ("streams", "sampler", "augment"):
+      if data.get(key, None):
+        raise ConfigError(f"config.data.on_device draws its own uniform batches and has no "
+                          f"config.data.{key}; set config.data.on_device=False.")
     if data.get("transform", ""):
       raise ConfigError(f"config.data.on_device does not run per-example transforms (data.transform"
                         f" = {data.transform!r}); set config.data.on_device=False.")
@@ -348,13 +397,13 @@ def run_single(config: ml_collections.ConfigDict, workdir: str, *,
   try:
     step = last_logged = start_step
     t_start = time.time()
-    setup.order.refresh(state)  # labels of a resumed epoch come from the checkpoint
+    setup.refresh_labels(state)  # labels of a resumed epoch come from the checkpoint
     runner.start(step)
     while step < total_steps:
       epoch, in_epoch = divmod(step, steps_per_epoch)
       if in_epoch == 0:
         state = call_hook("on_epoch_start", state, epoch)
-        if setup.order.refresh(state):  # new sampler labels: the next batches follow them
+        if setup.refresh_labels(state):  # new sampler labels: the next batches follow them
           runner.start(step)
       end = runners.chunk_end(step, total_steps=total_steps, max_steps=runner.max_steps,
                               boundaries=(steps_per_epoch, eval_every, checkpoint_every))
