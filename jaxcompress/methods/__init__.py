@@ -16,13 +16,13 @@ from jaxcompress.methods.base import Method
 _BUILTIN = {
     "classification": "jaxcompress.methods.classification:Classification",
     "rbnn": "jaxcompress.methods.rbnn:RBNN",
-    "sr": "jaxcompress.methods.pams:SuperResolution",
+    "sr": "jaxcompress.methods.super_resolution:SuperResolution",
     "pams": "jaxcompress.methods.pams:PAMS",
     "pc_darts": "jaxcompress.methods.pc_darts:PCDarts",
     "bnas": "jaxcompress.methods.bnas:BNAS",
     "nas_eval": "jaxcompress.methods.nas_eval:NASEval",
     "abandit_nas": "jaxcompress.methods.abandit_nas:ABanditNAS",
-    "adversarial": "jaxcompress.methods.abandit_nas:AdversarialTraining",
+    "adversarial": "jaxcompress.methods.adversarial:AdversarialTraining",
 }
 _REGISTERED: dict[str, Callable[..., Method]] = {}
 
