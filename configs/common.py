@@ -96,3 +96,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.warmup_epochs = 0.0
   c.optim.groups = []
   return c
+
+
+def search_then_retrain(search: ml_collections.ConfigDict, retrain: ml_collections.ConfigDict,
+                        genotype_key: str = "model.kwargs.genotype") -> ml_collections.ConfigDict:
+  """Two stages: an architecture search, then training of the found cell from scratch.
+
+  The "retrain" stage reads the search stage's `genotype.json` through the `genotype_key`
+  config entry (hand-over `paths_from`, jaxcompress.train.stages).
+  """
+  retrain = ml_collections.ConfigDict(retrain.to_dict())
+  retrain.paths_from = ((genotype_key, "search", "genotype.json"),)
+  c = ml_collections.ConfigDict()
+  c.stage_order = ("search", "retrain")
+  c.stages = ml_collections.ConfigDict({"search": search, "retrain": retrain})
+  return c

@@ -1,11 +1,11 @@
 """ABanditNAS end to end at quick size (slow): search -> genotype.json -> PGD training -> table.
 
-The same three commands as the digits configs' docstrings, through `loop.run`:
-digits_search:quick writes <search>/genotype.json; digits_eval:quick trains the evaluation
-network of that genotype adversarially (config.model.kwargs.genotype = the path) and writes
-robust_eval.json / robust_eval.md / final_report.json. About 1 minute on a shared 2-core CPU.
+One staged config, configs/abandit_nas/digits_pipeline.py:quick, through `loop.run`: stage
+"search" writes <root>/search/genotype.json; stage "retrain" trains the evaluation network of
+that genotype adversarially (handed over by `paths_from`) and writes robust_eval.json /
+robust_eval.md / final_report.json. About 1 minute on a shared 2-core CPU.
 
-  /work/venv/bin/python -m pytest -q -m slow tests/methods/abandit_pipeline_test.py
+  python -m pytest -q -m slow tests/methods/abandit_pipeline_test.py
 """
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ from absl.testing import absltest
 import numpy as np
 import pytest
 
-from configs.abandit_nas import digits_eval
-from configs.abandit_nas import digits_search
+from configs.abandit_nas import digits_pipeline
 from jaxcompress.methods import abandit_nas
 from jaxcompress.nas import abandit_network as an
 from jaxcompress.train import loop
@@ -36,9 +35,12 @@ class QuickPipelineTest(absltest.TestCase):
 
   def test_search_genotype_adversarial_training_robust_table(self):
     root = tempfile.mkdtemp(prefix="abandit_pipeline_")
-    search_dir, eval_dir = os.path.join(root, "search"), os.path.join(root, "eval")
-    search_cfg = _prepare(digits_search.get_config("quick"))
-    loop.run(search_cfg, search_dir)
+    search_dir, eval_dir = os.path.join(root, "search"), os.path.join(root, "retrain")
+    config = digits_pipeline.get_config("quick")
+    for name in config.stage_order:
+      _prepare(config.stages[name])
+    out = loop.run(config, root)
+    search_cfg = config.stages.search
     genotype_path = os.path.join(search_dir, "genotype.json")
     self.assertTrue(os.path.exists(genotype_path))
     report = json.load(open(os.path.join(search_dir, "final_report.json")))
@@ -51,10 +53,6 @@ class QuickPipelineTest(absltest.TestCase):
       for j, (op, idx) in enumerate(cell, start=1):
         self.assertIn(op, search_cfg.nas.primitives)
         self.assertLess(idx, j)
-
-    eval_cfg = _prepare(digits_eval.get_config("quick"))
-    eval_cfg.model.kwargs.genotype = genotype_path
-    out = loop.run(eval_cfg, eval_dir)
     for name in ("robust_eval.json", "robust_eval.md", "final_report.json", "metrics.jsonl"):
       self.assertTrue(os.path.exists(os.path.join(eval_dir, name)), name)
     table = json.load(open(os.path.join(eval_dir, "robust_eval.json")))["accuracy"]

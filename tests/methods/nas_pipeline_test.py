@@ -11,31 +11,24 @@ import time
 
 import pytest
 
-from configs.bnas import digits_eval as bnas_digits_eval
-from configs.bnas import digits_search as bnas_digits_search
-from configs.pc_darts import digits_eval as pc_darts_digits_eval
-from configs.pc_darts import digits_search as pc_darts_digits_search
+from configs.bnas import digits_pipeline as bnas_pipeline
+from configs.pc_darts import digits_pipeline as pc_darts_pipeline
 from jaxcompress.train import loop
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,search_cfg,eval_cfg", [
-    ("pc_darts", pc_darts_digits_search, pc_darts_digits_eval),
-    ("bnas", bnas_digits_search, bnas_digits_eval)])
-def test_search_then_eval_reaches_90_percent(tmp_path, name, search_cfg, eval_cfg):
+@pytest.mark.parametrize("name,pipeline", [("pc_darts", pc_darts_pipeline),
+                                           ("bnas", bnas_pipeline)])
+def test_search_then_eval_reaches_90_percent(tmp_path, name, pipeline):
   t0 = time.time()
-  search_dir = str(tmp_path / f"{name}_search")
-  config = search_cfg.get_config()
-  config.progress = "none"
-  loop.run(config, search_dir)
-  genotype_path = os.path.join(search_dir, "genotype.json")
+  config = pipeline.get_config()
+  for stage in config.stage_order:
+    config.stages[stage].progress = "none"
+  out = loop.run(config, str(tmp_path))
+  genotype_path = os.path.join(tmp_path, "search", "genotype.json")
   genotype = json.load(open(genotype_path, encoding="utf-8"))
-  assert len(genotype["normal"]) == len(genotype["reduce"]) == 2 * config.nas.steps
-  t_search = time.time() - t0
-  config = eval_cfg.get_config(f"genotype={genotype_path}")
-  config.progress = "none"
-  out = loop.run(config, str(tmp_path / f"{name}_eval"))
+  steps = config.stages.search.nas.steps
+  assert len(genotype["normal"]) == len(genotype["reduce"]) == 2 * steps
   total = time.time() - t0
-  print(f"{name}: search {t_search:.0f} s, total {total:.0f} s, accuracy "
-        f"{out['eval']['accuracy']:.4f}")
+  print(f"{name}: total {total:.0f} s, accuracy {out['eval']['accuracy']:.4f}")
   assert out["eval"]["accuracy"] >= 0.90

@@ -152,8 +152,11 @@ def test_config_builds(name):
   module = importlib.import_module(f"configs.rbnn.{name}")
   assert module.__doc__ and "python -m launch.main" in module.__doc__
   variants = [None, "quick"] + (["ablation"] if name == "digits_resnet20" else [])
+  configs = []
   for arg in variants:
     c = module.get_config(arg)
+    configs += [c.stages[n] for n in c.stage_order] if c.get("stages") else [c]
+  for c in configs:
     method = methods.get(c.method)(c, steps_per_epoch=10, total_steps=100)
     image = jax.ShapeDtypeStruct((2, *_input_shape(c.data.name)), jnp.float32)
     batch = {"image": image, "label": jax.ShapeDtypeStruct((2,), jnp.int32)}
