@@ -143,3 +143,34 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes(tmp_path):
   assert 0 < step < 40 and os.path.isdir(os.path.join(workdir, "checkpoints", str(step)))
   code, out = launch(workdir, *flags)
   assert code == 0 and f"Resumed from checkpoint at step {step}" in out
+
+
+def _last_eval(workdir):
+  import json  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    rows = [json.loads(line) for line in f]
+  return [r for r in rows if r["split"] == "eval"][-1]
+
+
+@pytest.mark.slow
+def test_gathered_evaluator_equal_over_two_processes_devices_and_one_batch(tmp_path):
+  config = "--config=tests/integration/configs/gather_eval.py"
+  flags = ["--config.num_steps=2", "--config.async_checkpoint=False"]
+  code, out = launch(str(tmp_path / "single"), f"{config}:120", *flags, devices=2)
+  assert code == 0, out[-2000:]
+  code, out = launch(str(tmp_path / "one_batch"), f"{config}:360", *flags, devices=1)
+  assert code == 0, out[-2000:]
+  port = portpicker.pick_unused_port()
+  procs = [launch(str(tmp_path / "multi"), f"{config}:120", *flags,
+                  f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                  f"--process_id={i}", devices=1, wait=False) for i in range(2)]
+  outs = [p.communicate(timeout=600)[0] for p in procs]
+  assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
+  rows = [_last_eval(str(tmp_path / d)) for d in ("single", "one_batch", "multi")]
+  assert rows[0]["gather/rows"] == 360.0
+  for row in rows[1:]:
+    for key in ("gather/rows", "gather/weighted_labels"):
+      assert row[key] == rows[0][key]
+    # Logits from differently sharded programs: equal up to float reduction order.
+    assert row["gather/weighted_logits"] == pytest.approx(rows[0]["gather/weighted_logits"],
+                                                          rel=1e-4)
