@@ -25,10 +25,8 @@ stamp "env done"
 
 # 2. PAMS pipeline, EDSR-baseline sized.
 t0=$SECONDS
-timeout -k 10 240 python3 -m launch.pams_pipeline --config=configs/pams/quick.py \
-  --workdir=/tmp/pams_gpu --config.model.kwargs.n_feats=64 --config.model.kwargs.n_resblocks=16 \
-  --config.data.source_kwargs.repeat=400 --config.pams.teacher_epochs=60 --config.num_epochs=66 \
-  --config.progress=lines 2>&1 | grep --line-buffered -v '^[a-z_0-9/]* *PAMS\|^body_\|^ *[a-z_0-9/]* *Conv ' \
+timeout -k 10 240 python3 -m launch.main --config=configs/pams/quick.py:baseline \
+  --workdir=/tmp/pams_gpu 2>&1 | grep --line-buffered -v '^[a-z_0-9/]* *PAMS\|^body_\|^ *[a-z_0-9/]* *Conv ' \
   | tee "$OUT/pams.txt"
 echo "pams rc=${PIPESTATUS[0]} wall=$((SECONDS - t0))s" | tee -a "$TIMES"
 cp /tmp/pams_gpu/pams_table.md "$OUT/pams_table.md" 2>/dev/null

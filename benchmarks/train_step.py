@@ -40,7 +40,6 @@ from jaxcompress import distributed
 from jaxcompress.models import factory, resnet_cifar
 from jaxcompress.ops import batch_norm as bn_ops
 from jaxcompress.ops import conv as conv_ops
-from jaxcompress.ops import host_malloc
 from jaxcompress.ops import native_conv
 from jaxcompress.ops import xla_cpu
 from jaxcompress.quant import layers as quant_layers  # noqa: F401  (registers "rbnn")
@@ -363,14 +362,7 @@ def main(argv: list[str] | None = None) -> None:
                       help="training steps per jitted call, as the engine runs the host pipeline "
                       "(config.steps_per_call; default: the configs' default). The table also "
                       "shows one call per step; every runner does this many steps per run")
-  parser.add_argument("--host-malloc", action="store_true",
-                      help="apply jaxcompress.ops.host_malloc (glibc keeps freed buffers mapped; "
-                      "the same as JAXCOMPRESS_HOST_MALLOC=1) before JAX starts; the process-wide "
-                      "setting reaches the PyTorch model too")
   args = parser.parse_args(argv)
-  if args.host_malloc and not host_malloc.apply():
-    sys.exit("--host-malloc: the allocator settings could not be applied (not glibc, not a CPU "
-             "run, or a JAX backend already started); see jaxcompress/ops/host_malloc.py.")
 
   layers = model_layers(args.model)
   k = max(1, args.steps_per_call)
@@ -400,7 +392,7 @@ def main(argv: list[str] | None = None) -> None:
 
   print(f"{args.model} training step, batch {BATCH}, {jax.default_backend()} "
         f"({args.reps} interleaved reps x {args.steps} runs of {k} steps; jaxcompress: {k} "
-        f"steps per jitted call; host_malloc {'on' if host_malloc.applied() else 'off'})")
+        f"steps per jitted call)")
   print(f"{'variant':24s} {'img/s best':>11s} {'img/s median':>13s}")
   best, med = {}, {}
   for label, ts in times.items():

@@ -19,7 +19,7 @@
 # 8-bit and 4-bit PAMS students initialised from it (learned activation max scales alpha, L1 + SKT
 # distillation), compare them on held-out photos, look at crops, and export the 8-bit student to
 # real int8 weights. The same run is one command:
-# `python -m launch.pams_pipeline --config=configs/pams/quick.py --workdir=...` (about 3-4 CPU
+# `python -m launch.main --config=configs/pams/quick.py --workdir=...` (about 3-4 CPU
 # minutes; `QUICKSTART_ARG=quick`, used by the tests, shrinks it to a few steps per stage).
 
 # %%
@@ -40,32 +40,27 @@ from jaxcompress.data import sources, transforms
 from jaxcompress.data.imresize import imresize
 from jaxcompress.methods import pams
 from jaxcompress.models import edsr
-from jaxcompress.train import loop
+from jaxcompress.train import checkpoint, loop
 
 config = quick.get_config(os.environ.get("QUICKSTART_ARG") or None)
-config.progress = "lines"
 workdir = tempfile.mkdtemp(prefix="jaxcompress_pams_")
 print(jax.devices())
 
 # %% [markdown]
-# ## Teacher, then one student per bit width
-# `pipeline_configs` derives three ordinary runs from the config: `fp` (float L1 training) and
-# `8bit` / `4bit` (PAMS students loading the `fp` checkpoint as teacher and initial weights).
+# ## Teacher, then one student per bit width, then the table
+# The config has four stages: `fp` (float L1 training), `8bit` / `4bit` (PAMS students loading
+# the `fp` checkpoint as teacher and initial weights) and `table`, which scores every model and
+# MATLAB bicubic on the held-out photographs with the paper's protocol (MATLAB Y channel, border
+# shave = scale, outputs on the uint8 grid).
 
 # %%
-stages = pams.pipeline_configs(config, workdir)
-params = {}
-for label, (stage_config, stage_workdir) in stages.items():
-  print(f"== {label}: method {stage_config.method}, {stage_config.num_epochs} epochs")
-  params[label] = loop.run(stage_config, stage_workdir)["state"].params
-
-# %% [markdown]
-# ## PSNR / SSIM on the held-out photographs
-# MATLAB protocol of the paper: Y channel, border shave = scale, outputs on the uint8 grid.
-
-# %%
-report = pams.pipeline_report(config, params, workdir)
-print(report["table"])
+for name in config.stage_order:
+  config.stages[name].progress = "lines"
+out = loop.run(config, workdir)
+report = out["stages"]["table"]
+print(open(os.path.join(workdir, "pams_table.md")).read())
+params = {label: checkpoint.load_run_state(os.path.join(workdir, label))["params"]
+          for label in ("fp", "8bit", "4bit")}
 
 # %% [markdown]
 # ## Side-by-side crops: HR / bicubic / FP / 8-bit / 4-bit
@@ -77,10 +72,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 transforms.load_providers()
-scale = int(config.model.kwargs.scale)
-example = sources.get(config.data.name, config.data.eval_split, scale=scale)[0]
+scale = int(config.stages.table.model.kwargs.scale)
+example = sources.get("sr_offline", "test", scale=scale)[0]
 lr, hr = example["lr"], example["hr"]
-predictors = pams.pipeline_predictors(config, params)
+predictors = pams.stage_predictors(config.stages.table, params)
 outputs = {"HR": hr.astype(np.float64), "bicubic": imresize(lr, float(scale)).astype(np.float64)}
 outputs.update({label: fn(lr[None].astype(np.float32))[0] for label, fn in predictors.items()})
 size = min(96, hr.shape[0] // 2, hr.shape[1] // 2)
@@ -102,7 +97,7 @@ print("crops saved to", os.path.join(workdir, "crops.png"))
 # serving convolves int8 operands with int32 accumulation (`quant.serve_int8`).
 
 # %%
-student = edsr.EDSR(**dict(config.model.kwargs), layers=edsr.pams_layers(bits=8))
+student = edsr.EDSR(**dict(config.stages.table.model.kwargs), layers=edsr.pams_layers(bits=8))
 x = lr[None].astype(np.float32)
 exported = quant.export_int8({"params": params["8bit"]}, student, x)
 int8_out = np.asarray(jax.jit(quant.serve_int8)(exported, x))

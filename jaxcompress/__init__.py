@@ -8,10 +8,6 @@ per-layer parameter/bit/MAC table (DESIGN.md section 5).
 # Before anything imports jax and starts a backend: XLA reads XLA_FLAGS once per process.
 from jaxcompress.ops import xla_cpu as _xla_cpu
 _xla_cpu.apply()
-# Also before the backend starts its threads: reuse freed host buffers if
-# JAXCOMPRESS_HOST_MALLOC=1 asks for it (opt-in: it slows compilation; ops/host_malloc.py).
-from jaxcompress.ops import host_malloc as _host_malloc
-_host_malloc.apply_if_requested()
 
 from jaxcompress.summary import summary  # noqa: F401  (contract: jaxcompress.summary(model, ...))
 

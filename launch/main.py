@@ -16,7 +16,6 @@ from ml_collections import config_flags
 
 from jaxcompress import distributed
 from jaxcompress.errors import UserError
-from jaxcompress.ops import host_malloc
 from jaxcompress.train import compilation_cache
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
@@ -31,11 +30,6 @@ _CACHE = flags.DEFINE_string(
     "compilation_cache_dir", None,
     "Persistent XLA compilation cache (reruns skip compiling); default "
     "~/.cache/jaxcompress/xla-<cpu>, 'none' turns it off. JAX_COMPILATION_CACHE_DIR wins.")
-_HOST_MALLOC = flags.DEFINE_bool(
-    "host_malloc", False,
-    "CPU runs: make glibc keep freed buffers mapped (jaxcompress/ops/host_malloc.py; the same as "
-    "JAXCOMPRESS_HOST_MALLOC=1). Not recommended since config.steps_per_call (default 8) removes "
-    "most page faults: with both, the ResNet-20 step was slower (BENCHMARKS.md, tenth session).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -57,12 +51,7 @@ def main(argv: list[str]) -> None:
 
 
 def setup_process() -> None:
-  """Host allocator, cluster initialisation and the compilation cache, shared by every launcher."""
-  if _HOST_MALLOC.value and not host_malloc.apply():
-    # Asked for but not possible (no glibc, an accelerator run, a backend already started): the
-    # run is still correct, only without the speed-up, so say so and go on.
-    print("jaxcompress: --host_malloc has no effect here (it needs glibc, a CPU run and no "
-          "started JAX backend; see jaxcompress/ops/host_malloc.py).", file=sys.stderr)
+  """Cluster initialisation and the compilation cache, shared by every launcher."""
   distributed.initialize(_COORD.value, _NPROC.value, _PID.value, auto=_AUTO.value,
                          local_device_ids=_LOCAL_DEVICES.value)
   compilation_cache.enable(_CACHE.value)
