@@ -20,10 +20,10 @@ QUICK = "--config=configs/baseline/digits_resnet20.py:quick"
 def launch(workdir, *flags, devices=8, wait=True, **popen_kwargs):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  cmd = [sys.executable, "-m", "launch.main", f"--workdir={workdir}", "--config.progress=lines",
-         *flags]
-  if not any(f.startswith("--config=") for f in flags):
-    cmd.insert(3, QUICK)
+  # The config file first: overrides of its fields may only follow it.
+  config = [f for f in flags if f.startswith("--config=")] or [QUICK]
+  cmd = [sys.executable, "-m", "launch.main", *config, f"--workdir={workdir}",
+         "--config.progress=lines", *[f for f in flags if not f.startswith("--config=")]]
   proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, **popen_kwargs)
   if not wait:
