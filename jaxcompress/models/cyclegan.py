@@ -103,8 +103,9 @@ class ResnetGenerator(nn.Module):
     n_blocks: residual blocks (9 for 256x256, 6 for 128x128 in the official code).
     layers: layer factory.
     widths: output channels by role for a pruned generator: "stem", "down1", "down2" (also the
-      residual stream's width, shared by every block's conv2), "block{b}/conv1" (b from 0),
-      "up1", "up2". Roles left out keep ngf, 2 ngf, 4 ngf, 4 ngf, 2 ngf, ngf.
+      residual stream's width, shared by every block's conv2), "block{b}/conv1" (b from 0;
+      default: the stream's width), "up1", "up2". Other roles left out keep ngf, 2 ngf, 4 ngf,
+      2 ngf, ngf.
   """
   output_nc: int = 3
   ngf: int = 64
@@ -118,10 +119,15 @@ class ResnetGenerator(nn.Module):
     defaults = {"stem": ngf, "down1": 2 * ngf, "down2": 4 * ngf}
     defaults.update({f"block{b}/conv1": 4 * ngf for b in range(self.n_blocks)})
     defaults.update({"up1": 2 * ngf, "up2": ngf})
-    return factory.resolve_widths(self.widths, defaults, "ResnetGenerator")
+    out = factory.resolve_widths(self.widths, defaults, "ResnetGenerator")
+    for b in range(self.n_blocks):  # a block's inner width follows the stream unless given
+      if f"block{b}/conv1" not in (self.widths or {}):
+        out[f"block{b}/conv1"] = out["down2"]
+    return out
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    tap = factory.tapper(self)  # feature taps by role (factory.taps)
     del train  # instance norm and no dropout: training and inference compute the same thing
     ly = self.layers
     widths = self.layer_widths()
@@ -133,15 +139,15 @@ class ResnetGenerator(nn.Module):
       x = ly.conv(widths[role], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
                   use_bias=True, name=role)(x)
       x = ly.act(factory.gate(ly, widths[role], f"{role}_gate")(instance_norm(f"{role}_norm")(x)))
-      factory.sow_tap(self, role, x)
+      tap(role, x)
     for b in range(self.n_blocks):
       x = ResnetBlock(widths["down2"], ly, inner=widths[f"block{b}/conv1"], name=f"block{b}")(x)
-      factory.sow_tap(self, f"res{b + 1}", x)
+      tap(f"res{b + 1}", x)
     for i in range(2):
       role = f"up{i + 1}"
       x = upsample_conv(ly, widths[role], name=role)(x)
       x = ly.act(factory.gate(ly, widths[role], f"{role}_gate")(instance_norm(f"{role}_norm")(x)))
-      factory.sow_tap(self, role, x)
+      tap(role, x)
     x = _last_conv(ly)(self.output_nc, (7, 7), padding="VALID", use_bias=True, name="head")(
         reflect_pad(x, 3))
     return jnp.tanh(x)
@@ -165,6 +171,7 @@ class NLayerDiscriminator(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    tap = factory.tapper(self)  # feature taps by role (factory.taps)
     del train
     ly = self.layers
     # Width doubles per hidden conv up to 8 * ndf (the official `nf_mult = min(2 ** n, 8)`).
@@ -175,7 +182,7 @@ class NLayerDiscriminator(nn.Module):
     x = ly.first_conv(widths["conv0"], (4, 4), strides=(2, 2), padding=pad, use_bias=True,
                       name="conv0")(x)
     x = nn.leaky_relu(x, 0.2)
-    factory.sow_tap(self, "hidden0", x)
+    tap("hidden0", x)
     for n in range(1, self.n_layers + 1):
       # Stride 2 for layers 1..n_layers-1, then one stride-1 layer.
       strides = 2 if n < self.n_layers else 1
@@ -183,5 +190,5 @@ class NLayerDiscriminator(nn.Module):
                   use_bias=True, name=f"conv{n}")(x)
       x = factory.gate(ly, widths[f"conv{n}"], f"gate{n}")(instance_norm(f"norm{n}")(x))
       x = nn.leaky_relu(x, 0.2)
-      factory.sow_tap(self, f"hidden{n}", x)
+      tap(f"hidden{n}", x)
     return _last_conv(ly)(1, (4, 4), padding=pad, use_bias=True, name="head")(x)

@@ -160,6 +160,7 @@ class EDSR(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, return_features: bool = False) -> Array | tuple[Array, Array]:
+    tap = factory.tapper(self)  # feature taps by role (factory.taps)
     widths = factory.resolve_widths(
         self.widths, {f"body_{i}/conv1": self.n_feats for i in range(self.n_resblocks)}, "EDSR")
     mean = jnp.asarray(self.rgb_mean, x.dtype) * self.rgb_range
@@ -168,9 +169,9 @@ class EDSR(nn.Module):
     for i in range(self.n_resblocks):
       res = ResBlock(self.n_feats, self.res_scale, self.layers, inner=widths[f"body_{i}/conv1"],
                      name=f"body_{i}")(res)
-      factory.sow_tap(self, f"body_{i}", res)
+      tap(f"body_{i}", res)
     res = conv(self.layers.first_conv, self.n_feats, name="body_end")(res) + x
-    factory.sow_tap(self, "body", res)
+    tap("body", res)
     out = Upsampler(self.scale, self.n_feats, self.layers, name="upsampler")(res)
     out = conv(self.layers.first_conv, self.n_colors, name="tail")(out) + mean
     return (out, res) if return_features else out

@@ -12,9 +12,10 @@ Three conventions shared by the models, for the pruning and distillation papers:
     there). None (the default) places no module, so float models keep their parameters exactly.
   * Per-layer widths: models that can be pruned take `widths`, a mapping from a layer's role
     (its parameter path, e.g. "block0/conv1") to its output channels; `resolve_widths` checks it.
-  * Feature taps: models `sow` features into the `TAPS` ("intermediates") collection under role
-    names ("down2", "res3", "stage1", ...); `apply(..., mutable=[TAPS])` returns them and `taps`
-    reads them back by role. Taps are not stored by `init`, so variables stay as they were.
+  * Feature taps: models sow features into the `TAPS` ("intermediates") collection under role
+    names ("down2", "res3", "stage1", ...) through a `Taps` child; `apply(..., mutable=[TAPS])`
+    returns them and `taps` reads them back by role. Nothing is stored by `init`, so variables
+    stay as they were.
 
 Named layer sets ("float", "rbnn", "binary", "pams") are registered here and import the
 technique modules that define their layers only when selected (see `layer_sets`).
@@ -43,6 +44,7 @@ ModuleFactory = Callable[..., nn.Module]
 
 # The collection feature taps are sown into (flax's conventional name for sown values).
 TAPS = "intermediates"
+_TAPS_MODULE = "taps"  # the name models give their `Taps` child
 
 
 def _default_conv() -> ModuleFactory:
@@ -232,14 +234,36 @@ def resolve_widths(widths: Mapping[str, int] | None, defaults: Mapping[str, int]
   return out
 
 
-def sow_tap(module: nn.Module, role: str, x: jax.Array) -> None:
-  """Sows `x` into the `TAPS` collection under `role` (nothing during `init`).
+class Taps(nn.Module):
+  """Sows features into the `TAPS` collection by role (create it through `tapper`).
 
-  Skipping `init` keeps the variables `init` returns free of activations: without it every
-  `init` would return an "intermediates" collection that callers would have to drop.
+  The values live in this child's scope because a role may share its name with a layer of the
+  model ("down2" is also the generator's conv); the module has no variables, so parameters and
+  random streams are those of the model without it.
   """
-  if not module.is_initializing():
-    module.sow(TAPS, role, x)
+
+  @nn.compact
+  def __call__(self, role: str, x: jax.Array) -> jax.Array:
+    """Records `x` under `role` (appended, flax's `sow`); returns `x` unchanged."""
+    self.sow(TAPS, role, x)
+    return x
+
+
+def tapper(module: nn.Module) -> Callable[[str, jax.Array], jax.Array]:
+  """The feature-tap function of one call of `module`: `tap = factory.tapper(self)`, then
+  `tap("down2", x)` at each position (inside `module`'s compact `__call__`).
+
+  Args:
+    module: the model, from inside its compact method.
+
+  Returns:
+    `tap(role, x) -> x`. It records only when `TAPS` is mutable and the model is not being
+    initialised, so `init` returns no activations and plain `apply` calls (and model
+    summaries) see no extra module.
+  """
+  if module.is_initializing() or not module.is_mutable_collection(TAPS):
+    return lambda role, x: x
+  return Taps(name=_TAPS_MODULE)
 
 
 def taps(state: Mapping[str, Any]) -> dict[str, jax.Array]:
@@ -249,8 +273,8 @@ def taps(state: Mapping[str, Any]) -> dict[str, jax.Array]:
     state: the mutated-variables dict (with a `TAPS` entry) or the `TAPS` collection itself.
 
   Returns:
-    role -> the last value sown under that role; roles sown inside a submodule are prefixed
-    with its path ("child/role").
+    role -> the last value sown under that role; roles of a model used inside another are
+    prefixed with its path ("netG/down2").
   """
   col = state.get(TAPS, state) if hasattr(state, "get") else state
   out: dict[str, jax.Array] = {}
@@ -259,7 +283,7 @@ def taps(state: Mapping[str, Any]) -> dict[str, jax.Array]:
     for key, val in node.items():
       if isinstance(val, tuple):
         out[prefix + key] = val[-1]
-      else:
-        visit(val, f"{prefix}{key}/")
+      else:  # a `Taps` child holds its model's roles: no path component of its own
+        visit(val, prefix if key == _TAPS_MODULE else f"{prefix}{key}/")
   visit(col, "")
   return out

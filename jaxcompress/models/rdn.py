@@ -73,6 +73,7 @@ class RDN(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, return_features: bool = False) -> Array | tuple[Array, Array]:
+    tap = factory.tapper(self)  # feature taps by role (factory.taps)
     if self.scale not in (2, 3, 4):
       raise ValueError(f"scale must be 2, 3 or 4, got {self.scale}.")
     f1 = conv(self.layers.first_conv, self.g0, name="sfe1")(x)
@@ -80,12 +81,12 @@ class RDN(nn.Module):
     outs = []
     for i in range(self.d):
       x = RDB(self.g0, self.g, self.c, self.layers, name=f"rdb_{i}")(x)
-      factory.sow_tap(self, f"rdb_{i}", x)
+      tap(f"rdb_{i}", x)
       outs.append(x)
     h = act_quant(self.layers, "quant_act")(jnp.concatenate(outs, axis=-1))
     h = conv(self.layers.conv, self.g0, kernel=1, name="gff_0")(h)
     feat = conv(self.layers.conv, self.g0, name="gff_1")(h) + f1
-    factory.sow_tap(self, "body", feat)
+    tap("body", feat)
     up = feat
     if self.scale == 4:
       up = pixel_shuffle(conv(self.layers.first_conv, self.g * 4, name="up_0")(up), 2)

@@ -84,8 +84,8 @@ class CifarResNetA(nn.Module):
     depth: 6n + 2 (20, 32, 44, 56, 110).
     widths: channels of the three stages, or a mapping of per-layer widths (a pruned network)
       by role: "stage1".."stage3" (a stage's output channels; the stem has stage1's) and
-      "stage{s}_block{b}/conv1" (a block's inner channels, b counted from 0). Roles left out
-      keep the architecture's widths (16, 32, 64).
+      "stage{s}_block{b}/conv1" (a block's inner channels, b counted from 0; default: its
+      stage's width). Other roles left out keep the architecture's widths (16, 32, 64).
     layers: layer factory (float, binary, quantized ...).
     bireal: Bi-Real shortcut around every conv.
     bn_before_classifier: BatchNorm1d after global pooling (RBNN official models).
@@ -111,14 +111,19 @@ class CifarResNetA(nn.Module):
     blocks = (self.depth - 2) // 6
     mapping = hasattr(self.widths, "items")
     stages = _DEFAULT_WIDTHS if mapping else tuple(self.widths)
+    given = dict(self.widths.items()) if mapping else {}
     defaults = {f"stage{s + 1}": w for s, w in enumerate(stages)}
     for s, w in enumerate(stages):
       defaults.update({f"stage{s + 1}_block{b}/conv1": w for b in range(blocks)})
-    return factory.resolve_widths(dict(self.widths.items()) if mapping else None, defaults,
-                                  "CifarResNetA")
+    out = factory.resolve_widths(given, defaults, "CifarResNetA")
+    for role in defaults:  # a block's inner width follows its stage unless given
+      if "/" in role and role not in given:
+        out[role] = out[role.split("_block")[0]]
+    return out
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    tap = factory.tapper(self)  # feature taps by role (factory.taps)
     widths = self.layer_widths()
     blocks = (self.depth - 2) // 6
     stages = [k for k in widths if "/" not in k]
@@ -132,7 +137,7 @@ class CifarResNetA(nn.Module):
         name = f"{role}_block{b}"
         x = BasicBlockA(widths[role], strides, ly, self.bireal, inner=widths[f"{name}/conv1"],
                         name=name)(x, train)
-      factory.sow_tap(self, role, x)
+      tap(role, x)
     x = jnp.mean(x, axis=(1, 2))
     if self.bn_before_classifier:
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
@@ -177,6 +182,7 @@ class ResNet18(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    tap = factory.tapper(self)  # feature taps by role (factory.taps)
     ly = self.layers
     x = ly.first_conv(64, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="stem")(x)
     x = factory.gate(ly, 64, "stem_gate")(ly.batch_norm(train)(x))
@@ -186,7 +192,7 @@ class ResNet18(nn.Module):
       for b in range(blocks):
         strides = 2 if stage > 0 and b == 0 else 1
         x = BasicBlockB(64 * 2**stage, strides, ly, name=f"stage{stage + 1}_block{b}")(x, train)
-      factory.sow_tap(self, f"stage{stage + 1}", x)
+      tap(f"stage{stage + 1}", x)
     x = jnp.mean(x, axis=(1, 2))
     if self.bn_before_classifier:
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)

@@ -36,6 +36,7 @@ class VGGSmall(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    tap = factory.tapper(self)  # feature taps by role (factory.taps)
     ly = self.layers
     widths = factory.resolve_widths(self.widths, _WIDTHS, "VGGSmall")
     x = ly.first_conv(widths["stem"], (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
@@ -47,6 +48,6 @@ class VGGSmall(nn.Module):
       if i % 2 == 0:  # max-pool after conv1, conv3 and conv5
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
       x = ly.act(factory.gate(ly, widths[role], f"{role}_gate")(ly.batch_norm(train)(x)))
-      factory.sow_tap(self, role, x)
+      tap(role, x)
     x = x.reshape(x.shape[0], -1)
     return ly.last_dense(self.num_classes, name="classifier")(x)
