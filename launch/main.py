@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 
+import numpy as np
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
@@ -46,8 +47,10 @@ def main(argv: list[str]) -> None:
     print(f"jaxcompress: error: {e}", file=sys.stderr)
     sys.exit(1)
   if distributed.is_main_process():
-    shown = " ".join(f"{k}={v:.4f}" for k, v in result["eval"].items())
-    print(f"Finished {result['steps']} steps. Final eval: {shown}. Outputs in {_WORKDIR.value}")
+    shown = " ".join(f"{k}={float(v):.4f}" for k, v in result["eval"].items() if np.ndim(v) == 0)
+    done = (f"stages {', '.join(result['stages'])}" if "stages" in result
+            else f"{result['steps']} steps")
+    print(f"Finished {done}. Final eval: {shown}. Outputs in {_WORKDIR.value}")
 
 
 def setup_process() -> None:

@@ -88,8 +88,11 @@ class Evaluator(abc.ABC):
 
 
 def lower_is_better(metric: str) -> bool:
-  """Whether a metric's best value is its minimum (names with loss, fid, error or distance)."""
-  return any(word in metric.lower() for word in ("loss", "fid", "error", "distance"))
+  """Whether a metric's best value is its minimum (names with loss, fid, error or distance, and
+  the reconstruction errors l1, l2, mse, mae)."""
+  name = metric.lower()
+  return (any(word in name for word in ("loss", "fid", "error", "distance")) or
+          name.split("/")[-1] in ("l1", "l2", "mse", "mae"))
 
 
 def register(name: str) -> Callable[[type[Evaluator]], type[Evaluator]]:
