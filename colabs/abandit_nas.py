@@ -38,9 +38,25 @@
 # The full (non-quick) notebook takes about 5 minutes on a 2-core CPU.
 
 # %%
-# In Colab, install jaxcompress from the repository first (uncomment):
-# !git clone https://github.com/<org>/jaxcompress && pip install -e jaxcompress
-# %cd jaxcompress
+# Makes `jaxcompress` importable: from an installed wheel (`pip install jaxcompress-*.whl`), or
+# from a checkout of the repository when the notebook runs inside it (the folder holding
+# `setup.py` goes on `sys.path`, so its `configs/` import too).
+import os
+import sys
+
+try:
+  import jaxcompress
+except ImportError:
+  _root = os.path.abspath(os.getcwd())
+  while not os.path.exists(os.path.join(_root, "setup.py")) and os.path.dirname(_root) != _root:
+    _root = os.path.dirname(_root)
+  if not os.path.exists(os.path.join(_root, "setup.py")):
+    print("jaxcompress is not installed and this notebook is not inside a checkout of the repository: "
+          "run `pip install -e .` in the checkout (or `pip install jaxcompress-*.whl`), then rerun.")
+    raise
+  sys.path.insert(0, _root)
+  import jaxcompress
+print("jaxcompress", jaxcompress.__version__, "imported from", os.path.dirname(jaxcompress.__file__))
 
 # %%
 import json
