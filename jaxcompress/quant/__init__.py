@@ -1,4 +1,4 @@
-"""Quantisation and binarisation: estimators, RBNN rotations, binary layers (DESIGN.md section 5).
+"""Quantisation and binarisation: estimators, RBNN rotations, binary layers.
 
 Level 1 (pure functions, usable in any JAX code): the larq-named estimators (`ste_sign`,
 `approx_sign`, `swish_sign`, `magnitude_aware_sign`, `ste_tern`, `ste_heaviside`, `dorefa`), RBNN's

@@ -1,4 +1,4 @@
-"""Tests for jaxcompress.models.factory: named layer sets, gate slot helpers, widths, taps, layering."""
+"""Tests for jaxcompress.models.factory: named layer sets, gates, widths, taps and layering."""
 from __future__ import annotations
 
 import ast

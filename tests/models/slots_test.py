@@ -143,7 +143,8 @@ class GateSlotTest(parameterized.TestCase):
     np.testing.assert_allclose(y, logits + head["bias"], rtol=1e-5, atol=1e-5)
 
   def test_generator_gates_between_norm_and_activation(self):
-    model = cyclegan.ResnetGenerator(ngf=4, n_blocks=1, layers=factory.FLOAT.replace(gate=_Recorder))
+    model = cyclegan.ResnetGenerator(ngf=4, n_blocks=1,
+                                     layers=factory.FLOAT.replace(gate=_Recorder))
     x = images((2, 16, 16, 3))
     _, (_, state) = run_jit(model, x, dict(mutable=["gate_inputs", factory.TAPS]))
     seen = state["gate_inputs"]
@@ -203,7 +204,7 @@ class WidthsTest(absltest.TestCase):
     self.assertEqual(shapes["block0/conv1/kernel"], (3, 3, 6, 6))    # not given: the stream's
     self.assertEqual(shapes["block1/conv1/kernel"], (3, 3, 6, 2))
     self.assertEqual(shapes["block1/conv2/kernel"], (3, 3, 2, 6))    # back to the stream width
-    self.assertEqual(shapes["up1/kernel"], (3, 3, 7, 6))             # transpose_kernel: (.., out, in)
+    self.assertEqual(shapes["up1/kernel"], (3, 3, 7, 6))   # transpose_kernel: (kh, kw, out, in)
     self.assertEqual(shapes["up2/kernel"], (3, 3, 4, 7))
     self.assertEqual(shapes["head/kernel"], (7, 7, 4, 3))
     self.assertEqual(jax.eval_shape(model.apply, v, x).shape, (1, 16, 16, 3))
