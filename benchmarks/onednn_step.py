@@ -1,4 +1,4 @@
-"""What the ninth session's CPU step changes are worth, each alone and together, in one run.
+"""What two CPU step settings are worth, each alone and together, in one run.
 
 Two changes to the CPU training step:
 

@@ -1,8 +1,8 @@
 """Wall time of whole quick configs: this checkout vs an earlier one, cold and warm cache.
 
-The CPU-speed issue asks that "the test suite and the quick configs get faster accordingly".
-This script answers the second half by running each quick config end to end (fresh process,
-fresh workdir, compilation included: exactly what a user waits for) in three variants:
+A faster training step only matters to users if the quick configs get faster too. This script
+measures that by running each quick config end to end (fresh process, fresh workdir,
+compilation included: exactly what a user waits for) in three variants:
 
   * `baseline`: the source tree given by `--baseline-src` (e.g. a `git worktree` of the commit
     before a change) on PYTHONPATH, with its own defaults;

@@ -1,6 +1,6 @@
 """Where a NAS search's start-up time goes: tracing, lowering and XLA compile of each jitted step.
 
-On a lent H100/H200 the BNAS digits search (`configs/bnas/digits_search.py`: 3 cells x 9 edges x
+On an H100/H200 with XLA's defaults the BNAS digits search (`configs/bnas/digits_search.py`: 3 cells x 9 edges x
 8 binary ops, each op behind an `nn.cond` so that abandoned ops are skipped) printed no training
 row within 200 s, while on CPU the whole search takes under 5 minutes. This script times every
 phase of the engine's jitted functions separately, in the engine's order (`method.init`, then

@@ -1,4 +1,4 @@
-"""What the sixth session's CPU step changes are worth, each alone and together, in one run.
+"""What three CPU step settings are worth, each alone and together, in one run.
 
 Three changes to the CPU training step (see `jaxcompress/ops/conv.py`, `quant/rotation.py`):
 

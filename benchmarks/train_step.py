@@ -12,11 +12,11 @@ multi_step.py`); "1 step per call" is one jitted call per step (`--steps-per-cal
 the `ratio 1 step per call` line). Every runner performs the same number of steps per run.
 Where the native weight-gradient kernel is in use (`jaxcompress/ops/native_conv.py`, one CPU
 device), "XLA weight gradients" is the same engine path with XLA's blocked weight-gradient
-convolutions instead (the tenth session's code), in the same run.
+convolutions instead (`JAXCOMPRESS_NATIVE=0`'s path), in the same run.
 
 Usage:
   python benchmarks/train_step.py --model resnet20 [--reps 10] [--steps 1] [--compare]
-      [--steps-per-call 8] [--host-malloc]
+      [--steps-per-call 8]
 """
 from __future__ import annotations
 
@@ -371,8 +371,8 @@ def main(argv: list[str] | None = None) -> None:
     one, _ = make_jax_step(layers, "1 step per call")
     runners.append((repeat_steps(one, k), "1 step per call"))
   if jax.default_backend() == "cpu" and native_conv.available():
-    # The previous path (tenth session): weight gradients on XLA's blocked convolution instead
-    # of the native kernel, same steps per call.
+    # XLA's weight gradient (native kernel off): the blocked XLA convolution instead of the
+    # native kernel, same steps per call.
     runners += make_patched_steps(
         layers, {XLA_DW: ((conv_ops, "_native_dw_applies", lambda *a, **kw: False),)}, k)
   if args.compare:
