@@ -38,7 +38,7 @@ def cifar10_data(c: ml_collections.ConfigDict) -> None:
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Fields every experiment has (DESIGN.md section 6); experiments override them."""
+  """Fields every experiment has; experiments override them."""
   c = ml_collections.ConfigDict()
   c.method = "classification"
   c.seed = 0

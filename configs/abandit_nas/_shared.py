@@ -49,7 +49,7 @@ def eval_config(genotype: str, manual_denoising: bool, quick: bool) -> ml_collec
       genotype=genotype, C=48, layers=10, auxiliary=True, manual_denoising=manual_denoising,
       drop_path_prob=0.2))
   c.adv = adv_block(robust_eval_at_end=True)
-  # DARTS evaluation recipe (the sheet: "DARTS eval-like", unconfirmed by the paper).
+  # DARTS evaluation recipe (the paper states no evaluation schedule; DARTS's is used).
   c.num_epochs = 600
   c.optim.name = "sgd"
   c.optim.learning_rate = 0.025

@@ -10,7 +10,7 @@ Command:
   python -m launch.main --config=configs/abandit_nas/cifar10_eval_genotype1.py --workdir=$HOME/runs/abnas10
 Hardware: 1 GPU. Measured on one H100 (jax 0.11.2): 0.099 s per PGD-7 training step at batch
 96 after 41 s of compilation, i.e. about 52 s per epoch, about 9 hours for 600 epochs.
-Expected (sheet, unconfirmed against the paper): clean about 90.6 %, PGD-7 about 58.7 %.
+Expected (not confirmed against the paper's table): clean about 90.6 %, PGD-7 about 58.7 %.
 Training recipe (paper silent; DARTS evaluation-like): SGD 0.025 cosine, momentum 0.9, weight
 decay 3e-4, batch 96, 600 epochs, drop path 0.2, auxiliary weight 0.4, gradient clip 5.
 Variants: `:quick` (2 steps of a C = 8 network).

@@ -10,7 +10,7 @@ Command:
 Hardware: 1 GPU. Measured on one H100: 0.097 s per PGD-7 training step at batch 96 (about 9 hours
 for 600 epochs).
 Expected: no number in the paper; the release claims it beats ABANDIT_CIFAR_1 (clean about
-90.6 %, PGD-7 about 58.7 %, sheet values, unconfirmed).
+90.6 %, PGD-7 about 58.7 %, not confirmed against the paper).
 Variants: `:quick`.
 """
 from configs import common

@@ -1,4 +1,4 @@
-"""A CPU-sized ABanditNAS search on scikit-learn's digits (arXiv 2008.00698; the sheet's tiny search).
+"""A CPU-sized ABanditNAS search on scikit-learn's digits (arXiv 2008.00698, scaled down).
 
 2 distinct cells (2 layers, C = 8) over K = 4 ops (max pool, skip, Gabor filter, denoising block),
 T = 1: T * sum_{k=2..4} k = 9 sampled networks, one epoch each, PGD-3 (eps 0.1, step 0.04)

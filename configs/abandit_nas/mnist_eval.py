@@ -10,8 +10,9 @@ Command:
   python -m launch.main --config=configs/abandit_nas/mnist_eval.py --workdir=$HOME/runs/abnas_mnist
 Data: `tfds build mnist --file_format=array_record` once.
 Hardware: 1 GPU (about a day for 100 epochs of PGD-40 training).
-Expected (sheet, unconfirmed): clean about 99.5 %; PGD-100 accuracy reported in final_report.json.
-Choices (paper silent): PGD-40 step 0.01 training (sheet, unconfirmed), SGD 0.025 cosine,
+Expected (not confirmed against the paper): clean about 99.5 %; PGD-100 accuracy in
+final_report.json.
+Choices (paper silent): PGD-40 step 0.01 training (unconfirmed), SGD 0.025 cosine,
 100 epochs, batch 128, no affine augmentation (the pipeline offers crop/flip only; none used).
 Variants: `:quick`.
 """

@@ -4,9 +4,9 @@ counterpart; per-model table (XNOR / PCNN, params, GPU-days) unconfirmed: check 
 
 The DARTS evaluation recipe (`configs/pc_darts/cifar10_eval.py`: 20 cells, C = 36, aux head 0.4,
 drop path 0.2 linear, cutout 16, batch 96, SGD 0.025 cosine, weight decay 3e-4, grad clip 5,
-600 epochs) on the `darts_eval` network with binarized cells (CHOICE where the sheet is
-unconfirmed: BNAS's larger evaluation nets and its exact schedule are not confirmed, so the DARTS
-sizes are kept; widen with --config.model.kwargs.C=...):
+600 epochs) on the `darts_eval` network with binarized cells (CHOICE: BNAS's larger evaluation
+nets and its exact schedule could not be confirmed from the paper, so the DARTS sizes are kept;
+widen with --config.model.kwargs.C=...):
   default  XNOR cells (`op_set = "binary"`: a * sign(W) weights, real activations; XNOR-BNAS);
   `:pcnn`  PCNN projection cells with the projection loss (lambda 1e-4, eta 1; PCNN-BNAS);
   `:1bit`  XNOR cells with sign activations too (the journal's 1-bit BNAS).

@@ -7,7 +7,7 @@ convs, `jaxcompress.nas.binary_ops`) with performance-based operation-space redu
 15, reduction phases of 5 epochs; during a phase every step samples one op per edge from the
 low-alpha half M_S and scores the sampled network on the validation half-batch; at the end of each
 phase every edge abandons argmin of the likelihood S <- S/2 + s (7 phases: 8 ops -> 1 at epoch 50).
-Schedule constants are this project's choice (the paper gives none the sheet could confirm).
+Schedule constants are jaxcompress's choice (the paper gives none that could be confirmed).
 
 Variants (`:arg`): `1bit` (weights and activations binarized, UCB abandonment, the journal's 1-bit
 BNAS), `float` (float ops: op-space reduction on the DARTS space), `skip` (do not compute abandoned

@@ -94,7 +94,7 @@ def pams_optim(c: ml_collections.ConfigDict) -> None:
   c.optim.groups = [{"regex": ".*alpha", "learning_rate": 1e-2}]
 
 
-# The paper's model sizes (sheet section 4) and the tiny `:quick` variants of each.
+# The paper's model sizes (arXiv 2011.04212, experiments) and the tiny `:quick` variants of each.
 PAPER_MODELS = {
     "edsr_baseline": {},                                   # 16 blocks x 64 feats, res_scale 1
     "rdn": {"d": 16, "c": 8, "g": 64, "g0": 64},           # D=16 RDBs x C=8 layers, G=G0=64
@@ -127,7 +127,7 @@ def teacher_config(arg: str | None, *, model: str, scale: int,
 
 def pams_paper_config(arg: str | None, *, model: str, scale: int, bits: int,
                       patch_size: int) -> ml_collections.ConfigDict:
-  """A PAMS paper setting: `bits`-bit student of `model` at `scale` (sheet sections 3-4).
+  """A PAMS paper setting: `bits`-bit student of `model` at `scale` (arXiv 2011.04212).
 
   Adam (0.9, 0.999, eps 1e-8, no weight decay) lr 1e-4 for weights and 1e-2 for every alpha,
   StepLR x0.5 every 10 epochs, 30 epochs of 1000 batches of 16, L1 + 1e3 * SKT, student

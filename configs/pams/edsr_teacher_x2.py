@@ -1,8 +1,8 @@
 """Full-precision EDSR-baseline x2 teacher for PAMS (method "sr"; EDSR, Lim et al. CVPRW 2017).
 
 Paper: PAMS (ECCV 2020, arXiv 2011.04212) starts its x2 students from EDSR-PyTorch's
-`edsr_baseline_x2` weights (Set5 x2 about 37.99 dB in the EDSR-PyTorch model zoo; not in our
-paper sheet, unconfirmed). This config retrains it with the EDSR-PyTorch recipe: DIV2K 1-800,
+`edsr_baseline_x2` weights (Set5 x2 about 37.99 dB in the EDSR-PyTorch model zoo; not stated in
+the PAMS paper, unconfirmed). This config retrains it with the EDSR-PyTorch recipe: DIV2K 1-800,
 96-px HR patches (48 LR), batch 16, L1, Adam 1e-4 halved every 200 epochs of 1000 batches,
 300 epochs.
 

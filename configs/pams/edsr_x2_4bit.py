@@ -1,8 +1,8 @@
 """PAMS-EDSR x2, 4-bit weights and activations (PAMS, ECCV 2020, arXiv 2011.04212).
 
 Table row: benchmark aggregators list PAMS-EDSR x2 as Set5 37.67 / Set14 33.20 / B100 31.94 /
-Urban100 31.10 dB without a bit width; our sheet reads it as "likely 4-bit x2" (bits and table
-number unconfirmed: check the paper).
+Urban100 31.10 dB without a bit width, most likely the 4-bit x2 row (bits and table number
+unconfirmed: check the paper).
 
 Recipe: as configs/pams/edsr_x2_8bit.py with 4 bits: EDSR-baseline (16 blocks, 64 feats), DIV2K,
 96-px HR patches (48 LR), batch 16, 30 epochs of 1000 batches, Adam 1e-4 / alphas 1e-2, StepLR

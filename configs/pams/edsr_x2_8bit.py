@@ -1,11 +1,11 @@
 """PAMS-EDSR x2, 8-bit weights and activations (PAMS, ECCV 2020, arXiv 2011.04212).
 
-Table row: PAMS-EDSR x2 8-bit on Set5/Set14/B100/Urban100. Not in our paper sheet (unconfirmed:
-check the paper's table); the EDSR-baseline x2 FP reference is Set5 about 37.99 dB (EDSR-PyTorch
-model zoo; unconfirmed here), and the sheet expects 8-bit ~ FP.
+Table row: PAMS-EDSR x2 8-bit on Set5/Set14/B100/Urban100 (values unconfirmed: check the
+paper's table); the EDSR-baseline x2 FP reference is Set5 about 37.99 dB (EDSR-PyTorch model
+zoo; unconfirmed here), and 8-bit is expected to match FP.
 
 Recipe: EDSR-baseline (16 blocks, 64 feats) student and frozen FP teacher, DIV2K 1-800, 96-px HR
-patches (48 LR, EDSR-PyTorch's x2 setting; the sheet only states 192 at x4), batch 16, 30 epochs
+patches (48 LR, EDSR-PyTorch's x2 setting; 192 is the x4 patch), batch 16, 30 epochs
 of 1000 batches, Adam 1e-4 / alphas 1e-2, StepLR x0.5 every 10 epochs, L1 + 1e3 * SKT,
 first-epoch EMA alpha calibration, student initialised from the teacher.
 

@@ -1,8 +1,8 @@
 """PAMS-EDSR x4, 4-bit weights and activations (PAMS, ECCV 2020, arXiv 2011.04212).
 
-Table row: PAMS-EDSR x4 4-bit on Set5/Set14/B100/Urban100. Our paper sheet does not hold the 4-bit
-x4 values (unconfirmed: check the paper's table; the sheet expects a visible drop below the
-8-bit row, Set5 32.124 dB, and the FP EDSR x4, 32.095). Paper setting: student initialised
+Table row: PAMS-EDSR x4 4-bit on Set5/Set14/B100/Urban100 (values unconfirmed: check the
+paper's table; expected a visible drop below the 8-bit row, Set5 32.124 dB, and the FP EDSR x4,
+32.095). Paper setting: student initialised
 from the FP teacher.
 
 Recipe: as configs/pams/edsr_x4_8bit.py with 4 bits: EDSR-baseline (16 blocks, 64 feats),

@@ -5,8 +5,8 @@ rocket, immunohistochemistry, hubble_deep_field, motorcycle; test on chelsea and
 with MATLAB bicubic imresize). A small EDSR (4 blocks, 16 feats, x2, 48-px HR patches) is first
 trained in place as the full-precision teacher (`pams.teacher_epochs`, L1, Adam 1e-3), then the
 8-bit PAMS student is initialised from it and fine-tuned with L1 + 1e3 * SKT (Adam 1e-4,
-alphas 1e-2, first student epoch = EMA alpha calibration). Not a paper table row: the sheet's
-CPU-sized check ("8-bit ~ FP PSNR").
+alphas 1e-2, first student epoch = EMA alpha calibration). Not a paper table row: a CPU-sized
+check that 8-bit PSNR matches FP.
 
 Command:
   python -m launch.main --config=configs/pams/offline_edsr_x2.py --workdir=/tmp/pams_offline

@@ -1,7 +1,7 @@
 """Full-precision RDN x4 teacher for PAMS (method "sr"; RDN, Zhang et al. CVPR 2018).
 
 Paper: PAMS (ECCV 2020, arXiv 2011.04212) quantizes a pretrained RDN (D=16 RDBs x C=8 layers,
-G=G0=64); FP reference Set5 x4 32.47 dB (RDN paper; not in our PAMS sheet). This config trains
+G=G0=64); FP reference Set5 x4 32.47 dB (RDN paper; not stated in the PAMS paper). This config trains
 it with the EDSR-PyTorch recipe used for the other teachers (DIV2K 1-800, 96-px HR patches as
 PAMS-RDN, batch 16, L1, Adam 1e-4 halved every 200 epochs of 1000 batches, 300 epochs); the RDN
 paper's own schedule differs (unconfirmed: check the RDN paper).

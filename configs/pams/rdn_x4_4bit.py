@@ -1,7 +1,7 @@
 """PAMS-RDN x4, 4-bit weights and activations (PAMS, ECCV 2020, arXiv 2011.04212).
 
-Table row: PAMS-RDN x4 4-bit on Set5/Set14/B100/Urban100 (values not in our paper sheet:
-unconfirmed, check the paper's table; expected a visible drop below the 8-bit row and the FP
+Table row: PAMS-RDN x4 4-bit on Set5/Set14/B100/Urban100 (values unconfirmed:
+check the paper's table; expected a visible drop below the 8-bit row and the FP
 RDN x4, Set5 32.47 dB, RDN paper).
 
 Recipe: as configs/pams/rdn_x4_8bit.py with 4 bits: RDN (D=16, C=8, G=G0=64), DIV2K, 96-px HR

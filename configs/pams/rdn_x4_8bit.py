@@ -1,7 +1,7 @@
 """PAMS-RDN x4, 8-bit weights and activations (PAMS, ECCV 2020, arXiv 2011.04212).
 
-Table row: PAMS-RDN x4 8-bit on Set5/Set14/B100/Urban100 (values not in our paper sheet:
-unconfirmed, check the paper's table; the FP RDN x4 reference is Set5 32.47 dB, RDN paper).
+Table row: PAMS-RDN x4 8-bit on Set5/Set14/B100/Urban100 (values unconfirmed:
+check the paper's table; the FP RDN x4 reference is Set5 32.47 dB, RDN paper).
 
 Recipe: RDN (D=16 RDBs x C=8 layers, G=G0=64) student and frozen FP teacher, DIV2K, 96-px HR
 patches (paper/code for RDN), batch 16, 30 epochs of 1000 batches, Adam 1e-4 / alphas 1e-2,

@@ -5,8 +5,8 @@ Command:
   python -m launch.main --config=configs/rbnn/cifar10_resnet20.py --workdir=$HOME/runs/rbnn_r20
 Data: `tfds build cifar10 --file_format=array_record` once (needs `pip install -e .[prepare]`).
 Hardware: 1 GPU (H100: several hours for 1000 epochs) or a TPU slice.
-Expected: best eval accuracy about 86.0-87.0 % (README 86.5 %; a user reports 86.1 %, issue #1);
-400 epochs (`--config.num_epochs=400`) land about 0.5-1 point lower.
+Expected: best eval accuracy about 86.0-87.0 % (README 86.5 %; a user reports 86.1 % in
+lmbxmu/RBNN issue #1); 400 epochs (`--config.num_epochs=400`) land about 0.5-1 point lower.
 Recipe: official code (configs/rbnn/_base.py): SGD 0.1 m 0.9 wd 1e-4 on all parameters, 5-epoch
 warm-up + cosine, batch 256, crop pad 4 + flip, ImageNet mean/std normalisation.
 Model: option-A ResNet-20, float stem + hardtanh, BatchNorm1d before the float classifier.
