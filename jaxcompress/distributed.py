@@ -1,9 +1,8 @@
 """Multi-device and multi-host plumbing: one `data` mesh axis over every device.
 
-The same code runs on 1 CPU, 8 fake CPU devices, a GPU box and a TPU pod slice (DESIGN.md section
-3): the train state is replicated, batches are sharded along their leading axis, and XLA inserts
-the cross-device reductions (batch-norm statistics and metric means are global, exactly as on one
-device).
+The same code runs on 1 CPU, 8 fake CPU devices, a GPU box and a TPU pod slice: the train state
+is replicated, batches are sharded along their leading axis, and XLA inserts the cross-device
+reductions (batch-norm statistics and metric means are global, exactly as on one device).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """grain input pipelines: deterministic, per-process sharded, resumable by step.
 
-Design (DESIGN.md section 4): the train stream is a `grain.MapDataset` indexed by step, so the
+Design: the train stream is a `grain.MapDataset` indexed by step, so the
 data position is a pure function of the step — resuming at step s reads exactly the batches an
 uninterrupted run reads, with no iterator state to checkpoint. Each epoch is a fresh permutation
 (seed + epoch) truncated to whole global batches; each example's augmentation is seeded by its

@@ -1,7 +1,7 @@
 """Random-access data sources: offline sets shipped in packages, TFDS, synthetic data.
 
 Every source is a sequence of examples `{"image": uint8 HWC, "label": int}` with `len()` and
-`[i]`, which is what grain's `MapDataset.source` needs (DESIGN.md section 4). TFDS datasets come
+`[i]`, which is what grain's `MapDataset.source` needs. TFDS datasets come
 through `tfds.data_source` (ArrayRecord, random access, no TensorFlow at train time).
 """
 from __future__ import annotations

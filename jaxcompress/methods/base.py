@@ -1,4 +1,4 @@
-"""The Method interface: how a paper plugs into the one training engine (DESIGN.md section 3).
+"""The Method interface: how a paper plugs into the one training engine.
 
 A method never jits its steps: the engine does, with mesh shardings and state donation. The
 engine calls, in order: `init` once (or restores a checkpoint), then per epoch `on_epoch_start`,

@@ -1,8 +1,8 @@
 """BNAS: Binarized Neural Architecture Search (Chen et al., arXiv 1911.10862, AAAI 2020;
 journal version arXiv 2009.04247 with the UCB-based "1-bit BNAS").
 
-No official code is public; this follows the project sheet (/work/shared/papers/bnas.md) and
-documents every choice the paper leaves open (marked CHOICE).
+No official code is public; this follows the two papers and documents every choice they leave
+open (marked CHOICE).
 
 Search = PC-DARTS (`PCDarts`: partial channels, edge normalisation, bilevel first-order step on
 the two train halves) on a binarized op space (`config.nas.op_set = "binary"`,

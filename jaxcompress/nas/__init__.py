@@ -1,6 +1,6 @@
 """Neural architecture search: DARTS/PC-DARTS spaces, genotypes, bandits and robust ops.
 
-Technique API (DESIGN.md section 5): `channel_shuffle`, `derive_genotype`, `Genotype`, `ucb`, `lcb`,
+Technique API: `channel_shuffle`, `derive_genotype`, `Genotype`, `ucb`, `lcb`,
 `BanditState` (with `sample`, `update`, `remove_worst`), `gabor_kernel`, `nonlocal_mean`, `OPS`,
 `PRIMITIVES`; the evaluation network `EvalNetwork` (`get_genotype`, `drop_path`) and PCNN
 projection ops (`pcnn_project`, `pcnn_projection_loss`).

@@ -458,8 +458,8 @@ def derive_genotype(mean: Any, alive: Any, primitives: Sequence[str] = tuple(
   On every edge the surviving op is the alive arm with the largest performance m (the only alive
   arm once the search is over; ties to the lower op index). Each node keeps a single
   (op, input) pair: the incoming edge whose surviving op has the largest m, ties to the lower
-  input index. The paper's release does not say how a node's edge is chosen; this is the
-  natural rule (documented in the ABanditNAS sheet as unconfirmed).
+  input index. Neither the paper nor its release says how a node's edge is chosen; this is
+  the natural rule (unconfirmed).
 
   Args:
     mean: (num_cells, num_edges, num_ops) arm performance.

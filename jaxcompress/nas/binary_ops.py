@@ -7,8 +7,8 @@ and trains them with XNOR-Net (Rastegari et al., arXiv 1603.05279):
   the real latent weights at every step; sign by `quant.ste_sign` (clipped STE, gradient where
   |W| <= 1). `a` is differentiated too, which gives XNOR-Net's d/dW = g (1/n + a 1[|W| <= 1]).
 * activations (1-bit search only, `binarize_input=True`): A_b = sign(A) with the clipped STE
-  (gradient where |A| <= 1). XNOR-Net's optional spatial scale K is not used (choice: the BNAS
-  sheet marks it optional; most binary NAS code drops it). Zero padding is applied after
+  (gradient where |A| <= 1). XNOR-Net's optional spatial scale K is not used (choice: most
+  binary NAS code drops it). Zero padding is applied after
   binarisation (the padded border stays 0).
 
 Op set (same names and order as `space.PRIMITIVES`, so alphas / genotypes are unchanged):
@@ -21,15 +21,15 @@ Op set (same names and order as `space.PRIMITIVES`, so alphas / genotypes are un
 | skip_connect  | identity; at stride 2 the real-valued `FactorizedReduce`                   |
 
 Choices where the paper is silent (documented in methods/bnas.py too): pooling, skip and none stay
-real-valued (the sheet's reading of the paper); with weights-only binarization
+real-valued (reading the paper as binarizing convolutions only); with weights-only binarization
 (`binary_activations=False`, XNOR-BNAS search as the conference version) the ReLU is kept; with
 binarized activations (1-bit BNAS) the ReLU is dropped (sign(ReLU(x)) would be constant +1) and
 each binary conv binarizes its own input, as XNOR-Net's BN -> sign -> conv block (the BN of the
 previous op / preprocessing precedes it).
 
 PCNN variant (`pcnn_ops`; Gu et al., "Projection Convolutional Neural Networks for 1-bit CNNs
-via Discrete Back Propagation", arXiv 1811.12755, AAAI 2019; BNAS sheet "Binarized convolution -
-PCNN"): each real kernel C (HWIO) has J learned projection matrices W_j of its shape and is
+via Discrete Back Propagation", arXiv 1811.12755, AAAI 2019; PCNN-BNAS in arXiv 1911.10862):
+each real kernel C (HWIO) has J learned projection matrices W_j of its shape and is
 projected onto Omega = {a, -a}, a = mean |C| over the layer:
   C_hat_j = P_Omega(W_j, C) = argmin_{a_i in Omega} |W_j o C - a_i| = a * sign(W_j o C)
 (o the Hadamard product); the convolution uses mean_j C_hat_j (= C_hat_1 for J = 1; CHOICE for
@@ -41,7 +41,7 @@ W learns only from the projection loss
 (`pcnn_projection_loss`; C_hat is a constant there too). `PCNNConv` exposes C_hat as a flax
 perturbation ("chat"), so a training step gets delta from `jax.grad` w.r.t. the "perturbations"
 collection, and `projection_loss_tree` sums L_P over every PCNN layer of a parameter tree.
-Defaults (CHOICE, the sheet gives none): W_j initialised to 1 (C_hat = a sign(C) at the start),
+Defaults (CHOICE, the papers give none): W_j initialised to 1 (C_hat = a sign(C) at the start),
 lambda = 1e-4, eta = 1.
 
 Example:

@@ -28,7 +28,7 @@ per layer), so the 2-D float32 weight gradient runs on jaxcompress's own C++ ker
 blocked gradient, 0.76-1.34x PyTorch's oneDNN kernel's time) where a C++ compiler is available, and
 on XLA's blocked convolution otherwise. Several CPU devices keep XLA's convolutions: neither
 call has an SPMD partitioning rule. Float ResNet-20 training step, one interleaved run
-(with the batch-norm change of the same session, `ops.batch_norm`): 394 -> 464 img/s; RBNN
+(together with batch norm's recomputed normalised input, `ops.batch_norm`): 394 -> 464 img/s; RBNN
 ResNet-20 307 -> 339 (BENCHMARKS.md).
 
 If YNNPACK convolutions are in use (the flag could not be set), the weight gradient is always

@@ -58,8 +58,8 @@ from jaxcompress.ops import xla_cpu
 OPT_OUT_ENV = "JAXCOMPRESS_ONEDNN_CONV"
 CUSTOM_CALL_TARGET = "__onednn$convolution"
 # jaxlib minor versions whose `__onednn$convolution` backend-config contract (field meanings,
-# no offsets on padding/stride/dilation) was checked against lax: 0.10.2 here, 0.11.2 on the
-# lent GPU machine's host CPU (tests/ops/onednn_conv_test.py, benchmarks/gpu_suite_9.sh).
+# no offsets on padding/stride/dilation) was checked against lax: 0.10.2 and 0.11.2 (the latter on
+# a GPU machine's host CPU: tests/ops/onednn_conv_test.py, `bash benchmarks/gpu_suite.sh ops`).
 # Others fall back to XLA: a config the runtime rejects aborts the process, so no probe there.
 _CHECKED_JAXLIB = ((0, 10), (0, 11))
 

@@ -354,7 +354,7 @@ def _get(tree: Any, path: str) -> Any:
 
 def export(variables: Any, rules_or_model: Any, *example_args: Any, model: nn.Module | None = None,
            fold_bn: bool = True, **apply_kwargs: Any) -> Exported:
-  """Converts a trained model's quantised layers to real low-bit weights (DESIGN.md section 5).
+  """Converts a trained model's quantised layers to real low-bit weights.
 
   Args:
     variables: the model's variables (`{"params": ..., "batch_stats": ...}`) or its params.

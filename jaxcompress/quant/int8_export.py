@@ -5,9 +5,9 @@ Train -> convert -> serve (aqt's modes) for models built with the "pams" layer s
 
   * `export_int8(variables, model, *example_args, **apply_kwargs)` traces one forward and, for
     every `PAMSConv`, stores the integer weight levels of the paper's weight quantizer
-    `l_w = round(w * q_max / s_w)`, `s_w = max|w| + 1e-8` (sheet section 3, per tensor), as
-    int8 (bits > 4) or two 4-bit levels per byte (bits <= 4), with the float per-tensor step
-    `s_w / q_max`. Its input activation quantizer is found from the trace: the `PAMSQuantAct`
+    `l_w = round(w * q_max / s_w)`, `s_w = max|w| + 1e-8` (per tensor, colorjam/PAMS
+    `quant_weight`), as int8 (bits > 4) or two 4-bit levels per byte (bits <= 4), with the float
+    per-tensor step `s_w / q_max`. Its input activation quantizer is found from the trace: the `PAMSQuantAct`
     whose OUTPUT is the conv's input (exact: e.g. EDSR conv2 after Q_a2), else one applied to
     the SAME tensor (EDSR conv1, whose input the official block leaves in float while its
     skip is Q_a1(x): the export quantizes conv1's input with Q_a1's learned alpha; the only
@@ -30,9 +30,9 @@ pixels above 1 level, PSNR within 0.003 dB) but by up to 19 at 4 bits (PSNR -0.1
 prefer "float" for 4-bit models. A rounding decision flipped by the summation order can move
 one activation by one level, so no bound is exact for deep models.
 Speed: the int8 convolutions are real XLA int8 x int8 -> int32 convolutions; how fast they run
-depends on the CPU's int8 units. The 2-core VM used here reports avx512_vnni and amx_int8
-(not the AVX2-only CPU of the issue's first measurement), and one 3x3 64->64 conv on a
-128x128 map measured 0.5 ms int8 vs 8 ms float32 (min of 15, loaded machine). End to end, the
+depends on the CPU's int8 units. On a 2-core VM that reports avx512_vnni and amx_int8, one
+3x3 64->64 conv on a 128x128 map measured 0.5 ms int8 vs 8 ms float32 (min of 15, loaded
+machine). End to end, the
 EDSR-baseline x4 serving gains only 1.2-1.3x (min / median over interleaved reps) because the
 PAMS model keeps head, body end, upsampler (at 2x and 4x resolution, about 40% of the MACs)
 and tail in float (the float EDSR x4 without its 16 blocks alone takes 520-550 ms of the

@@ -408,7 +408,7 @@ def _default_log(msg: str) -> None:
 def quantize(model: nn.Module, rules: QuantRule | Sequence[QuantRule] | Sequence[dict], *,
              keep_first_last_float: bool = True,
              log: Callable[[str], Any] | None = _default_log) -> Quantized:
-  """Quantises the `nn.Conv` / `nn.Dense` layers of `model` that match `rules` (DESIGN.md sec. 5).
+  """Quantises the `nn.Conv` / `nn.Dense` layers of `model` that match `rules`.
 
   Args:
     model: an unbound linen module (any architecture built from `nn.Conv` / `nn.Dense`).

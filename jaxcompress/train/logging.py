@@ -1,4 +1,4 @@
-"""Run outputs in the workdir (DESIGN.md section 3 contract) and the progress display.
+"""Run outputs in the workdir (the contract every run keeps) and the progress display.
 
 `metrics.jsonl` holds one JSON object per logged step: {"step": int, "split": "train"|"eval",
 "<metric>": float, ...}; TensorBoard events go to the same workdir through tensorboardX (no
