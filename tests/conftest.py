@@ -1,6 +1,6 @@
-"""Test set-up: 8 fake CPU devices (DESIGN.md section 7) before JAX is imported.
+"""Test set-up: 8 fake CPU devices before JAX is imported.
 
-Also, for the whole session:
+Also, for the whole test run:
   * float32 matmuls and convolutions at full precision on every backend. GPUs default to
     TF32 (relative error ~1e-3), which the NumPy-reference tolerances (1e-5) would reject; on
     CPU this changes nothing.

@@ -1,4 +1,4 @@
-"""Every PAMS paper config against the paper sheet (/work/shared/papers/pams.md, sections 3-5).
+"""Every PAMS paper config against the paper (arXiv 2011.04212) and the official colorjam/PAMS code.
 
 Numbers written out here, independently of configs/pams/_sr_common.py, so a changed default
 there fails this test.
@@ -12,8 +12,8 @@ import pytest
 from jaxcompress import models
 from jaxcompress.data import pipeline
 
-# (module, model, scale, bits, HR patch). EDSR 192 at x4 (sheet); RDN 96 (sheet); EDSR x2 96
-# (48 LR, EDSR-PyTorch's x2 patch; the sheet only states x4).
+# (module, model, scale, bits, HR patch). EDSR 192 at x4 and RDN 96 (the PAMS setting); EDSR x2
+# 96 (48 LR, EDSR-PyTorch's x2 patch).
 STUDENTS = [
     ("edsr_x4_8bit", "edsr_baseline", 4, 8, 192),
     ("edsr_x4_4bit", "edsr_baseline", 4, 4, 192),

@@ -5,7 +5,7 @@ PGD-7 training (default) and on clean images (`:clean`), then compares the robus
 tables (clean, FGSM, MI-FGSM, PGD-7, PGD-20 at eps 0.1 on the 360 test digits). Measured on a
 shared 2-core CPU: about 1.5 minutes; PGD-7 accuracy 0.81 (adversarial) vs 0.37 (clean).
 
-  /work/venv/bin/python -m pytest -q -m slow tests/methods/abandit_robustness_test.py
+  python -m pytest -q -m slow tests/methods/abandit_robustness_test.py
 """
 from __future__ import annotations
 

@@ -200,8 +200,9 @@ class RBNNSignTest(chex.TestCase, parameterized.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_schedule_float32_is_design_formula(self):
-    # DESIGN.md: t = t_min (t_max / t_min) ** (epoch / epochs), k = max(1 / t, 1), in float32
-    # (the default dtype), here against the same formula evaluated by NumPy in float32.
+    # arXiv 2009.13055 eq. 18 (official `cpt_tk`): t = t_min (t_max / t_min) ** (epoch / epochs),
+    # k = max(1 / t, 1), in float32 (the default dtype), here against the same formula evaluated
+    # by NumPy in float32.
     fn = self.variant(quant.rbnn_schedule)
     for t_min, t_max, epochs in ((1e-2, 10.0, 1000), (1e-2, 1.0, 15), (0.1, 5.0, 7)):
       e = np.arange(epochs + 1, dtype=np.float32)

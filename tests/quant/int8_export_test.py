@@ -24,7 +24,7 @@ def _calibrated_student(bits: int, n_feats: int = 16, n_resblocks: int = 2, scal
 
 
 def _np_pams_weight_levels(w: np.ndarray, bits: int) -> np.ndarray:
-  """NumPy reference of the weight levels of `pams_quantize_weight` (sheet section 3)."""
+  """NumPy reference of `pams_quantize_weight`'s levels (colorjam/PAMS `quant_weight`)."""
   qmax = 2 ** (bits - 1) - 1
   s = np.float32(np.max(np.abs(w))) + np.float32(1e-8)
   return np.round(w.astype(np.float32) * np.float32(qmax) / s)

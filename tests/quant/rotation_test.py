@@ -286,7 +286,8 @@ class RBNNConvTest(chex.TestCase, parameterized.TestCase):
 
   def test_theta_half_pi_blocks_latent_gradient_path(self):
     # At theta = pi/2, w3 = stop_gradient(R w2) exactly, so the latent weight gets no gradient
-    # through w3 (RBNN sheet, pitfalls): dw3/dw2 = 1 - |sin theta| = 0.
+    # through w3 (arXiv 2009.13055 eq. 15 with the official stop-gradient): dw3/dw2 =
+    # 1 - |sin theta| = 0.
     x, w, r1, r2, _, alpha = random_problem(10, jnp.float32)
     theta = jnp.full((3,), jnp.pi / 2)
     g = jax.jit(jax.grad(lambda w: jnp.sum(_conv(x, w, r1, r2, theta, alpha, 0.5, 2.0, 1, 1))))(w)

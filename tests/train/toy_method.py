@@ -1,4 +1,4 @@
-"""A test-only method with the hard shapes of later papers (Foundation issue, item 4).
+"""A test-only method with the hard shapes of later papers (GAN, NAS, re-ID, UDA).
 
 * two optimizers updated in one step ("model": SGD on the network, "arch": Adam on a mixing
   weight, as NAS weights/architecture or GAN generator/discriminator);
