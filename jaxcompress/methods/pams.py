@@ -90,10 +90,12 @@ def save_params(path: str, params: Any) -> None:
 
 
 def load_params(path: str) -> Any:
-  """Reads teacher params: `.msgpack`, `.npz`, a run's workdir or its `checkpoints/` folder.
+  """Reads teacher params: `.msgpack`, `.npz`, `.pt` / `.pth`, a run's workdir or `checkpoints/`.
 
   For a workdir the newest checkpoint's `params` are returned
-  (`jaxcompress.train.checkpoint.load_run_state`).
+  (`jaxcompress.train.checkpoint.load_run_state`). A `.pt` / `.pth` file is an EDSR-PyTorch
+  EDSR or RDN state_dict (the teachers of the official PAMS code), converted by
+  `jaxcompress.models.official_weights.convert_sr_teacher` (needs torch).
 
   Raises:
     ConfigError: the path does not exist or holds no parameters.
@@ -101,9 +103,12 @@ def load_params(path: str) -> Any:
   if not os.path.exists(path):
     raise ConfigError(f"Teacher parameters {path!r} not found. Set config.pams.teacher_path to an "
                       "'sr' run's workdir (python -m launch.main --config=configs/pams/"
-                      "edsr_teacher_x4.py --workdir=DIR), its checkpoints/ folder, or a .msgpack "
-                      "/ .npz params file.")
+                      "edsr_teacher_x4.py --workdir=DIR), its checkpoints/ folder, a .msgpack "
+                      "/ .npz params file or an EDSR-PyTorch .pt teacher.")
   if os.path.isfile(path):
+    if path.endswith((".pt", ".pth")):
+      from jaxcompress.models import official_weights  # pylint: disable=g-import-not-at-top
+      return official_weights.convert_sr_teacher(path)
     if path.endswith(".npz"):
       with np.load(path) as z:
         return traverse_util.unflatten_dict({k: np.asarray(z[k]) for k in z.files}, sep="/")
