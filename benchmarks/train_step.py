@@ -42,7 +42,6 @@ from jaxcompress.ops import batch_norm as bn_ops
 from jaxcompress.ops import conv as conv_ops
 from jaxcompress.ops import native_conv
 from jaxcompress.ops import xla_cpu
-from jaxcompress.quant import layers as quant_layers  # noqa: F401  (registers "rbnn")
 from jaxcompress.quant import rotation
 from jaxcompress.train import multi_step
 

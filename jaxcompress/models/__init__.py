@@ -68,16 +68,6 @@ def build(name: str, *, layers: str | factory.Layers = "float",
     raise ConfigError(f"Unknown model {name!r}. Known models: {', '.join(names())}. "
                      "Set config.model.name to one of them.")
   if isinstance(layers, str):
-    _import_layer_sets()
     layers = factory.get(layers, **(layer_kwargs or {}))
   module, attr = _MODELS[name].split(":")
   return getattr(importlib.import_module(module), attr)(layers=layers, **kwargs)
-
-
-def _import_layer_sets() -> None:
-  """Imports the modules that register layer sets (binary, quantized) with the factory."""
-  for module in ("jaxcompress.quant.layers", "jaxcompress.models.edsr"):
-    try:
-      importlib.import_module(module)
-    except ImportError:  # pragma: no cover - optional families not built yet
-      pass
