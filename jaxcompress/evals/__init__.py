@@ -4,8 +4,9 @@ An evaluator is three things:
 
 * `batch_outputs(state, batch) -> {name: array}`: a pure per-batch function the engine jits and
   shards like a step;
-* `combine`: for each output (outputs not named are sums), how it combines across batches, devices and processes — "sum"
-  (a scalar or fixed-shape sum over the valid examples, e.g. correct predictions) or "gather"
+* `combine`: for each output (outputs not named are sums), how it combines across batches,
+  devices and processes — "sum" (a scalar or fixed-shape sum over the valid examples, e.g.
+  correct predictions) or "gather"
   (one row per example, e.g. an embedding; padding rows are dropped by the engine, and rows
   arrive in dataset order whatever the number of devices or processes);
 * `finalize(outputs) -> {metric: float | array}` on the host, with `outputs[split][name]` the
