@@ -44,8 +44,8 @@ class ImageOptions:
 
 def _stack(examples: list[dict[str, Any]], options: ImageOptions) -> dict[str, np.ndarray]:
   """Stacks examples key by key: "image" keys are normalised to float32; integer and boolean
-  scalars per example (labels, identities, cameras, domains, "index") become int32; masks and any other array
-  (e.g. super-resolution "lr"/"hr" pairs) float32."""
+  scalars per example (labels, identities, cameras, domains, "index") become int32; masks and
+  any other array (e.g. super-resolution "lr"/"hr" pairs) float32."""
   batch = {}
   for key in examples[0]:
     values = np.stack([np.asarray(e[key]) for e in examples])

@@ -1,4 +1,4 @@
-"""Evaluators: metrics that are not per-batch sums (retrieval mAP/CMC, FID) beside the ones that are.
+"""Evaluators: per-batch sums (accuracy) and metrics that are not (retrieval mAP/CMC, FID).
 
 An evaluator is three things:
 

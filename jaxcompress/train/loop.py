@@ -206,7 +206,8 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Setu
                                                  total_steps)
   train_ds = pipeline.with_streams(train_ds, streams)
   return Setup(config=config, mesh=mesh, method=method, train_ds=train_ds, train_source=train_src,
-               val_source=val_src, order=order, stream_orders=stream_orders, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+               val_source=val_src, order=order, stream_orders=stream_orders,
+               steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                options=options, step_options=compile_options.step_compiler_options(config))
 
 

@@ -1,4 +1,4 @@
-"""The training stream's epoch order: a sampler (`config.data.sampler`) and where its labels come from.
+"""The training stream's epoch order: a sampler (`config.data.sampler`) and its labels' origin.
 
     config.data.sampler = dict(name="pk", num_instances=4, labels="label")      # dataset labels
     config.data.sampler = dict(name="pk", num_instances=4, labels="state:pseudo_labels")
@@ -25,7 +25,7 @@ STATE_PREFIX = "state:"
 
 
 def source_labels(source: Any, key: str) -> np.ndarray:
-  """Every example's `key` value as an int64 array (a `labels` attribute when the source has one)."""
+  """Every example's `key` value as an int64 array (the source's `labels` when it has them)."""
   if key == "label" and hasattr(source, "labels"):
     return np.asarray(source.labels).astype(np.int64)
   return np.asarray([int(source[i][key]) for i in range(len(source))], np.int64)
