@@ -15,6 +15,7 @@ import itertools
 import math
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -230,6 +231,32 @@ def test_edsr_missing_extra_and_wrong_shape_keys_name_the_key():
     ow.convert_edsr(sd, edsr.EDSR(scale=2, n_resblocks=3, n_feats=4))   # deeper model
   with pytest.raises(ConfigError, match="neither an EDSR-PyTorch EDSR"):
     ow.convert_sr_teacher({"fc.weight": np.zeros((2, 2))})
+
+
+def test_pams_teacher_path_loads_an_edsr_pytorch_teacher(tmp_path):
+  """config.pams.teacher_path=teacher.pt: the PAMS teacher is the converted network and the
+  student starts from its weights."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from configs.pams import offline_edsr_x2  # pylint: disable=g-import-not-at-top
+  from jaxcompress.methods import pams  # pylint: disable=g-import-not-at-top
+  net = TorchEDSR(2, n_resblocks=1, n_feats=8)
+  _randomize(net, seed=21)
+  path, lr, ref = _sr_case(tmp_path, net, "edsr_baseline_x2.pt")
+  c = offline_edsr_x2.get_config("quick")
+  c.method = "pams"
+  c.model.kwargs = ml_collections.ConfigDict({"scale": 2, "n_resblocks": 1, "n_feats": 8})
+  c.pams.teacher_path = str(path)
+  method = pams.PAMS(c, steps_per_epoch=1, total_steps=1)
+  state = method.init(jax.random.key(0), {"lr": jnp.asarray(lr), "hr": jnp.zeros((2, 12, 14, 3))})
+  teacher = state.extra["teacher"]
+  out = np.asarray(method.teacher.apply({"params": teacher}, jnp.asarray(lr)))
+  np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)
+  np.testing.assert_array_equal(np.asarray(state.params["body_0"]["conv1"]["kernel"]),
+                                np.asarray(teacher["body_0"]["conv1"]["kernel"]))
+  c.model.kwargs.n_feats = 16   # a config that does not match the checkpoint
+  wrong = pams.PAMS(c, steps_per_epoch=1, total_steps=1)
+  with pytest.raises(ConfigError, match="head/kernel has shape"):
+    wrong.init(jax.random.key(0), {"lr": jnp.asarray(lr), "hr": jnp.zeros((2, 12, 14, 3))})
 
 
 @pytest.mark.parametrize("scale", [2, 4])
@@ -573,7 +600,7 @@ def test_abandit_all_op_kinds_match_pytorch(tmp_path):
   model, variables = ow.abandit_network_from_torch(path, ALL_OPS_GENOTYPE)
   assert (model.C, model.layers, model.num_classes) == (4, 6, 10)
   assert model.auxiliary and model.manual_denoising
-  logits, aux = model.apply(variables, jnp.asarray(x))
+  logits, aux = jax.jit(model.apply)(variables, jnp.asarray(x))   # jit: faster than eager here
   assert aux is None
   assert np.abs(ref).max() > 0.1   # not a degenerate comparison
   np.testing.assert_allclose(np.asarray(logits), ref, atol=1e-4, rtol=0)
@@ -612,5 +639,5 @@ def test_abandit_released_layouts_match_pytorch(tmp_path, name, mannul):
   torch.save({"model": {f"module.{k}": v for k, v in net.state_dict().items()}}, path)
   model, variables = ow.abandit_network_from_torch(path, name)
   assert model.manual_denoising == mannul and model.layers == 10
-  logits, _ = model.apply(variables, jnp.asarray(x))
+  logits, _ = jax.jit(model.apply)(variables, jnp.asarray(x))
   np.testing.assert_allclose(np.asarray(logits), ref, atol=1e-4, rtol=0)
