@@ -13,6 +13,9 @@ Hardware: 1 GPU. Measured on one H100 (jax 0.11.2): 0.099 s per PGD-7 training s
 Expected (not confirmed against the paper's table): clean about 90.6 %, PGD-7 about 58.7 %.
 Training recipe (paper silent; DARTS evaluation-like): SGD 0.025 cosine, momentum 0.9, weight
 decay 3e-4, batch 96, 600 epochs, drop path 0.2, auxiliary weight 0.4, gradient clip 5.
+Released weights: the official `weights/ABANDIT_CIFAR_1.pth.tar` converts with
+`jaxcompress.models.official_weights.abandit_network_from_torch(path, "ABANDIT_CIFAR_1")`
+into (model, variables) for `model.apply(variables, x, train=False)`, x in [0, 1] (needs torch).
 Variants: `:quick` (2 steps of a C = 8 network).
 """
 from configs import common

@@ -11,6 +11,9 @@ Hardware: 1 GPU. Measured on one H100: 0.097 s per PGD-7 training step at batch 
 for 600 epochs).
 Expected: no number in the paper; the release claims it beats ABANDIT_CIFAR_1 (clean about
 90.6 %, PGD-7 about 58.7 %, not confirmed against the paper).
+Released weights: the official `weights/ABANDIT_CIFAR_2.pth.tar` converts with
+`jaxcompress.models.official_weights.abandit_network_from_torch(path, "ABANDIT_CIFAR_2")`
+into (model, variables) for `model.apply(variables, x, train=False)`, x in [0, 1] (needs torch).
 Variants: `:quick`.
 """
 from configs import common

@@ -11,6 +11,9 @@ x0.5 every 10 epochs, L1 + 1e3 * SKT, first-epoch EMA alpha calibration.
 Command (teacher from configs/pams/edsr_teacher_x2.py):
   python -m launch.main --config=configs/pams/edsr_x2_4bit.py:data_dir=$TFDS_DATA_DIR,bench=$SR_BENCHMARK_DIR \
       --workdir=/ckpt/pams_edsr_x2_4bit --config.pams.teacher_path=/ckpt/edsr_x2
+Official teachers: an EDSR-PyTorch / PAMS `.pt` state_dict (e.g. the model zoo's
+edsr_baseline_x2-1bc95232.pt) works as is, --config.pams.teacher_path=FILE.pt (converted on load by
+`jaxcompress.models.official_weights.convert_sr_teacher`; needs torch).
 Hardware: 1 GPU, a few hours.
 Expected: Set5 x2 PSNR(Y) about 37.67 dB (if the aggregators' row is the 4-bit one).
 Variants: `:quick` (tiny EDSR on the offline photos, teacher trained in place; CPU seconds).

@@ -12,6 +12,9 @@ x0.5 every 10 epochs, L1 + 1e3 * SKT, first-epoch EMA alpha calibration.
 Command (teacher from configs/pams/edsr_teacher_x4.py):
   python -m launch.main --config=configs/pams/edsr_x4_4bit.py:data_dir=$TFDS_DATA_DIR,bench=$SR_BENCHMARK_DIR \
       --workdir=/ckpt/pams_edsr_x4_4bit --config.pams.teacher_path=/ckpt/edsr_x4
+Official teachers: an EDSR-PyTorch / PAMS `.pt` state_dict (e.g. the model zoo's
+edsr_baseline_x4-6b446fab.pt) works as is, --config.pams.teacher_path=FILE.pt (converted on load by
+`jaxcompress.models.official_weights.convert_sr_teacher`; needs torch).
 Hardware: 1 GPU, a few hours.
 Expected: Set5 x4 PSNR(Y) a few tenths of a dB below the 8-bit row (unconfirmed: check the
 paper); final_report.json, "student/psnr".

@@ -11,6 +11,9 @@ epochs, L1 + 1e3 * SKT, first-epoch EMA calibration, student initialised from th
 Command (teacher from configs/pams/rdn_teacher_x4.py):
   python -m launch.main --config=configs/pams/rdn_x4_4bit.py:data_dir=$TFDS_DATA_DIR,bench=$SR_BENCHMARK_DIR \
       --workdir=/ckpt/pams_rdn_x4_4bit --config.pams.teacher_path=/ckpt/rdn_x4
+Official teachers: an EDSR-PyTorch / PAMS RDN `.pt` state_dict works as is,
+--config.pams.teacher_path=FILE.pt (converted on load by
+`jaxcompress.models.official_weights.convert_sr_teacher`; needs torch).
 Hardware: 1 GPU, about a day.
 Expected: Set5 x4 PSNR(Y) a few tenths of a dB below the 8-bit row (unconfirmed).
 Variants: `:quick` (tiny RDN on the offline photos, teacher trained in place).

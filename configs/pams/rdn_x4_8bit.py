@@ -8,10 +8,12 @@ patches (paper/code for RDN), batch 16, 30 epochs of 1000 batches, Adam 1e-4 / a
 StepLR x0.5 every 10 epochs, L1 + 1e3 * SKT, first-epoch EMA calibration, student initialised
 from the teacher.
 
-Command (teacher from configs/pams/rdn_teacher_x4.py, or converted RDN weights saved with
-`pams.save_params`):
+Command (teacher from configs/pams/rdn_teacher_x4.py or an official `.pt`, below):
   python -m launch.main --config=configs/pams/rdn_x4_8bit.py:data_dir=$TFDS_DATA_DIR,bench=$SR_BENCHMARK_DIR \
       --workdir=/ckpt/pams_rdn_x4_8bit --config.pams.teacher_path=/ckpt/rdn_x4
+Official teachers: an EDSR-PyTorch / PAMS RDN `.pt` state_dict works as is,
+--config.pams.teacher_path=FILE.pt (converted on load by
+`jaxcompress.models.official_weights.convert_sr_teacher`; needs torch).
 Hardware: 1 GPU (RDN is ~22 M params), about a day.
 Expected: Set5 x4 PSNR(Y) within ~0.1 dB of the FP RDN (about 32.4 dB; unconfirmed).
 Variants: `:quick` (tiny RDN on the offline photos, teacher trained in place).
