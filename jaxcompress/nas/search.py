@@ -303,25 +303,116 @@ def merge_params(weights: dict[str, Any], arch: dict[str, Any]) -> dict[str, Any
   return {**weights, ARCH: arch}
 
 
+def _parse_alive(weights: np.ndarray, alive: np.ndarray, steps: int,
+                 primitives: Sequence[str]) -> list[genotype_lib.Edge]:
+  """The DARTS top-2 rule restricted to alive ops (see `genotype_from_arch`).
+
+  Args:
+    weights: (num_edges, num_ops) final per-edge op weights (dead ops included, ignored here).
+    alive: (num_edges, num_ops) bool.
+    steps: intermediate nodes.
+    primitives: op names.
+
+  Returns:
+    Two (op, input) edges per node, node by node.
+  """
+  is_none = np.array([name == "none" for name in primitives])
+  real = alive & ~is_none  # alive ops that connect something
+  gene, start = [], 0
+  for i in range(steps):
+    rows = slice(start, start + 2 + i)
+    w, ok, live = weights[rows], real[rows], alive[rows]
+    inputs = list(range(2 + i))
+    # DARTS ranking (stable sort on the negated strength, ties to the lower input index), over the
+    # edges that still have an alive op other than `none`.
+    connected = [j for j in inputs if ok[j].any()]
+    strength = {j: max(w[j][k] for k in np.flatnonzero(ok[j])) for j in connected}
+    chosen = sorted(connected, key=lambda j, s=strength: -s[j])[:2]
+    for j in chosen:
+      cand = np.flatnonzero(ok[j])
+      best = cand[0]
+      for k in cand[1:]:
+        if w[j][k] > w[j][best]:  # strict: ties keep the lower op index, as the DARTS rule
+          best = k
+      gene.append((primitives[best], int(j)))
+    # Fewer than two connected edges: the search left the node's other inputs unconnected, so the
+    # remaining slots are `none` edges (zero in the evaluation network), strongest `none` first.
+    if len(chosen) < 2:
+      unconnected = [j for j in inputs if j not in chosen]
+      none_w = {j: max(w[j][k] for k in np.flatnonzero(live[j])) for j in unconnected}
+      for j in sorted(unconnected, key=lambda j, s=none_w: -s[j])[:2 - len(chosen)]:
+        gene.append(("none", int(j)))
+    start += 2 + i
+  return gene
+
+
 def genotype_from_arch(arch: dict[str, Any], alive: Any = None, steps: int = 4,
                        primitives: Sequence[str] = tuple(space.PRIMITIVES),
                        multiplier: int = 4) -> genotype_lib.Genotype:
-  """The (PC-)DARTS genotype of architecture parameters; abandoned ops (alive False) excluded.
+  """The (PC-)DARTS genotype of architecture parameters; with `alive`, only alive ops appear.
+
+  Without `alive` this is `genotype.derive_genotype` (DARTS / PC-DARTS rule). With `alive`
+  (operation-space reduction, BNAS arXiv 1911.10862 Sec. "Performance-based search": the search
+  ends with one op per edge and the cell keeps the 2 strongest incoming edges per node), the
+  rule runs over the alive ops only:
+
+  * op weights are softmax(alpha) over the alive ops (the mixing weights of the final supernet),
+    times the PC-DARTS edge weight softmax(beta) per node when betas are present;
+  * an edge is connected when an op other than `none` is alive on it; per node the 2 connected
+    edges with the largest alive non-`none` weight are kept (ties to the lower input index) and
+    each takes its strongest alive non-`none` op (ties to the lower op index);
+  * an edge whose only survivor is `none` was judged "no connection" by the search (`none` is
+    the zero op, DARTS arXiv 1806.09055 Sec. 2.1) and is never kept while a connected edge
+    competes. A node with fewer than 2 connected edges fills its remaining slot(s) with
+    ("none", j) edges (the strongest such edges, ties to the lower index): the cell keeps its
+    2-edges-per-node form and the evaluation network builds them as zeros, so no op the search
+    abandoned is ever retrained. `none` edges appear nowhere else.
 
   Args:
     arch: `params["arch"]` (alphas, optional betas).
-    alive: optional bool (2, num_edges, num_ops) masks; dead ops get weight 0, so an edge whose
-      only survivor is `none` ranks last.
-    steps, primitives, multiplier: the cell's shape.
+    alive: optional bool (2, num_edges, num_ops) masks for [normal, reduce]; every edge needs at
+      least one alive op.
+    steps: intermediate nodes per cell.
+    primitives: op names in alpha's column order.
+    multiplier: number of last states concatenated into the cell output.
+
+  Returns:
+    The genotype, two (op, input) edges per node.
+
+  Raises:
+    ValueError: when `alive` has the wrong shape or an edge has no alive op.
   """
-  a_n = np.asarray(arch["alphas_normal"], np.float64)
-  a_r = np.asarray(arch["alphas_reduce"], np.float64)
-  if alive is not None:
-    alive = np.asarray(alive, bool)
-    a_n = np.where(alive[0], a_n, _NEG)
-    a_r = np.where(alive[1], a_r, _NEG)
   b_n = arch.get("betas_normal")
   b_r = arch.get("betas_reduce")
-  return genotype_lib.derive_genotype(
-      a_n, a_r, None if b_n is None else np.asarray(b_n), None if b_r is None else np.asarray(b_r),
-      steps=steps, primitives=primitives, multiplier=multiplier)
+  b_n = None if b_n is None else np.asarray(b_n)
+  b_r = None if b_r is None else np.asarray(b_r)
+  if alive is None:
+    return genotype_lib.derive_genotype(
+        np.asarray(arch["alphas_normal"], np.float64),
+        np.asarray(arch["alphas_reduce"], np.float64), b_n, b_r, steps=steps,
+        primitives=primitives, multiplier=multiplier)
+  ne, k = num_edges(steps), len(primitives)
+  alive = np.asarray(alive, bool)
+  if alive.shape != (2, ne, k):
+    raise ValueError(f"alive must have shape {(2, ne, k)} for {steps} steps and {k} ops, got "
+                     f"{alive.shape}.")
+  if not alive.any(-1).all():
+    cell, edge = np.argwhere(~alive.any(-1))[0]
+    raise ValueError(f"Edge {edge} of the {('normal', 'reduce')[cell]} cell has no alive op; "
+                     "every edge keeps at least one.")
+  # derive_genotype validates alphas, betas and multiplier and gives the concat; the edges are
+  # derived again below over the alive ops.
+  base = genotype_lib.derive_genotype(
+      arch["alphas_normal"], arch["alphas_reduce"], b_n, b_r, steps=steps,
+      primitives=primitives, multiplier=multiplier)
+  # The same order-invariant float64 softmaxes as derive_genotype, so ties resolve identically.
+  softmax = genotype_lib._softmax            # pylint: disable=protected-access
+  node_softmax = genotype_lib._node_softmax  # pylint: disable=protected-access
+  cells = []
+  for t, (name, betas) in enumerate((("alphas_normal", b_n), ("alphas_reduce", b_r))):
+    # Dead ops get exactly zero weight (exp(_NEG - max) underflows), as in the supernet.
+    w = softmax(np.where(alive[t], np.asarray(arch[name], np.float64), _NEG))
+    if betas is not None:
+      w = w * node_softmax(np.asarray(betas, np.float64).reshape(-1), steps)[:, None]
+    cells.append(_parse_alive(w, alive[t], steps, primitives))
+  return base._replace(normal=cells[0], reduce=cells[1])

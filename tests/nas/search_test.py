@@ -97,6 +97,93 @@ def test_genotype_from_arch_respects_alive():
   assert genotype_lib.from_json(genotype_lib.to_json(g3)) == g3
 
 
+def _random_alive(rng, ne, k, none_rate):
+  """Alive masks of a finished (one op per edge) or half-finished search; `none` survives on an
+  edge with probability `none_rate`."""
+  alive = np.zeros((2, ne, k), bool)
+  for t in range(2):
+    for e in range(ne):
+      if rng.random() < none_rate:
+        alive[t, e, 0] = True
+      else:
+        alive[t, e, rng.choice(np.arange(1, k), size=rng.integers(1, k), replace=False)] = True
+  return alive
+
+
+def _edge_index(node, j):
+  return sum(2 + i for i in range(node)) + j
+
+
+@pytest.mark.parametrize("edge_norm", [False, True])
+def test_genotype_from_arch_uses_only_alive_ops(edge_norm):
+  """BNAS path: every genotype edge is an op alive on that edge at the end of the search, whatever
+  the masks; `none` appears only on nodes with fewer than two connected edges."""
+  rng = np.random.default_rng(0)
+  for trial in range(200):
+    arch = {"alphas_normal": rng.normal(size=(14, 8)), "alphas_reduce": rng.normal(size=(14, 8))}
+    if edge_norm:
+      arch["betas_normal"], arch["betas_reduce"] = rng.normal(size=14), rng.normal(size=14)
+    alive = _random_alive(rng, 14, 8, none_rate=0.3)
+    g = search.genotype_from_arch(arch, alive)
+    for t, cell in enumerate((g.normal, g.reduce)):
+      assert len(cell) == 8
+      for pos, (op, j) in enumerate(cell):
+        node = pos // 2
+        k = search.space.PRIMITIVES.index(op)
+        assert alive[t, _edge_index(node, j), k], (trial, t, pos, op, j)
+        connected = [i for i in range(2 + node) if alive[t, _edge_index(node, i), 1:].any()]
+        # `none` only fills a slot no connected edge could take.
+        assert (op == "none") == (len(connected) < 2 and j not in connected), (trial, t, pos)
+        assert j not in [i for _, i in cell[2 * node: pos]]  # two different inputs per node
+
+
+def test_genotype_from_arch_edge_left_with_only_none():
+  """An edge whose only survivor is `none` is no connection: never kept while connected edges
+  compete; a node short of connected edges keeps ("none", j), never an abandoned op."""
+  arch = {"alphas_normal": np.zeros((14, 8)), "alphas_reduce": np.zeros((14, 8))}
+  alive = np.zeros((2, 14, 8), bool)
+  alive[:, :, 4] = True                  # sep_conv_3x3 survives everywhere ...
+  alive[0, 0] = False
+  alive[0, 0, 0] = True                  # ... except node 0's edge from input 0: only `none`
+  g = search.genotype_from_arch(arch, alive)
+  # Node 0 has two inputs, one of them unconnected: (sep_conv_3x3, 1) and (none, 0). The DARTS
+  # rule on masked weights would give the dead max_pool_3x3 (the first non-`none` op) on input 0.
+  assert g.normal[:2] == [("sep_conv_3x3", 1), ("none", 0)]
+  assert all(op == "sep_conv_3x3" for op, _ in g.normal[2:] + g.reduce)
+  # Both inputs of node 0 unconnected: the node is zero; the rest is unchanged.
+  alive[0, 1] = False
+  alive[0, 1, 0] = True
+  g2 = search.genotype_from_arch(arch, alive)
+  assert g2.normal[:2] == [("none", 0), ("none", 1)]
+  assert g2.normal[2:] == g.normal[2:]
+  # With betas, the stronger `none` edge (larger softmax(beta)) fills the slot first.
+  arch_b = {**arch, "betas_normal": np.zeros(14), "betas_reduce": np.zeros(14)}
+  arch_b["betas_normal"][1] = 1.0
+  assert search.genotype_from_arch(arch_b, alive).normal[:2] == [("none", 1), ("none", 0)]
+  # The evaluation network builds `none` edges (as zeros; traced only, to stay fast).
+  from jaxcompress.nas import eval_network  # pylint: disable=g-import-not-at-top
+  net = eval_network.EvalNetwork(eval_network.get_genotype(g2), C=4, num_cells=3, num_classes=3,
+                                 auxiliary=False)
+  x = jnp.ones((1, 8, 8, 3))
+  v = jax.eval_shape(net.init, jax.random.key(0), x)
+  assert jax.eval_shape(net.apply, v, x).shape == (1, 3)
+
+
+def test_genotype_from_arch_full_masks_match_darts_rule():
+  """All ops alive: the BNAS path is the DARTS / PC-DARTS rule of `derive_genotype`."""
+  rng = np.random.default_rng(1)
+  for _ in range(20):
+    a_n, a_r, b_n, b_r = rng.normal(size=(14, 8)), rng.normal(size=(14, 8)), rng.normal(
+        size=14), rng.normal(size=14)
+    arch = {"alphas_normal": a_n, "alphas_reduce": a_r, "betas_normal": b_n, "betas_reduce": b_r}
+    assert search.genotype_from_arch(arch, np.ones((2, 14, 8), bool)) == \
+        genotype_lib.derive_genotype(a_n, a_r, b_n, b_r)
+  with pytest.raises(ValueError, match="no alive op"):
+    search.genotype_from_arch(arch, np.zeros((2, 14, 8), bool))
+  with pytest.raises(ValueError, match="shape"):
+    search.genotype_from_arch(arch, np.ones((2, 5, 8), bool))
+
+
 def test_xnor_conv_matches_reference_and_gradient_mask():
   kx, kw = jax.random.split(jax.random.key(0))
   x = jax.random.normal(kx, (2, 6, 6, 3)) * 1.5
