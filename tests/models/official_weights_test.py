@@ -194,7 +194,8 @@ def test_edsr_default_model_and_convert_into_given_model(tmp_path):
   model = edsr.EDSR(scale=2, n_resblocks=1, n_feats=4)     # DIV2K mean, range 255
   out = np.asarray(model.apply(ow.convert_edsr(path, model), jnp.asarray(lr)))
   np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)
-  params = ow.convert_sr_teacher(path)                     # what teacher_path=*.pth loads
+  from jaxcompress.methods import pams  # pylint: disable=g-import-not-at-top
+  params = pams.load_params(str(path))                     # what teacher_path=*.pth loads
   np.testing.assert_allclose(np.asarray(model.apply({"params": params}, jnp.asarray(lr))), ref,
                              atol=1e-4, rtol=0)
 
@@ -233,6 +234,7 @@ def test_edsr_missing_extra_and_wrong_shape_keys_name_the_key():
     ow.convert_sr_teacher({"fc.weight": np.zeros((2, 2))})
 
 
+@pytest.mark.slow
 def test_pams_teacher_path_loads_an_edsr_pytorch_teacher(tmp_path):
   """config.pams.teacher_path=teacher.pt: the PAMS teacher is the converted network and the
   student starts from its weights."""
