@@ -8,7 +8,11 @@ Search = PC-DARTS (`PCDarts`: partial channels, edge normalisation, bilevel firs
 the two train halves) on a binarized op space (`config.nas.op_set = "binary"`,
 `jaxcompress.nas.binary_ops`: XNOR sep/dil convs; `binary_activations=True` for 1-bit), plus
 operation-space reduction: every edge of each cell type abandons one op per reduction step until
-one op per edge is left; the genotype is then the PC-DARTS top-2 edge rule over the survivors.
+one op per edge is left; the genotype is then the PC-DARTS top-2 edge rule over the survivors
+(`nas.search.genotype_from_arch` with the alive masks): it holds only ops alive at the end of the
+search. An edge whose survivor is `none` is no connection and is not kept while a node has other
+connected edges; a node with fewer than two connected edges keeps ("none", j) in the free slot
+(CHOICE: the paper does not treat this case; no abandoned op is retrained).
 
 Performance-based abandonment (conference; `config.nas.abandon_rule = "performance"`), per edge:
   1. M_L / M_S: the alive ops split by softmax(alpha) at the start of each reduction phase;
