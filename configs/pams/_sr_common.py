@@ -1,9 +1,12 @@
 """Shared pieces of the super-resolution / PAMS configs (PAMS, ECCV 2020, arXiv 2011.04212)."""
 from __future__ import annotations
 
+from typing import Mapping
+
 import ml_collections
 
 from configs import common
+from jaxcompress.errors import ConfigError
 
 BENCHMARK_SETS = ("Set5", "Set14", "B100", "Urban100")
 
@@ -89,9 +92,39 @@ def pams_block(bits: int, teacher_path: str | None) -> ml_collections.ConfigDict
   })
 
 
-def pams_optim(c: ml_collections.ConfigDict) -> None:
-  """Adam 1e-4 for weights, 1e-2 for every alpha; StepLR x0.5 every 10 epochs (paper/code)."""
-  c.optim.groups = [{"regex": ".*alpha", "learning_rate": 1e-2}]
+PAPER_EPOCH_STEPS = 1000   # official `--test_every 1000`: one PAMS "epoch" is 1000 batches
+PAPER_ALPHA_LR = 1e-2      # official main.py: the param group of every `alpha`
+
+
+def alpha_learning_rate(epoch_steps: int = PAPER_EPOCH_STEPS) -> float:
+  """The alpha learning rate that lets alpha travel as far per epoch as in the paper.
+
+  Adam moves a parameter by about its learning rate per step while the gradient keeps its sign,
+  so in the paper (colorjam/PAMS main.py: lr 1e-2, epochs of 1000 batches) an alpha can travel
+  about 10 per epoch, ~175 over the StepLR-halved 30 epochs, on activations of rgb_range 255.
+  A run whose epochs have `epoch_steps` batches keeps that distance per epoch with
+  1e-2 * 1000 / epoch_steps (the paper's 1e-2 when epochs have 1000 batches).
+
+  Args:
+    epoch_steps: batches per epoch of the run.
+
+  Returns:
+    The learning rate of the alpha parameter group.
+  """
+  if epoch_steps <= 0:
+    raise ConfigError(f"epoch_steps must be a positive number of batches, got {epoch_steps}.")
+  return PAPER_ALPHA_LR * PAPER_EPOCH_STEPS / epoch_steps
+
+
+def pams_optim(c: ml_collections.ConfigDict, epoch_steps: int = PAPER_EPOCH_STEPS) -> None:
+  """Adam 1e-4 for weights, 1e-2 for every alpha; StepLR x0.5 every 10 epochs (paper/code).
+
+  Args:
+    c: the config whose `optim` block gets the alpha parameter group.
+    epoch_steps: batches per epoch; other than the paper's 1000, the alpha learning rate is
+      scaled to keep the paper's alpha travel per epoch (`alpha_learning_rate`).
+  """
+  c.optim.groups = [{"regex": ".*alpha", "learning_rate": alpha_learning_rate(epoch_steps)}]
 
 
 # The paper's model sizes (arXiv 2011.04212, experiments) and the tiny `:quick` variants of each.
@@ -157,15 +190,15 @@ def pams_paper_config(arg: str | None, *, model: str, scale: int, bits: int,
 
 
 def pams_stages(base: ml_collections.ConfigDict, bits: tuple[int, ...],
-                teacher_epochs: int, student_epochs: int,
+                teacher_epochs: int, student_epochs: int | Mapping[int, int],
                 teacher_optim: dict | None = None) -> ml_collections.ConfigDict:
   """Teacher -> students -> table as stages of one run (`jaxcompress.train.stages`).
 
   Stages, in order:
     * "fp": method "sr", float L1 training of `base.model` for `teacher_epochs`, optimizer
       `base.optim` without the alpha group, updated by `teacher_optim`;
-    * "<b>bit" for each b: method "pams" at b bits, for `student_epochs` (the first one calibrates
-      alpha), with the teacher (and the initial weights) loaded from the "fp" stage
+    * "<b>bit" for each b: method "pams" at b bits, for `student_epochs` (or
+      `student_epochs[b]`; the first one calibrates alpha), with the teacher (and the initial weights) loaded from the "fp" stage
       (`pams.teacher_path`, hand-over `paths_from`);
     * "table": a report stage scoring every model and MATLAB bicubic on the full held-out images
       (`<workdir>/pams_table.json` and `.md`).
@@ -173,12 +206,25 @@ def pams_stages(base: ml_collections.ConfigDict, bits: tuple[int, ...],
   Args:
     base: a "pams" config (model, data, optim, pams block).
     bits: the student bit widths.
-    teacher_epochs, student_epochs: epochs of each stage.
+    teacher_epochs: epochs of the teacher stage.
+    student_epochs: epochs of each student stage, one number or {bits: epochs} for every b in
+      `bits`.
     teacher_optim: overrides of `base.optim` for the teacher (learning rate, schedule).
 
   Returns:
     The staged config.
+
+  Raises:
+    ConfigError: `student_epochs` is a mapping without an entry for one of `bits`.
   """
+  if isinstance(student_epochs, Mapping):
+    missing = [b for b in bits if b not in student_epochs]
+    if missing:
+      raise ConfigError(f"student_epochs {dict(student_epochs)} has no entry for bit widths "
+                        f"{missing}; give one number of epochs per student bit width.")
+    epochs = {int(b): int(student_epochs[b]) for b in bits}
+  else:
+    epochs = {int(b): int(student_epochs) for b in bits}
   teacher = ml_collections.ConfigDict(base.to_dict())
   teacher.method = "sr"
   teacher.num_epochs = teacher_epochs
@@ -191,7 +237,7 @@ def pams_stages(base: ml_collections.ConfigDict, bits: tuple[int, ...],
   labels = []
   for b in bits:
     student = ml_collections.ConfigDict(base.to_dict())
-    student.num_epochs = student_epochs
+    student.num_epochs = epochs[int(b)]
     student.pams.bits = int(b)
     student.pams.teacher_epochs = 0
     student.final_eval_enabled = False
