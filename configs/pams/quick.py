@@ -7,7 +7,8 @@ blocks, 16 feats, 48-px HR patches, batch 16) is trained in float (1500 steps: L
 halved every 15 epochs of 25 steps), then an 8-bit and a 4-bit PAMS student are initialised
 from it and fine-tuned with L1 + 1e3 * SKT (Adam 1e-4 for weights; the first student epoch is
 the EMA alpha calibration): the 8-bit student for 3 epochs, the 4-bit one for 10.
-Not a paper table row: the paper's CPU-sized check at x2 (8-bit ~ FP PSNR, 4-bit above bicubic).
+Not a paper table row: a CPU-sized check of the paper's claims at x2 (8-bit ~ FP PSNR, 4-bit well
+above bicubic).
 
 Alpha learning rate (why 0.4, not the paper's 1e-2): Adam moves alpha by about its learning rate
 per step, so in the paper (colorjam/PAMS main.py: 1e-2, epochs of 1000 batches, 30 epochs) an
