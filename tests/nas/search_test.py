@@ -224,7 +224,7 @@ def test_binary_op_set_shapes(one_bit):
 class _CompileCounter:
   """Counts XLA compilations (jax.monitoring's backend-compile event, cache hits included)."""
   EVENT = "/jax/core/compile/backend_compile_duration"
-  # Recorded around every compile-or-load, so an executable served by the test session's
+  # Recorded around every compile-or-load, so an executable served by the test run's
   # persistent compilation cache (conftest) counts as one compilation too.
 
   def __init__(self):
