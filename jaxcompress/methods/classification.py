@@ -78,9 +78,6 @@ class Classification(Method):
             "accuracy": jnp.sum(correct * mask)}
 
   def summary(self, example_batch: Batch) -> str:
-    try:
-      from jaxcompress.summary import summary as summarize  # pylint: disable=g-import-not-at-top
-    except ImportError:  # pragma: no cover - during bootstrap
-      return ""
+    from jaxcompress.summary import summary as summarize  # pylint: disable=g-import-not-at-top
     image = jax.ShapeDtypeStruct((1, *example_batch["image"].shape[1:]), jnp.float32)
     return str(summarize(self.model, image, train=False))

@@ -48,13 +48,10 @@ _TAPS_MODULE = "taps"  # the name models give their `Taps` child
 
 
 def _default_conv() -> ModuleFactory:
-  # Imported lazily so the factory stays importable while ops/ evolves; the fast conv entry
-  # point picks the best formulation per backend (see jaxcompress/ops/conv.py).
-  try:
-    from jaxcompress.ops import conv as conv_ops  # pylint: disable=g-import-not-at-top
-    return conv_ops.Conv
-  except ImportError:  # pragma: no cover - only during bootstrap
-    return nn.Conv
+  # The fast conv entry point picks the best formulation per backend (jaxcompress/ops/conv.py);
+  # imported on first use so that importing the factory does not import the ops.
+  from jaxcompress.ops import conv as conv_ops  # pylint: disable=g-import-not-at-top
+  return conv_ops.Conv
 
 
 def _default_norm() -> ModuleFactory:

@@ -47,11 +47,8 @@ class MetricWriter:
     if not enabled:
       return
     self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
-    try:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(logdir=workdir, flush_secs=30)
-    except ImportError:  # pragma: no cover - tensorboardX is a dependency
-      self._tb = None
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    self._tb = SummaryWriter(logdir=workdir, flush_secs=30)
     if progress == "auto":
       progress = "bar" if sys.stderr.isatty() else "lines"
     self._mode = progress
