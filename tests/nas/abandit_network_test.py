@@ -10,6 +10,34 @@ from jaxcompress.nas import abandit_network as an
 from jaxcompress.nas import robust_ops
 
 
+# Released genotypes as written in the official bczhangbczhang/ABanditNAS utils/genotypes_all.py
+# (Genotype_6 fields a..f and a_concat..f_concat = range(1, 5)).
+_CELLS = ("a", "b", "c", "d", "e", "f")
+_CONCAT = list(range(1, 5))
+_OFFICIAL_CIFAR_1 = {
+    "a": [[("conv_3x3", 0)], [("gab_filt_3x3", 1)], [("sep_conv_3x3", 2)], [("dtp_blok_3x3", 1)]],
+    "b": [[("avg_pool_3x3", 0)], [("gab_filt_3x3", 0)], [("sep_conv_5x5", 2)], [("conv_3x3", 1)]],
+    "c": [[("conv_3x3", 0)], [("max_pool_3x3", 0)], [("conv_5x5", 0)], [("sep_conv_5x5", 3)]],
+    "d": [[("dtp_blok_3x3", 0)], [("sep_conv_5x5", 1)], [("avg_pool_3x3", 2)], [("conv_3x3", 3)]],
+    "e": [[("dtp_blok_3x3", 0)], [("sep_conv_5x5", 1)], [("sep_conv_3x3", 1)],
+          [("avg_pool_3x3", 3)]],
+    "f": [[("gab_filt_3x3", 0)], [("conv_3x3", 0)], [("dtp_blok_3x3", 1)], [("avg_pool_3x3", 2)]],
+    **{c + "_concat": _CONCAT for c in _CELLS},
+}
+_OFFICIAL_CIFAR_2 = {
+    "a": [[("dtp_blok_3x3", 0)], [("sep_conv_3x3", 0)], [("conv_3x3", 1)], [("sep_conv_3x3", 3)]],
+    "b": [[("conv_5x5", 0)], [("gab_filt_3x3", 0)], [("max_pool_3x3", 0)], [("dtp_blok_3x3", 2)]],
+    "c": [[("sep_conv_3x3", 0)], [("dtp_blok_3x3", 0)], [("max_pool_3x3", 1)],
+          [("sep_conv_5x5", 3)]],
+    "d": [[("sep_conv_5x5", 0)], [("dtp_blok_3x3", 0)], [("gab_filt_3x3", 2)], [("conv_3x3", 1)]],
+    "e": [[("sep_conv_5x5", 0)], [("skip_connect", 1)], [("sep_conv_5x5", 1)],
+          [("sep_conv_5x5", 1)]],
+    "f": [[("max_pool_3x3", 0)], [("skip_connect", 0)], [("sep_conv_5x5", 2)],
+          [("gab_filt_3x3", 0)]],
+    **{c + "_concat": _CONCAT for c in _CELLS},
+}
+
+
 class GenotypeTest(absltest.TestCase):
 
   def test_released_genotypes_transcribed(self):
@@ -21,8 +49,23 @@ class GenotypeTest(absltest.TestCase):
         for j, (op, idx) in enumerate(cell, start=1):
           self.assertIn(op, robust_ops.ABANDIT_PRIMITIVES)
           self.assertLess(idx, j)  # a node reads B_0 or an earlier node
-    self.assertEqual(an.ABANDIT_CIFAR_1.cells[0][1], ("gab_filt_3x3", 1))
-    self.assertEqual(an.ABANDIT_CIFAR_2.cells[4][1], ("skip_connect", 1))
+
+  def test_released_genotypes_match_the_official_file_on_every_edge(self):
+    # Every (op, input) pair of every node of the six cells a-f, in the official nested layout.
+    for name, official in (("ABANDIT_CIFAR_1", _OFFICIAL_CIFAR_1),
+                           ("ABANDIT_CIFAR_2", _OFFICIAL_CIFAR_2)):
+      ours = getattr(an, name)
+      self.assertIs(an.get_genotype(name), ours)
+      self.assertEqual(ours.num_cells, len(_CELLS))
+      for k, cell in enumerate(_CELLS):
+        self.assertLen(ours.cells[k], len(official[cell]))
+        for j, node in enumerate(official[cell]):
+          (op, idx), = node
+          self.assertEqual(ours.cells[k][j], (op, idx), f"{name} cell {cell} node {j + 1}")
+        self.assertEqual(ours.concats[k], tuple(official[cell + "_concat"]))
+      # The official nested layout parses to the same genotype.
+      self.assertEqual(an.get_genotype(official), ours)
+    self.assertNotEqual(an.ABANDIT_CIFAR_1, an.ABANDIT_CIFAR_2)
 
   def test_dict_json_round_trip_and_official_nested_layout(self):
     d = an.genotype_to_dict(an.ABANDIT_CIFAR_1)
