@@ -38,7 +38,7 @@ setuptools.setup(
     extras_require={
         # torch: the tests that compare against PyTorch transcriptions of the official code.
         "test": ["pytest>=8", "pytest-xdist>=3.5", "jupytext>=1.16", "matplotlib>=3.8", "nbformat>=5.9",
-                 "torch==2.13.0"],
+                 "torch==2.13.0", "ruff>=0.17,<0.18"],
         # Building TFDS datasets (download + prepare) needs TensorFlow; training on prepared data does not.
         "prepare": ["tensorflow>=2.16"],
         # Benchmarks compare against PyTorch (CPU build available offline on the CI machine).

@@ -31,8 +31,7 @@ import jax.numpy as jnp
 
 from jaxcompress import quant as export_lib  # pack_bits, export, serve_fn, ... (quant/export.py)
 from jaxcompress.models import build
-from jaxcompress.quant import estimators
-from jaxcompress.quant import rotation
+from jaxcompress.quant import estimators, rotation
 
 
 def _time(fn, *args) -> float:

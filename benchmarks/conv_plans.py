@@ -25,8 +25,8 @@ from unittest import mock
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import flax.linen as nn  # noqa: E402
-
 import train_step  # noqa: E402  (this directory)
+
 from jaxcompress.ops import conv as conv_ops  # noqa: E402
 from jaxcompress.ops import xla_cpu  # noqa: E402
 

@@ -36,9 +36,9 @@ from typing import Any, Callable
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import init_compile  # noqa: E402  (benchmarks/, on the path as the script's folder)
 import jax  # noqa: E402  (after the path setup)
 
-import init_compile  # noqa: E402  (benchmarks/, on the path as the script's folder)
 from jaxcompress import methods  # noqa: E402
 from jaxcompress.train import compile_options, one_shot  # noqa: E402
 

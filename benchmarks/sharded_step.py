@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
   import numpy as np
   import optax
   from jax import lax
-  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  from jax.sharding import Mesh, NamedSharding
+  from jax.sharding import PartitionSpec as P
 
   from jaxcompress.models import resnet_cifar
   from jaxcompress.ops import conv as conv_ops

@@ -29,10 +29,10 @@ import time
 from typing import Any, Callable
 from unittest import mock
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import flax.linen as nn
 import optax
 
 from configs import common
@@ -40,8 +40,7 @@ from jaxcompress import distributed
 from jaxcompress.models import factory, resnet_cifar
 from jaxcompress.ops import batch_norm as bn_ops
 from jaxcompress.ops import conv as conv_ops
-from jaxcompress.ops import native_conv
-from jaxcompress.ops import xla_cpu
+from jaxcompress.ops import native_conv, xla_cpu
 from jaxcompress.quant import rotation
 from jaxcompress.train import multi_step
 

@@ -67,8 +67,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs.abandit_nas import digits_eval
-from configs.abandit_nas import digits_search
+from configs.abandit_nas import digits_eval, digits_search
 from jaxcompress.data import sources
 from jaxcompress.methods import abandit_nas
 from jaxcompress.nas import abandit_network

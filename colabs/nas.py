@@ -56,8 +56,7 @@ import tempfile
 
 import jax
 
-from configs.bnas import digits_eval
-from configs.bnas import digits_search
+from configs.bnas import digits_eval, digits_search
 from jaxcompress.nas import genotype as genotype_lib
 from jaxcompress.train import loop
 

@@ -55,10 +55,8 @@ import numpy as np
 
 import jaxcompress
 from configs.rbnn import digits_resnet20
-from jaxcompress import models
-from jaxcompress import quant
-from jaxcompress.data import augment
-from jaxcompress.data import sources
+from jaxcompress import models, quant
+from jaxcompress.data import augment, sources
 from jaxcompress.train import loop
 
 # `QUICKSTART_ARG=quick` (used by the tests) shrinks the run to 2 short epochs.

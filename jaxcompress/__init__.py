@@ -7,6 +7,7 @@ per-layer parameter/bit/MAC table.
 """
 # Before anything imports jax and starts a backend: XLA reads XLA_FLAGS once per process.
 from jaxcompress.ops import xla_cpu as _xla_cpu
+
 _xla_cpu.apply()
 
 from jaxcompress.summary import summary  # noqa: F401  (contract: jaxcompress.summary(model, ...))

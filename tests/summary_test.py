@@ -1,22 +1,18 @@
 """Tests for jaxcompress.summary: paper MAC/parameter counts, precision split, XLA cross-check."""
 from __future__ import annotations
 
+import importlib
 import json
 from unittest import mock
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
-import importlib
+from absl.testing import absltest, parameterized
 
 # `jaxcompress.summary` is the function (contract); the module is reached by its dotted name.
 summary_lib = importlib.import_module("jaxcompress.summary")
-from jaxcompress.models import cyclegan
-from jaxcompress.models import factory
-from jaxcompress.models import resnet_imagenet
+from jaxcompress.models import cyclegan, factory, resnet_imagenet
 
 F32 = jnp.float32
 

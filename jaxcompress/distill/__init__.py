@@ -1,3 +1,2 @@
 """Distillation losses (attention maps, PAMS SKT)."""
-from jaxcompress.distill.attention import attention_map
-from jaxcompress.distill.attention import skt_loss
+from jaxcompress.distill.attention import attention_map, skt_loss

@@ -5,11 +5,10 @@ every paper. Users register their own with `@register("name")`.
 """
 from __future__ import annotations
 
-from jaxcompress.errors import ConfigError
-
 import importlib
 from typing import Callable
 
+from jaxcompress.errors import ConfigError
 from jaxcompress.methods.base import Method
 
 # name -> "module:attribute" of the built-in methods.

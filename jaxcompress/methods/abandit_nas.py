@@ -55,9 +55,16 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxcompress.methods.adversarial import (  # noqa: F401  (re-exported for users of this module)
-    DEFAULT_ADV, ROBUST_TABLE, AdversarialTraining, _block, parse_attack, robust_eval, run_attack)
 from jaxcompress.errors import ConfigError
+from jaxcompress.methods.adversarial import (  # noqa: F401  (re-exported for users of this module)
+  DEFAULT_ADV,
+  ROBUST_TABLE,
+  AdversarialTraining,
+  _block,
+  parse_attack,
+  robust_eval,
+  run_attack,
+)
 from jaxcompress.methods.base import Batch
 from jaxcompress.nas import abandit_network as an
 from jaxcompress.nas import bandit as bandit_lib

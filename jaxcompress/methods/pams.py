@@ -48,23 +48,23 @@ import os
 from typing import Any, Callable, Mapping
 
 import flax
-from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import traverse_util
 
 from jaxcompress import models
 from jaxcompress.data import sources
+
 # Imported for its side effect: it registers the SR sources.
 from jaxcompress.data import sr as sr_data  # noqa: F401  pylint: disable=unused-import
 from jaxcompress.data import transforms as transforms_lib
 from jaxcompress.distill.attention import skt_loss
-from jaxcompress.evals.sr import evaluate_sr
 from jaxcompress.errors import ConfigError
+from jaxcompress.evals.sr import evaluate_sr
 from jaxcompress.methods.base import Batch, Metrics
-from jaxcompress.methods.super_resolution import (  # noqa: F401  (re-exported)
-    SuperResolution, _scale, l1_loss, psnr_y)
+from jaxcompress.methods.super_resolution import SuperResolution, _scale, l1_loss, psnr_y  # noqa: F401  (re-exported)
 from jaxcompress.optim import builder
 from jaxcompress.quant import quantizers
 from jaxcompress.train import checkpoint as checkpoint_lib

@@ -44,9 +44,8 @@ from jax import lax
 from jaxcompress.errors import ConfigError
 from jaxcompress.methods.base import Batch, Metrics
 from jaxcompress.methods.classification import Classification
-from jaxcompress.quant import estimators
+from jaxcompress.quant import estimators, rotation
 from jaxcompress.quant import layers as quant_layers
-from jaxcompress.quant import rotation
 from jaxcompress.train.state import TrainState
 
 ROTATIONS = "rbnn"            # r1 / r2 per RBNN layer

@@ -19,11 +19,12 @@ import numpy as np
 
 from jaxcompress import models
 from jaxcompress.data import sources
+
 # Imported for its side effect: it registers the SR sources.
 from jaxcompress.data import sr as sr_data  # noqa: F401  pylint: disable=unused-import
 from jaxcompress.data import transforms as transforms_lib
-from jaxcompress.evals.sr import evaluate_sr
 from jaxcompress.errors import DatasetNotFoundError
+from jaxcompress.evals.sr import evaluate_sr
 from jaxcompress.methods.base import Batch, Method, Metrics
 from jaxcompress.optim import builder
 from jaxcompress.quant import quantizers

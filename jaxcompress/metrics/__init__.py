@@ -1,4 +1,2 @@
 """Evaluation metrics."""
-from jaxcompress.metrics.image_quality import psnr
-from jaxcompress.metrics.image_quality import rgb2ycbcr_y
-from jaxcompress.metrics.image_quality import ssim
+from jaxcompress.metrics.image_quality import psnr, rgb2ycbcr_y, ssim

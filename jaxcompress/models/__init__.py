@@ -4,13 +4,12 @@ Each entry is imported lazily so a model family's dependencies load only when us
 """
 from __future__ import annotations
 
-from jaxcompress.errors import ConfigError
-
 import importlib
 from typing import Any
 
 import flax.linen as nn
 
+from jaxcompress.errors import ConfigError
 from jaxcompress.models import factory
 
 # name -> "module:constructor"; constructors take (layers=..., **kwargs): classifiers take

@@ -29,8 +29,6 @@ Example:
 """
 from __future__ import annotations
 
-from jaxcompress.errors import ConfigError
-
 import dataclasses
 import functools
 import importlib
@@ -39,6 +37,8 @@ from typing import Any, Callable, Mapping
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jaxcompress.errors import ConfigError
 
 ModuleFactory = Callable[..., nn.Module]
 

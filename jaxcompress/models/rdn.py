@@ -27,9 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcompress.models import factory
-from jaxcompress.models.edsr import act_quant
-from jaxcompress.models.edsr import conv
-from jaxcompress.models.edsr import pixel_shuffle
+from jaxcompress.models.edsr import act_quant, conv, pixel_shuffle
 
 Array = jax.Array
 

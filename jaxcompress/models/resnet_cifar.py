@@ -25,7 +25,6 @@ import jax.numpy as jnp
 from jaxcompress.errors import ConfigError
 from jaxcompress.models import factory
 
-
 _DEFAULT_WIDTHS = (16, 32, 64)
 
 

@@ -17,7 +17,6 @@ import jax
 
 from jaxcompress.models import factory
 
-
 _WIDTHS = {"stem": 128, "conv1": 128, "conv2": 256, "conv3": 256, "conv4": 512, "conv5": 512}
 
 

@@ -40,9 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcompress.nas import robust_ops
-from jaxcompress.nas import space
-from jaxcompress.nas import supernet
+from jaxcompress.nas import robust_ops, space, supernet
 from jaxcompress.ops import conv as conv_ops
 
 Edge = tuple[str, int]

@@ -83,9 +83,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxcompress.ops import native_conv
-from jaxcompress.ops import onednn_conv
-from jaxcompress.ops import xla_cpu
+from jaxcompress.ops import native_conv, onednn_conv, xla_cpu
 
 _IMPLS = ("auto", "lax", "matmul")
 _impl: str = os.environ.get("JAXCOMPRESS_CONV_IMPL", "auto").lower()
@@ -291,7 +289,7 @@ def _im2col_conv(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, ...],
                  pads: tuple[tuple[int, int], ...], rhs_dil: tuple[int, ...], precision: Any,
                  pet: Any) -> jax.Array:
   """Forward convolution as one im2col patch matrix times the flattened kernel."""
-  kshape, c, o = rhs.shape[:-2], rhs.shape[-2], rhs.shape[-1]
+  kshape, o = rhs.shape[:-2], rhs.shape[-1]
   xp = _pad_input(lhs, pads)
   out_sp = _out_spatial(xp.shape[1:-1], kshape, strides, rhs_dil)
   patches = jnp.concatenate(_patch_slices(xp, kshape, out_sp, strides, rhs_dil), axis=-1)

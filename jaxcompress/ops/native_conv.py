@@ -42,8 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.extend.core import Primitive
-from jax.interpreters import ad, batching
-from jax.interpreters import mlir
+from jax.interpreters import ad, batching, mlir
 
 from jaxcompress.ops import native_build
 

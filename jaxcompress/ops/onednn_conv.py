@@ -46,14 +46,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.extend.core import Primitive
-from jax.interpreters import ad, batching
-from jax.interpreters import mlir
+
 # `custom_call` (emitting a target with a raw backend config) has no public export.
 from jax._src.interpreters.mlir import custom_call as _custom_call  # pylint: disable=g-importing
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
 
 from jaxcompress.ops import xla_cpu
-
 
 OPT_OUT_ENV = "JAXCOMPRESS_ONEDNN_CONV"
 CUSTOM_CALL_TARGET = "__onednn$convolution"

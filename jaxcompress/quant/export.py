@@ -60,19 +60,16 @@ import itertools
 from typing import Any, Callable, Sequence
 
 import flax
-from flax import struct
-from flax import traverse_util
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct, traverse_util
 from jax import lax
 
-from jaxcompress.quant import estimators
+from jaxcompress.quant import estimators, rotation, transform
 from jaxcompress.quant import layers as qlayers
 from jaxcompress.quant import quantizers as quantizers_lib
-from jaxcompress.quant import rotation
-from jaxcompress.quant import transform
 
 # Input quantizers whose forward is exactly +-1 (larq's sign(0) = +1). rbnn_sign is not one:
 # sign(0) = 0 (e.g. after a ReLU) has no bit, so such layers run the float product.

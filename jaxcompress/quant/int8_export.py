@@ -50,10 +50,10 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import flax
-from flax import traverse_util
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import traverse_util
 from jax import lax
 
 from jaxcompress.quant import quantizers

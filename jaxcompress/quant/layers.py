@@ -32,8 +32,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxcompress.quant import estimators
-from jaxcompress.quant import rotation
+from jaxcompress.quant import estimators, rotation
 
 Quantizer = str | Callable[..., jax.Array] | None
 Initializer = Callable[..., jax.Array]

@@ -20,10 +20,10 @@ import dataclasses
 import functools
 from typing import Any, Callable, Sequence
 
-from flax import traverse_util
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import traverse_util
 from jax import lax
 
 from jaxcompress.ops import conv as conv_ops

@@ -36,9 +36,9 @@ import threading
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
-from flax.linen import module as nn_module
 import jax
 import jax.numpy as jnp
+from flax.linen import module as nn_module
 from jax import lax
 
 from jaxcompress.quant import estimators

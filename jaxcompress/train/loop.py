@@ -24,14 +24,13 @@ import numpy as np
 
 from jaxcompress import distributed
 from jaxcompress import methods as methods_lib
-from jaxcompress.data import on_device as on_device_lib
 from jaxcompress.data import augment, pipeline, sources, transforms
+from jaxcompress.data import on_device as on_device_lib
 from jaxcompress.errors import ConfigError, PreemptedError, TrainingDivergedError
 from jaxcompress.methods.base import HookContext, Method
 from jaxcompress.train import checkpoint as checkpoint_lib
-from jaxcompress.train import compile_options, evaluation, runners, sampling
+from jaxcompress.train import compile_options, evaluation, one_shot, runners, sampling
 from jaxcompress.train import logging as logging_lib
-from jaxcompress.train import one_shot
 from jaxcompress.train.state import TrainState
 
 

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import math
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import numpy as np
+from absl.testing import absltest, parameterized
 
 from jaxcompress.data import imresize as ir
 

@@ -1,11 +1,11 @@
 """Tests for jaxcompress.distill.attention (PAMS SKT loss)."""
 from __future__ import annotations
 
-from absl.testing import absltest
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import absltest
 
 from jaxcompress import distill
 from jaxcompress.distill import attention

@@ -5,11 +5,11 @@ import json
 import os
 import tempfile
 
-from absl.testing import absltest
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl.testing import absltest
 
 from configs import common
 from configs.abandit_nas import _shared

@@ -13,9 +13,9 @@ import json
 import os
 import tempfile
 
-from absl.testing import absltest
 import numpy as np
 import pytest
+from absl.testing import absltest
 
 from configs.abandit_nas import digits_pipeline
 from jaxcompress.methods import abandit_nas

@@ -7,16 +7,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from configs import common
 from jaxcompress import methods
-from jaxcompress.methods import bnas
+from jaxcompress.methods import bnas, pc_darts
 from jaxcompress.nas import bandit as bandit_lib
 from jaxcompress.nas import genotype as genotype_lib
 from jaxcompress.nas import search
 from jaxcompress.train import loop
 from jaxcompress.train.state import TrainState
-
-from configs import common
-from jaxcompress.methods import pc_darts
 
 OPS4 = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 import json
 import os
 
-from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from configs.pams import offline_edsr_x2
 from jaxcompress import errors
 from jaxcompress.data import sources, transforms
-from jaxcompress.metrics import image_quality
 from jaxcompress.methods import pams
+from jaxcompress.metrics import image_quality
 from jaxcompress.train import checkpoint, loop
 
 
@@ -203,6 +203,7 @@ def test_alpha_learning_rate_keeps_the_papers_alpha_travel_per_epoch():
   # Adam under a constant-sign gradient moves a parameter by its learning rate per step: an
   # epoch of n steps at alpha_learning_rate(n) travels as far as the paper's 1000 steps at 1e-2.
   import optax  # pylint: disable=g-import-not-at-top
+
   from configs.pams import _sr_common  # pylint: disable=g-import-not-at-top
 
   def travel(lr, steps):

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from unittest import mock
 
-from absl.testing import absltest
 import numpy as np
+from absl.testing import absltest
 from scipy import linalg
 
 from jaxcompress.metrics import fid

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import math
 
-from absl.testing import absltest
 import numpy as np
+from absl.testing import absltest
 from skimage import metrics as skm
 
 from jaxcompress import metrics

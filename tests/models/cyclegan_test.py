@@ -2,20 +2,17 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-import importlib
+from absl.testing import absltest, parameterized
 
 # `jaxcompress.summary` is the function (contract); the module is reached by its dotted name.
 summary_lib = importlib.import_module("jaxcompress.summary")
-from jaxcompress.models import cyclegan
-from jaxcompress.models import factory
+from jaxcompress.models import cyclegan, factory
 
 
 def n_params(tree) -> int:

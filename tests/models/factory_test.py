@@ -6,16 +6,15 @@ import os
 import subprocess
 import sys
 
-from absl.testing import absltest
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import absltest
 
 import jaxcompress
 from jaxcompress.errors import ConfigError
-from jaxcompress.models import factory
-from jaxcompress.models import layer_sets
+from jaxcompress.models import factory, layer_sets
 from jaxcompress.quant import layers as quant_layers
 
 PACKAGE_DIR = os.path.dirname(jaxcompress.__file__)

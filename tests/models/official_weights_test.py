@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 from jaxcompress.errors import ConfigError  # noqa: E402
 from jaxcompress.models import edsr  # noqa: E402
@@ -239,6 +239,7 @@ def test_pams_teacher_path_loads_an_edsr_pytorch_teacher(tmp_path):
   """config.pams.teacher_path=teacher.pt: the PAMS teacher is the converted network and the
   student starts from its weights."""
   import ml_collections  # pylint: disable=g-import-not-at-top
+
   from configs.pams import offline_edsr_x2  # pylint: disable=g-import-not-at-top
   from jaxcompress.methods import pams  # pylint: disable=g-import-not-at-top
   net = TorchEDSR(2, n_resblocks=1, n_feats=8)

@@ -1,19 +1,17 @@
 """Tests for jaxcompress.models.resnet_imagenet: shapes, parameter counts, Bi-Real options."""
 from __future__ import annotations
 
-from absl.testing import absltest
-from absl.testing import parameterized
+import importlib
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-import importlib
+from absl.testing import absltest, parameterized
 
 # `jaxcompress.summary` is the function (contract); the module is reached by its dotted name.
 summary_lib = importlib.import_module("jaxcompress.summary")
-from jaxcompress.models import factory
-from jaxcompress.models import resnet_imagenet
+from jaxcompress.models import factory, resnet_imagenet
 
 
 class OneBitConv(nn.Conv):

@@ -1,21 +1,16 @@
 """Model slots: the gate after each norm, per-layer widths and role-named feature taps."""
 from __future__ import annotations
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import absltest, parameterized
 
 from jaxcompress.errors import ConfigError
-from jaxcompress.models import cyclegan
-from jaxcompress.models import edsr
-from jaxcompress.models import factory
-from jaxcompress.models import resnet_cifar
-from jaxcompress.models import vgg_small
+from jaxcompress.models import cyclegan, edsr, factory, resnet_cifar, vgg_small
 
 GATED = factory.FLOAT.replace(gate=factory.ChannelGate)
 

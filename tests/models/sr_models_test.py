@@ -1,17 +1,14 @@
 """Tests for the super-resolution models (EDSR, RDN) and their PAMS variants."""
 from __future__ import annotations
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import absltest, parameterized
 
-from jaxcompress.models import edsr
-from jaxcompress.models import factory
-from jaxcompress.models import rdn
+from jaxcompress.models import edsr, factory, rdn
 from jaxcompress.quant import quantizers as qz
 
 try:

@@ -19,10 +19,9 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from jaxcompress.errors import ConfigError  # noqa: E402
 from jaxcompress import models  # noqa: E402
+from jaxcompress.errors import ConfigError  # noqa: E402
 from jaxcompress.models import torchvision_weights as tvw  # noqa: E402
-
 
 # ---- torchvision transcriptions ---------------------------------------------------------------
 

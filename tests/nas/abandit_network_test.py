@@ -1,14 +1,13 @@
 """Tests for jaxcompress.nas.abandit_network: genotypes, eval network, search network, derivation."""
 from __future__ import annotations
 
-from absl.testing import absltest
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import absltest
 
 from jaxcompress.nas import abandit_network as an
 from jaxcompress.nas import robust_ops
-
 
 # Released genotypes as written in the official bczhangbczhang/ABanditNAS utils/genotypes_all.py
 # (Genotype_6 fields a..f and a_concat..f_concat = range(1, 5)).

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import math
 
-from absl.testing import absltest
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import absltest
 
 from jaxcompress.nas import bandit
 

@@ -5,8 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcompress.nas import binary_ops
-from jaxcompress.nas import eval_network
+from jaxcompress.nas import binary_ops, eval_network
 
 
 def _np_project(c, w):

@@ -4,10 +4,9 @@ from __future__ import annotations
 import os
 import tempfile
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import absltest, parameterized
 
 from jaxcompress.nas import genotype as G
 from jaxcompress.nas.space import PRIMITIVES

@@ -6,9 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcompress.nas import binary_ops
+from jaxcompress.nas import binary_ops, search
 from jaxcompress.nas import genotype as genotype_lib
-from jaxcompress.nas import search
 
 OPS4 = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
 

@@ -1,11 +1,11 @@
 """Tests for jaxcompress.nas.space: the DARTS op registry (shapes, pools, factorized reduce)."""
 from __future__ import annotations
 
-from absl.testing import absltest
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import absltest
 
 from jaxcompress.nas import space
 

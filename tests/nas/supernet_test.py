@@ -1,13 +1,12 @@
 """Tests for jaxcompress.nas.supernet: channel shuffle, mixed ops, PC-DARTS partial channels."""
 from __future__ import annotations
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import absltest, parameterized
 
 from jaxcompress.nas import supernet
 

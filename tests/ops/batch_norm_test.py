@@ -1,12 +1,11 @@
 """Tests for jaxcompress.ops.batch_norm: same outputs, gradients and statistics as nn.BatchNorm."""
 from __future__ import annotations
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import absltest, parameterized
 
 from jaxcompress.ops import batch_norm
 

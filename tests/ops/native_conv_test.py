@@ -6,16 +6,14 @@ import shutil
 import tempfile
 from unittest import mock
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import absltest, parameterized
 from jax import lax
 
 from jaxcompress.ops import conv as conv_ops
-from jaxcompress.ops import native_build
-from jaxcompress.ops import native_conv
+from jaxcompress.ops import native_build, native_conv
 
 
 def _numpy_weight_grad(x: np.ndarray, g: np.ndarray, kshape, strides, pads, dil) -> np.ndarray:

@@ -4,11 +4,10 @@ from __future__ import annotations
 import os
 from unittest import mock
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import absltest, parameterized
 from jax import lax
 
 from jaxcompress.ops import conv as conv_ops

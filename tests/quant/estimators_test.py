@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import functools
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import absltest, parameterized
 
 from jaxcompress import quant
 from jaxcompress.quant import estimators

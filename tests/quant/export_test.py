@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import zlib
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import absltest, parameterized
 
 from jaxcompress import quant
 from jaxcompress.models import build

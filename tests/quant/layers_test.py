@@ -4,12 +4,11 @@ from __future__ import annotations
 import functools
 import math
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import absltest, parameterized
 
 from jaxcompress import quant
 from jaxcompress.models import factory

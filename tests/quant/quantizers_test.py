@@ -1,14 +1,12 @@
 """Tests for jaxcompress.quant.quantizers (PAMS quantizers, generic quantizers, PAMS layers)."""
 from __future__ import annotations
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import chex
 import flax.linen as nn
 import jax
-
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import absltest, parameterized
 
 from jaxcompress.quant import quantizers as qz
 

@@ -1,12 +1,11 @@
 """Tests for jaxcompress.quant.rotation against NumPy re-statements of the official RBNN code."""
 from __future__ import annotations
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import absltest, parameterized
 
 from jaxcompress import quant
 from jaxcompress.quant import rotation

@@ -1,12 +1,11 @@
 """Tests for jaxcompress.quant.transform: rule-based quantize() of an unmodified linen model."""
 from __future__ import annotations
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import absltest, parameterized
 from jax import lax
 
 from jaxcompress import quant

@@ -1,11 +1,11 @@
 """Tests for jaxcompress.reid.distance against NumPy references (values and gradients)."""
 from __future__ import annotations
 
-from absl.testing import absltest
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import absltest
 
 from jaxcompress import reid
 

@@ -5,10 +5,9 @@ import importlib
 import time
 from unittest import mock
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import numpy as np
 import pytest
+from absl.testing import absltest, parameterized
 from sklearn.metrics import average_precision_score
 
 from jaxcompress import reid

@@ -1,11 +1,11 @@
 """Tests for jaxcompress.robust.attacks on tiny linear models (closed forms and constraints)."""
 from __future__ import annotations
 
-from absl.testing import absltest
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import absltest
 
 from jaxcompress.robust import attacks
 

@@ -17,7 +17,6 @@ from configs import common  # noqa: E402
 from jaxcompress import errors  # noqa: E402
 from jaxcompress.train import loop  # noqa: E402
 
-
 # The 8-device tests use conftest's 8 host-platform CPU devices; on a GPU host (JAX_PLATFORMS=
 # cuda,cpu) the default backend is the GPU, which has one device here.
 needs_eight_devices = pytest.mark.skipif(

@@ -1,11 +1,10 @@
 """`one_shot.jit_once`: the init program compiled for compile speed draws the same parameters."""
 from __future__ import annotations
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import absltest, parameterized
 
 from jaxcompress import models
 from jaxcompress.train import one_shot
