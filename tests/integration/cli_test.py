@@ -17,13 +17,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 QUICK = "--config=configs/baseline/digits_resnet20.py:quick"
 
 
-def launch(workdir, *flags, devices=8, wait=True, **popen_kwargs):
+def launch(workdir, *flags, devices=8, wait=True, progress_flag=True, **popen_kwargs):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
   # The config file first: overrides of its fields may only follow it.
   config = [f for f in flags if f.startswith("--config=")] or [QUICK]
   cmd = [sys.executable, "-m", "launch.main", *config, f"--workdir={workdir}",
-         "--config.progress=lines", *[f for f in flags if not f.startswith("--config=")]]
+         *(["--config.progress=lines"] if progress_flag else []),
+         *[f for f in flags if not f.startswith("--config=")]]
   proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, **popen_kwargs)
   if not wait:
@@ -174,3 +175,38 @@ def test_gathered_evaluator_equal_over_two_processes_devices_and_one_batch(tmp_p
     # Logits from differently sharded programs: equal up to float reduction order.
     assert row["gather/weighted_logits"] == pytest.approx(rows[0]["gather/weighted_logits"],
                                                           rel=1e-4)
+
+
+@pytest.mark.slow
+def test_staged_run_killed_in_stage_two_resumes_to_the_uninterrupted_result(tmp_path):
+  # configs/rbnn/digits_stages.py: float teacher -> RBNN student; SIGKILL once the student has a
+  # checkpoint, rerun: the teacher is skipped and the student ends equal to an uninterrupted run.
+  flags = ["--config=configs/rbnn/digits_stages.py:quick",
+           "--config.stages.student.num_steps=12", "--config.stages.student.checkpoint_every=4",
+           "--config.stages.student.async_checkpoint=False",
+           "--config.stages.student.data.scan_steps=4"]
+  ref_dir, killed_dir = str(tmp_path / "ref"), str(tmp_path / "killed")
+  code, out = launch(ref_dir, *flags, devices=1, progress_flag=False)
+  assert code == 0, out[-2000:]
+  proc = launch(killed_dir, *flags, devices=1, wait=False, progress_flag=False)
+  ckpt = os.path.join(killed_dir, "student", "checkpoints")
+  deadline = time.time() + 300
+  while time.time() < deadline:  # kill as soon as the student's first checkpoint is complete
+    if os.path.isdir(ckpt) and any(d.isdigit() for d in os.listdir(ckpt)):
+      break
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = max(int(d) for d in os.listdir(ckpt) if d.isdigit())
+  assert killed_at < 12, "the run finished before it could be killed"
+  assert os.path.exists(os.path.join(killed_dir, "teacher", "stage_done.json"))
+  teacher_log = open(os.path.join(killed_dir, "teacher", "metrics.jsonl")).read()
+  code, out = launch(killed_dir, *flags, devices=1, progress_flag=False)
+  assert code == 0, out[-2000:]
+  assert f"Resumed from checkpoint at step {killed_at}" in out
+  assert open(os.path.join(killed_dir, "teacher", "metrics.jsonl")).read() == teacher_log
+  (s1, ref), (s2, resumed) = (final_checkpoint(os.path.join(ref_dir, "student")),
+                              final_checkpoint(os.path.join(killed_dir, "student")))
+  assert s1 == s2 == 12
+  for a, b in zip(jax_leaves(ref), jax_leaves(resumed)):
+    np.testing.assert_array_equal(a, b)
