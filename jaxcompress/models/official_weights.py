@@ -45,6 +45,13 @@ import numpy as np
 from jaxcompress.errors import ConfigError
 from jaxcompress.models import edsr as edsr_lib
 from jaxcompress.models import rdn as rdn_lib
+from jaxcompress.models.torchvision_weights import (  # the shared layout conversions
+  _describe,
+  _flat,
+  _from_torch,
+  _nest,
+  _torch_shape,
+)
 
 Path = tuple[str, ...]
 StateOrPath = str | os.PathLike[str] | Mapping[str, Any]
@@ -123,47 +130,6 @@ def _state(state_or_path: StateOrPath, allow_pickle: bool) -> dict[str, np.ndarr
 
 
 # ---- the shared conversion core --------------------------------------------------------------
-
-def _flat(tree: Mapping[str, Any], prefix: Path = ()) -> dict[Path, Any]:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      out.update(_flat(v, prefix + (k,)))
-    else:
-      out[prefix + (k,)] = v
-  return out
-
-
-def _nest(flat: Mapping[Path, Any]) -> dict[str, Any]:
-  out: dict[str, Any] = {}
-  for path, v in flat.items():
-    node = out
-    for k in path[:-1]:
-      node = node.setdefault(k, {})
-    node[path[-1]] = v
-  return out
-
-
-def _torch_shape(leaf: str, shape: Sequence[int]) -> tuple[int, ...]:
-  if leaf == "kernel" and len(shape) == 4:   # HWIO -> OIHW
-    return (shape[3], shape[2], shape[0], shape[1])
-  if leaf == "kernel" and len(shape) == 2:   # (in, out) -> (out, in)
-    return (shape[1], shape[0])
-  return tuple(shape)
-
-
-def _from_torch(leaf: str, value: np.ndarray) -> np.ndarray:
-  if leaf == "kernel" and value.ndim == 4:
-    return np.transpose(value, (2, 3, 1, 0))
-  if leaf == "kernel" and value.ndim == 2:
-    return value.T
-  return value
-
-
-def _describe(keys: Sequence[str], shapes: Mapping[str, tuple[int, ...]], limit: int = 5) -> str:
-  shown = ", ".join(f"{k!r} (expected shape {shapes[k]})" if k in shapes else repr(k)
-                    for k in keys[:limit])
-  return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def _convert(what: str, state: Mapping[str, np.ndarray], abstract: Mapping[str, Any],
