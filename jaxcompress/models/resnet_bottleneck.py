@@ -28,7 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcompress.models import factory
+from jaxcompress.models import factory, resnet_imagenet
 from jaxcompress.models.resnet_imagenet import Downsample
 
 EXPANSION = 4  # output channels of a bottleneck block = EXPANSION * planes
@@ -87,11 +87,7 @@ class BottleneckResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     ly = self.layers
-    x = ly.first_conv(64, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)), use_bias=False,
-                      name="stem")(x)
-    x = ly.act(ly.batch_norm(train, name="stem_bn")(x))
-    # PyTorch MaxPool2d(3, 2, padding=1) pads with -inf, as flax's max_pool does.
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = resnet_imagenet.imagenet_stem(ly, x, train)
     for stage, blocks in enumerate(self.stage_sizes):
       for b in range(blocks):
         strides = 2 if stage > 0 and b == 0 else 1

@@ -95,6 +95,16 @@ class BasicBlock(nn.Module):
     return ly.act(y + shortcut)
 
 
+def imagenet_stem(ly: factory.Layers, x: jax.Array, train: bool) -> jax.Array:
+  """The torchvision ResNet stem inside a compact module: 7x7/2 conv "stem", BN "stem_bn",
+  activation, 3x3/2 max pool."""
+  x = ly.first_conv(64, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)), use_bias=False,
+                    name="stem")(x)
+  x = ly.act(ly.batch_norm(train, name="stem_bn")(x))
+  # PyTorch MaxPool2d(3, 2, padding=1) pads with -inf, as flax's max_pool does.
+  return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+
 class ResNet(nn.Module):
   """ImageNet ResNet with basic blocks (ResNet-18: (2, 2, 2, 2); ResNet-34: (3, 4, 6, 3)).
 
@@ -117,11 +127,7 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     ly = self.layers
-    x = ly.first_conv(64, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)), use_bias=False,
-                      name="stem")(x)
-    x = ly.act(ly.batch_norm(train, name="stem_bn")(x))
-    # PyTorch MaxPool2d(3, 2, padding=1) pads with -inf, as flax's max_pool does.
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = imagenet_stem(ly, x, train)
     for stage, blocks in enumerate(self.stage_sizes):
       for b in range(blocks):
         strides = 2 if stage > 0 and b == 0 else 1

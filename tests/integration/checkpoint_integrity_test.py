@@ -14,9 +14,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests", "train"))
-import toy_method  # pylint: disable=g-import-not-at-top,wrong-import-position  # noqa: E402,F401
+import loop_test  # pylint: disable=g-import-not-at-top,wrong-import-position  # noqa: E402
 
-from configs import common  # noqa: E402
 from jaxcompress import errors  # noqa: E402
 from jaxcompress.train import checkpoint as checkpoint_lib  # noqa: E402
 from jaxcompress.train import loop  # noqa: E402
@@ -24,21 +23,7 @@ from jaxcompress.train import loop  # noqa: E402
 
 def toy_config(**overrides):
   """8 steps (2 epochs of 4) of the two-optimizer toy method, a checkpoint every 2 steps."""
-  c = common.base_config()
-  c.method = "toy_two_optimizers"
-  c.data.name = "synthetic"
-  c.data.source_kwargs = {"num_examples": 64, "image_shape": (4, 4, 1), "num_classes": 4}
-  c.data.batch_size = 16
-  c.data.eval_batch_size = 16
-  c.optim.learning_rate = 0.05
-  c.num_epochs = 2
-  c.log_every = 2
-  c.checkpoint_every = 2
-  c.progress = "none"
-  c.async_checkpoint = False
-  for key, value in overrides.items():
-    c[key] = value
-  return c
+  return loop_test.toy_config(**{"checkpoint_every": 2, **overrides})
 
 
 def flip_largest_file(step_dir: str, count: int = 200) -> None:
