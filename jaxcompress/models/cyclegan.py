@@ -16,7 +16,7 @@ fields `last_conv` (output conv; `first_conv` when None, i.e. float) and `conv_t
 (upsampling; `nn.ConvTranspose` when None) the output and upsampling layers.
 `layers.act` replaces the generator's ReLUs.
 
-For pruning and distillation (DMAD, arXiv 2011.11125):
+For pruning and distillation (DMAD, arXiv 2011.08382):
   * every instance norm is followed by the layer factory's gate slot (`factory.gate`; nothing by
     default), before the activation or the residual sum;
   * `widths` narrows layers by role (a pruned generator / discriminator, see the classes);

@@ -8,7 +8,7 @@ papers keep them in float (RBNN, PAMS, XNOR-Net all do).
 
 Three conventions shared by the models, for the pruning and distillation papers:
   * Gate slot (`Layers.gate`): a channel gate/mask module placed right after every normalisation
-    and before the activation (DMAD, arXiv 2011.11125, Sec. 3.1 puts its differentiable masks
+    and before the activation (DMAD, arXiv 2011.08382, Sec. 3.1 puts its differentiable masks
     there). None (the default) places no module, so float models keep their parameters exactly.
   * Per-layer widths: models that can be pruned take `widths`, a mapping from a layer's role
     (its parameter path, e.g. "block0/conv1") to its output channels; `resolve_widths` checks it.
@@ -78,7 +78,7 @@ class Layers:
     bn_scale_init: initial value of batch-norm scales (RBNN's official code uses 1e-8).
     gate: factory of channel gates placed right after every normalisation (before the
       activation), called as `gate(features, name=...)` and returning a module that maps
-      NHWC `x` to `x * mask(c)` (e.g. `ChannelGate`; DMAD's masks, arXiv 2011.11125). The
+      NHWC `x` to `x * mask(c)` (e.g. `ChannelGate`; DMAD's masks, arXiv 2011.08382). The
       factory sees each gate's name and may return a mask-free module for layers it keeps
       whole. None: no module at all (parameters and outputs of the plain model).
   """
@@ -181,7 +181,7 @@ class ChannelGate(nn.Module):
   """A learnable per-channel mask: `x * mask`, `mask` initialised to ones (a no-op at init).
 
   The plain multiplicative mask of channel-pruning papers (Network Slimming-style scaling,
-  DMAD's masks before binarisation, arXiv 2011.11125 Eq. 2); use it as `Layers(gate=ChannelGate)`
+  DMAD's masks before binarisation, arXiv 2011.08382 Eq. 2); use it as `Layers(gate=ChannelGate)`
   or wrap it to add a relaxation.
 
   Attributes:
