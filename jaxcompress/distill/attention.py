@@ -31,7 +31,23 @@ def attention_map(f: jax.typing.ArrayLike) -> Array:
     Maps of shape (N, H*W) with unit L2 norm per sample (zero rows stay zero), dtype of `f`.
   """
   f = jnp.asarray(f)
-  a = jnp.mean(jnp.square(f), axis=-1).reshape(f.shape[0], -1)
+  return normalize_rows(jnp.mean(jnp.square(f), axis=-1))
+
+
+def normalize_rows(a: jax.typing.ArrayLike) -> Array:
+  """Flattens each sample of `a` (row-major) and divides it by `max(||row||_2, 1e-12)`.
+
+  The normalisation of `attention_map`, for maps computed elsewhere (DMAD's co-attention target
+  mixes two maps before normalising). `torch.nn.functional.normalize(a.view(N, -1))`.
+
+  Args:
+    a: maps of shape (N, ...).
+
+  Returns:
+    Rows of shape (N, prod(...)), dtype of `a`; an all-zero row stays zero with a zero gradient.
+  """
+  a = jnp.asarray(a)
+  a = a.reshape(a.shape[0], -1)
   sq = jnp.sum(jnp.square(a), axis=-1, keepdims=True)
   # sqrt has an infinite slope at 0: an all-zero sample would give 0 * inf = NaN gradients.
   # torch's norm backward gives 0 there; the double where does the same (values unchanged).
