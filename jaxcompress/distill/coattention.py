@@ -1,10 +1,10 @@
 """DMAD co-attention distillation and discriminator-feature distillation.
 
 DMAD (Li et al., "Learning Efficient GANs for Image Translation via Differentiable Masks and
-co-Attention Distillation", arXiv 2011.08382, Sec. 3.3) fine-tunes a pruned generator against
-a pretrained full model. The student's spatial attention at a generator layer is matched to a
-target mixing the teacher generator's attention at the same layer with the attention of the
-teacher discriminator on the student's own output (official `SJLeo/DMAD`, `models/CycleGAN.py`
+co-Attention Distillation", arXiv 2011.08382, co-attention distillation) fine-tunes a pruned
+generator against a pretrained full model. The student's spatial attention at a generator layer is
+matched to a target mixing the teacher generator's attention at the same layer with the attention of
+the teacher discriminator on the student's own output (official `SJLeo/DMAD`, `models/CycleGAN.py`
 `distill_attention_loss`, `utils/util.py` `attention_loss` / `mixup_attention`).
 
 Official CycleGAN use (what `co_attention_loss` is one term of): the plain sum (weight 1 per
@@ -49,7 +49,7 @@ def spatial_attention(f: jax.typing.ArrayLike) -> Array:
 
 def co_attention_loss(student_f: jax.typing.ArrayLike, teacher_f: jax.typing.ArrayLike,
                       disc_f: jax.typing.ArrayLike, normalize: bool = True) -> Array:
-  """DMAD co-attention loss of one generator layer (arXiv 2011.08382, Sec. 3.3).
+  """DMAD co-attention loss of one generator layer (arXiv 2011.08382, co-attention distillation).
 
   Target `T = 0.5 A(teacher_f) + 0.5 A(disc_f)` (official `mixup_attention` with weights 0.5,
   0.5), student map `S = A(student_f)`, `A = spatial_attention`. With `normalize` (the official
