@@ -13,7 +13,7 @@ from jaxcompress.errors import ConfigError
 ExampleFn = Callable[..., Any]
 _TRANSFORMS: dict[str, Callable[..., ExampleFn]] = {}
 # Modules that register transforms and sources when imported.
-_PROVIDERS = ("jaxcompress.data.sr", "jaxcompress.data.imagenet")
+_PROVIDERS = ("jaxcompress.data.sr", "jaxcompress.data.imagenet", "jaxcompress.data.gan")
 
 
 def register(name: str) -> Callable[[Callable[..., ExampleFn]], Callable[..., ExampleFn]]:
