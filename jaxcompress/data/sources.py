@@ -7,6 +7,7 @@ through `tfds.data_source` (ArrayRecord, random access, no TensorFlow at train t
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Callable
 
 import numpy as np
@@ -145,13 +146,29 @@ def names() -> list[str]:
   return sorted(set(_OFFLINE) | set(_TFDS))
 
 
+def _accepts(fn: Callable[..., Any], arg: str) -> bool:
+  try:
+    params = inspect.signature(fn).parameters
+  except (TypeError, ValueError):
+    return False
+  return arg in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def get_configured(name: str, split: str, data_dir: str | None,
+                   source_kwargs: Any = None) -> Any:
+  """`get` with a config's `data_dir` and `source_kwargs`; a `data_dir` inside `source_kwargs`
+  (e.g. DIV2K's prepared folder) takes precedence over the config-wide one."""
+  kwargs = dict(source_kwargs or {})
+  return get(name, split, data_dir=kwargs.pop("data_dir", data_dir), **kwargs)
+
+
 def get(name: str, split: str, *, data_dir: str | None = None, **kwargs: Any) -> Any:
   """Returns the random-access source `name` for `split`.
 
   Args:
     name: "digits", "synthetic", or a TFDS name ("cifar10", "cifar100", "imagenet2012", ...).
     split: split name ("train", "test", TFDS slicing like "train[:90%]").
-    data_dir: TFDS data directory.
+    data_dir: data directory (TFDS sets; registered builders that take `data_dir`).
     **kwargs: source options (synthetic sizes).
 
   Raises:
@@ -159,7 +176,12 @@ def get(name: str, split: str, *, data_dir: str | None = None, **kwargs: Any) ->
     DatasetNotFoundError: a TFDS dataset that is not prepared (the message has the command).
   """
   if name in _OFFLINE:
-    return _OFFLINE[name](split, **kwargs)
+    builder = _OFFLINE[name]
+    # A registered builder that reads prepared data (TFDS sets, DIV2K) takes the data directory
+    # from config.data.data_dir unless its source_kwargs name one.
+    if data_dir is not None and "data_dir" not in kwargs and _accepts(builder, "data_dir"):
+      kwargs["data_dir"] = data_dir
+    return builder(split, **kwargs)
   if name in _TFDS:
     return TfdsSource(name, split, data_dir)
   raise ConfigError(f"Unknown dataset {name!r}. Known: {', '.join(names())}. "

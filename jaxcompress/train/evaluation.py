@@ -73,8 +73,8 @@ class Evaluation:
     name = block.get("name", data.name)
     kwargs = dict(block.get("source_kwargs", data.get("source_kwargs", {})) or {})
     transforms.load_providers()
-    return sources.get(name, split, data_dir=block.get("data_dir", data.get("data_dir", None)),
-                       **kwargs)
+    return sources.get_configured(name, split, block.get("data_dir", data.get("data_dir", None)),
+                                  kwargs)
 
   def dataset(self, evaluator: evals.Evaluator, split: str) -> Any:
     """The padded eval dataset of `split` (built once per split and data block)."""

@@ -149,8 +149,8 @@ def _stream(config: ml_collections.ConfigDict, name: str, k: int, mesh: jax.shar
       del merged[key]
   merged.update(block.to_dict() if hasattr(block, "to_dict") else dict(block))
   distributed.check_batch_size(merged.batch_size, mesh)
-  source = sources.get(merged.name, merged.split, data_dir=merged.get("data_dir", None),
-                       **merged.get("source_kwargs", {}))
+  source = sources.get_configured(merged.name, merged.split, merged.get("data_dir", None),
+                                 merged.get("source_kwargs", {}))
   seed = config.seed + 1 + k
   order = sampling.EpochOrder(merged.get("sampler", None), source, seed, merged.batch_size,
                               steps_per_epoch)
@@ -176,8 +176,8 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Setu
   data = config.data
   distributed.check_batch_size(data.batch_size, mesh)
   transforms.load_providers()  # registers task-specific sources (e.g. super-resolution sets)
-  train_src = sources.get(data.name, data.train_split, data_dir=data.get("data_dir", None),
-                          **data.get("source_kwargs", {}))
+  train_src = sources.get_configured(data.name, data.train_split, data.get("data_dir", None),
+                                    data.get("source_kwargs", {}))
   val_src = None
   search_fraction = data.get("search_split", 0.0)
   if search_fraction:  # bilevel NAS: weights on [0, f) of the train split, architecture on [f, 1)
