@@ -129,16 +129,24 @@ class UnpairedSource:
   Args:
     a, b: sequences of images of domains A and B.
     length: "max" (official: max(|A|, |B|)), "A" or "B" (e.g. every test A image once).
+    reference: optional, one image per A image: its ideal translation into domain B, where the
+      data knows it (the offline sets: the fixed colour map of A). Examples then carry it as
+      "B_ref" and the CycleGAN evaluation scores G_A(A) against it.
   """
 
-  def __init__(self, a: Sequence[Any], b: Sequence[Any], length: str = "max"):
+  def __init__(self, a: Sequence[Any], b: Sequence[Any], length: str = "max",
+               reference: Sequence[Any] | None = None):
     if not len(a) or not len(b):
       raise DatasetNotFoundError(f"An unpaired set needs images in both domains (|A| = {len(a)}, "
                                  f"|B| = {len(b)}).")
     sizes = {"max": max(len(a), len(b)), "A": len(a), "B": len(b)}
     if length not in sizes:
       raise ConfigError(f"Unpaired source length {length!r}: use 'max', 'A' or 'B'.")
+    if reference is not None and len(reference) != len(a):
+      raise ConfigError(f"An unpaired set's reference translations must match A one to one "
+                        f"({len(reference)} vs {len(a)}).")
     self.a, self.b, self._length = a, b, sizes[length]
+    self.reference = reference
 
   def __len__(self) -> int:
     return self._length
@@ -146,8 +154,11 @@ class UnpairedSource:
   def __getitem__(self, index: int) -> dict[str, Any]:
     if not 0 <= index < self._length:
       raise IndexError(index)
-    return {"A": to_rgb(self.a[index % len(self.a)]),
-            "B": OtherDomain(self.b, index % len(self.b))}
+    out = {"A": to_rgb(self.a[index % len(self.a)]),
+           "B": OtherDomain(self.b, index % len(self.b))}
+    if self.reference is not None:
+      out["B_ref"] = to_rgb(self.reference[index % len(self.a)])
+    return out
 
 
 class PairedSource:
@@ -355,7 +366,8 @@ def gan_resize_crop(train: bool, load_size: int = 286, crop_size: int = 256,
     serial_batches: unpaired B = B[i % |B|] in training too.
 
   Returns:
-    `fn(example, rng) -> {"A", "B"}` (plus "index" when present).
+    `fn(example, rng) -> {"A", "B"}` (plus "index" when present, and in eval "B_ref" when the
+    source knows the ideal translation of A).
   """
   if crop_size < 1 or load_size < crop_size:
     raise ConfigError(f"gan_resize_crop needs load_size >= crop_size >= 1, got load_size "
@@ -388,7 +400,10 @@ def gan_resize_crop(train: bool, load_size: int = 286, crop_size: int = 256,
     a, b = example["A"], example["B"]
     if isinstance(b, OtherDomain):
       b = b.image()
-    return finish(example, to_unit_range(resize(to_rgb(a), crop_size)),
-                  to_unit_range(resize(to_rgb(b), crop_size)))
+    out = finish(example, to_unit_range(resize(to_rgb(a), crop_size)),
+                 to_unit_range(resize(to_rgb(b), crop_size)))
+    if "B_ref" in example and direction == "AtoB":  # the known ideal G_A(A), for scoring
+      out["B_ref"] = to_unit_range(resize(to_rgb(example["B_ref"]), crop_size))
+    return out
 
   return train_fn if train else eval_fn

@@ -171,7 +171,9 @@ def unpaired(split: str, num_examples: int | None = None, num_test_examples: int
   split = _split(split)
   num = _count(split, num_examples, num_test_examples, image_size)
   a, b = _unpaired(split, num, int(image_size), int(seed))
-  return gan.UnpairedSource(a, b, length)
+  # The map from A to B is known (`winter`), so held-out A crops carry their ideal translation.
+  reference = _frozen(winter(a)) if split == "test" else None
+  return gan.UnpairedSource(a, b, length, reference=reference)
 
 
 def paired(split: str, num_examples: int | None = None, num_test_examples: int | None = None,

@@ -59,8 +59,17 @@ def test_offline_sets_through_the_engine_meet_the_batch_contract(name):
   assert not np.array_equal(loop.build(c).train_ds[1]["A"], batch["A"])
   ev = evaluation.Evaluation(c, setup.method, setup.mesh, every=1, options=setup.options)
   batches = list(pipeline.iterate(ev.dataset(ev.evaluators[0], "test")))
-  assert set(batches[0]) == {"A", "B", "mask"} and batches[0]["A"].shape == (4, 32, 32, 3)
+  # The unpaired offline set knows the ideal translation of its held-out A crops.
+  extra = {"B_ref"} if name == "gan_offline_unpaired" else set()
+  assert set(batches[0]) == {"A", "B", "mask"} | extra and batches[0]["A"].shape == (4, 32, 32, 3)
   assert sum(b["mask"].sum() for b in batches) == 10
+  if extra:
+    ref = np.concatenate([b["B_ref"] for b in batches])
+    a = np.concatenate([b["A"] for b in batches])
+    want = gan_offline.winter(np.round((a + 1) * 127.5).astype(np.uint8))
+    # (resized 48 -> 32 after the map, so equal up to resampling)
+    assert np.mean(np.abs((ref + 1) * 127.5 - want)) < 1.5
+    assert np.mean(np.abs((ref + 1) * 127.5 - (a + 1) * 127.5)) > 10  # not the input itself
 
 
 def test_offline_unpaired_is_photo_to_winter_on_held_out_photos():
