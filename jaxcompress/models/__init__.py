@@ -38,6 +38,8 @@ _MODELS = {
     "rdn": "jaxcompress.models.rdn:rdn",
     "cyclegan_resnet_generator": "jaxcompress.models.cyclegan:ResnetGenerator",
     "patchgan_discriminator": "jaxcompress.models.cyclegan:NLayerDiscriminator",
+    "pix2pix_unet_generator": "jaxcompress.models.pix2pix:UnetGenerator",
+    "mobile_resnet_generator": "jaxcompress.models.mobile_gan:MobileResnetGenerator",
     "darts_eval": "jaxcompress.nas.eval_network:darts_eval",
 }
 

@@ -39,6 +39,16 @@ class CycleGanTest(parameterized.TestCase):
     self.assertEqual(out.shape, (2, 30, 30, 1))   # 70x70 PatchGAN logits
     self.assertEqual(n_params(variables["params"]), 2_764_737)
 
+  def test_discriminator_defaults_to_instance_norm(self):
+    model = cyclegan.NLayerDiscriminator(ndf=4)
+    self.assertEqual(model.norm, "instance")
+    self.assertEqual(model.layer_widths(), {"conv0": 4, "conv1": 8, "conv2": 16, "conv3": 32})
+    variables, _ = abstract(model, (1, 32, 32, 3))
+    self.assertEqual(set(variables), {"params"})   # no running statistics
+    params = variables["params"]
+    self.assertEqual({k for k, p in params.items() if "bias" in p},
+                     {"conv0", "conv1", "conv2", "conv3", "head"})   # instance norm: every bias
+
   @parameterized.parameters((5,), (8,))
   def test_upsample_is_pytorch_conv_transpose(self, size):
     # PyTorch's ConvTranspose2d(k3, s2, p1, output_padding=1) is the input-gradient of
