@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcompress.ops import conv as conv_ops
+from jaxcompress.ops import padding as padding_lib
 
 # Ops in the official order (cnn/genotypes.py); the index of an op in alphas follows this list.
 PRIMITIVES: list[str] = [
@@ -50,10 +51,6 @@ PRIMITIVES: list[str] = [
 # PyTorch's default conv init (kaiming_uniform with a = sqrt(5)) equals a uniform fan-in
 # variance scaling of 1/3; the official code never re-initialises its search-net convs.
 torch_conv_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-
-
-def _pad(p: int) -> tuple[tuple[int, int], tuple[int, int]]:
-  return ((p, p), (p, p))
 
 
 def batch_norm(train: bool, affine: bool, epsilon: float = 1e-5,
@@ -103,11 +100,12 @@ class Pool(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     s = (self.stride, self.stride)
+    pads = padding_lib.explicit_pads(1, x.shape[1:-1], (3, 3), s)
     if self.kind == "max":
-      y = nn.max_pool(x, (3, 3), strides=s, padding=_pad(1))
+      y = nn.max_pool(x, (3, 3), strides=s, padding=pads)
     elif self.kind == "avg":
       # count_include_pad=False as nn.AvgPool2d(..., count_include_pad=False) in DARTS.
-      y = nn.avg_pool(x, (3, 3), strides=s, padding=_pad(1), count_include_pad=False)
+      y = nn.avg_pool(x, (3, 3), strides=s, padding=pads, count_include_pad=False)
     else:
       raise ValueError(f"Unknown pool kind {self.kind!r}; use 'max' or 'avg'.")
     if self.bn:
@@ -136,7 +134,7 @@ class ReLUConvBN(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     k, s = self.kernel_size, self.stride
-    y = conv_ops.Conv(self.features, (k, k), strides=(s, s), padding=_pad(self.padding),
+    y = conv_ops.Conv(self.features, (k, k), strides=(s, s), padding=self.padding,
                       use_bias=False, kernel_init=torch_conv_init)(nn.relu(x))
     return batch_norm(train, self.affine, self.bn_epsilon)(y)
 
@@ -158,7 +156,7 @@ class DilConv(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     c_in = x.shape[-1]
     k, s, d = self.kernel_size, self.stride, self.dilation
-    y = conv_ops.Conv(c_in, (k, k), strides=(s, s), padding=_pad(self.padding),
+    y = conv_ops.Conv(c_in, (k, k), strides=(s, s), padding=self.padding,
                       kernel_dilation=(d, d), feature_group_count=c_in, use_bias=False,
                       kernel_init=torch_conv_init)(nn.relu(x))
     y = conv_ops.Conv(self.features, (1, 1), use_bias=False, kernel_init=torch_conv_init)(y)

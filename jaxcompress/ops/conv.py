@@ -84,6 +84,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxcompress.ops import native_conv, onednn_conv, xla_cpu
+from jaxcompress.ops import padding as padding_lib
 
 _IMPLS = ("auto", "lax", "matmul")
 _impl: str = os.environ.get("JAXCOMPRESS_CONV_IMPL", "auto").lower()
@@ -707,16 +708,6 @@ def _native_dw_applies(lhs: jax.Array, rhs: jax.Array, pet: Any) -> bool:
   return jax.device_count() == 1 and native_conv.available()
 
 
-def _normalize_padding(padding: str | Sequence[tuple[int, int]], lhs_sp: Sequence[int],
-                       kshape: Sequence[int], strides: Sequence[int],
-                       rhs_dil: Sequence[int]) -> tuple[tuple[int, int], ...]:
-  if isinstance(padding, str):
-    window = [(k - 1) * d + 1 for k, d in zip(kshape, rhs_dil)]
-    return tuple((int(lo), int(hi)) for lo, hi in
-                 lax.padtype_to_pads(lhs_sp, window, strides, padding))
-  return tuple((int(lo), int(hi)) for lo, hi in padding)
-
-
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
                          padding: str | Sequence[tuple[int, int]],
                          lhs_dilation: Sequence[int] | None = None,
@@ -773,7 +764,7 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
     return lax.conv_general_dilated(*args, **kwargs)
   strides = tuple(int(s) for s in window_strides)
   rhs_dil = tuple(int(d) for d in (rhs_dilation or (1,) * nsp))
-  pads = _normalize_padding(padding, lhs.shape[1:-1], rhs.shape[:-2], strides, rhs_dil)
+  pads = padding_lib.explicit_pads(padding, lhs.shape[1:-1], rhs.shape[:-2], strides, rhs_dil)
   if any(lo < 0 or hi < 0 for lo, hi in pads):
     # Crop first: XLA:CPU's convolution with negative padding returned uninitialised memory
     # (values ~1e24) in jaxlib 0.10.2, so the fast path never hands it negative padding.

@@ -67,6 +67,7 @@ import numpy as np
 from flax import struct, traverse_util
 from jax import lax
 
+from jaxcompress.ops import padding as padding_lib
 from jaxcompress.quant import estimators, rotation, transform
 from jaxcompress.quant import layers as qlayers
 from jaxcompress.quant import quantizers as quantizers_lib
@@ -453,7 +454,9 @@ def _serve_conv(layer: ExportedLayer, x: jax.Array) -> jax.Array:
   spec = layer.spec
   nd = len(spec.kernel_shape) - 2
   kshape, (cin, o) = spec.kernel_shape[:nd], spec.kernel_shape[nd:]
-  pads = transform.conv_pads(spec.padding, x.shape[1:-1], kshape, spec.strides, spec.dilation)
+  pads = padding_lib.explicit_pads(spec.padding, x.shape[1:-1], kshape, spec.strides,
+                                  spec.dilation)
+  nhwc_pads = [(0, 0), *pads, (0, 0)]
   dtype = jnp.result_type(x.dtype, layer.scale.dtype)
   if spec.mode != "xnor":
     q = spec.input_quantizer
@@ -464,7 +467,7 @@ def _serve_conv(layer: ExportedLayer, x: jax.Array) -> jax.Array:
       w = layer.weights.astype(dtype) * layer.step / spec.qmax
     else:
       w = layer.weights
-    xq = jnp.pad(xq, [(0, 0)] + pads + [(0, 0)])
+    xq = jnp.pad(xq, nhwc_pads)
     y = lax.conv_general_dilated(xq, w.astype(xq.dtype), spec.strides, "VALID",
                                  rhs_dilation=spec.dilation,
                                  dimension_numbers=("NHWC", "HWIO", "NHWC") if nd == 2 else
@@ -487,12 +490,12 @@ def _serve_conv(layer: ExportedLayer, x: jax.Array) -> jax.Array:
     # Pack channels first: the K-chunking of (tap, cin) then aligns with per-tap words, and the
     # im2col moves 32x less data.
     words = pack_bits(bits)
-    words = jnp.pad(words, [(0, 0)] + pads + [(0, 0)])
+    words = jnp.pad(words, nhwc_pads)
     a = jnp.concatenate(_patches(words, kshape, out_sp, spec.strides, spec.dilation), axis=-1)
   elif 32 % cin == 0:
     # cin divides 32: pack each pixel's channels into cin low bits, then put 32 / cin
     # consecutive taps in one word (bit (tap % g) * cin + c), the same K order as the weights.
-    pix = jnp.pad(pack_bits(bits), [(0, 0)] + pads + [(0, 0)])
+    pix = jnp.pad(pack_bits(bits), nhwc_pads)
     views = _patches(pix, kshape, out_sp, spec.strides, spec.dilation)
     g = 32 // cin
     cols = []
@@ -503,7 +506,7 @@ def _serve_conv(layer: ExportedLayer, x: jax.Array) -> jax.Array:
       cols.append(word)
     a = jnp.concatenate(cols, axis=-1)
   else:
-    b = jnp.pad(bits, [(0, 0)] + pads + [(0, 0)])
+    b = jnp.pad(bits, nhwc_pads)
     a = pack_bits(jnp.concatenate(_patches(b, kshape, out_sp, spec.strides, spec.dilation), -1))
   n = x.shape[0]
   dot = xnor_popcount_matmul(a.reshape(-1, a.shape[-1]), layer.weights, spec.k)
@@ -518,7 +521,7 @@ def _serve_conv(layer: ExportedLayer, x: jax.Array) -> jax.Array:
     w_pm1 = jnp.where(unpack_bits(layer.weights.T, spec.k).T, 1.0, -1.0).astype(dtype)
 
     def zero_correction(z):
-      z = jnp.pad(z.astype(dtype), [(0, 0)] + pads + [(0, 0)])
+      z = jnp.pad(z.astype(dtype), nhwc_pads)
       c = lax.conv_general_dilated(z, w_pm1.reshape(spec.kernel_shape), spec.strides, "VALID",
                                    rhs_dilation=spec.dilation,
                                    dimension_numbers=("NHWC", "HWIO", "NHWC"),

@@ -56,6 +56,7 @@ import jax.numpy as jnp
 from flax import traverse_util
 from jax import lax
 
+from jaxcompress.ops import padding as padding_lib
 from jaxcompress.quant import quantizers
 
 Array = jax.Array
@@ -265,10 +266,12 @@ def int8_conv(x: Array, conv: Int8Conv, alpha: Array, module: quantizers.PAMSCon
   spatial = "HWD"[:n]
   dn = lax.conv_dimension_numbers(x.shape, kernel.shape,
                                   ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C"))
+  strides, dilation = tup(module.strides), tup(module.kernel_dilation)
+  pads = padding_lib.explicit_pads(module.padding, x.shape[1:-1], conv.shape[:n], strides,
+                                   dilation)
   conv_fn = lambda lhs, rhs, **kw: lax.conv_general_dilated(  # noqa: E731
-      lhs, rhs, window_strides=tup(module.strides),
-      padding=quantizers._conv_padding(module.padding, n),  # pylint: disable=protected-access
-      rhs_dilation=tup(module.kernel_dilation), dimension_numbers=dn,
+      lhs, rhs, window_strides=strides, padding=pads, rhs_dilation=dilation,
+      dimension_numbers=dn,
       feature_group_count=module.feature_group_count, **kw)
   if conv.int_input:
     # The paper's activation levels, computed as `pams_quantize` does (clip, scale, round).

@@ -27,6 +27,7 @@ from flax import traverse_util
 from jax import lax
 
 from jaxcompress.ops import conv as conv_ops
+from jaxcompress.ops import padding as padding_lib
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -333,15 +334,6 @@ def calibrated_params(params: Any, calib: Any) -> Any:
   return traverse_util.unflatten_dict(flat_p)
 
 
-def _conv_padding(padding: Any, n: int) -> Any:
-  """nn.Conv padding spec -> lax padding (string or per-dimension pairs)."""
-  if isinstance(padding, str):
-    return padding
-  if isinstance(padding, int):
-    return [(padding, padding)] * n
-  return [(p, p) if isinstance(p, int) else tuple(p) for p in padding]
-
-
 class PAMSConv(nn.Module):
   """`nn.Conv`-compatible convolution whose kernel is quantized by `pams_quantize_weight`.
 
@@ -396,9 +388,11 @@ class PAMSConv(nn.Module):
     spatial = "HWD"[:n] if n <= 3 else None
     dn = lax.conv_dimension_numbers(x.shape, kernel.shape,
                                     ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C"))
+    strides, dilation = tup(self.strides), tup(self.kernel_dilation)
+    pads = padding_lib.explicit_pads(self.padding, x.shape[1:-1], ks, strides, dilation)
     y = conv_ops.conv_general_dilated(  # lax on GPU/TPU, matmul weight-gradients on CPU
-        x, kernel, window_strides=tup(self.strides), padding=_conv_padding(self.padding, n),
-        rhs_dilation=tup(self.kernel_dilation), dimension_numbers=dn,
+        x, kernel, window_strides=strides, padding=pads, rhs_dilation=dilation,
+        dimension_numbers=dn,
         feature_group_count=self.feature_group_count, precision=self.precision)
     if self.use_bias:
       bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)

@@ -26,9 +26,10 @@ from jax import lax
 from jax.typing import ArrayLike, DTypeLike
 
 from jaxcompress.ops import conv as conv_ops
+from jaxcompress.ops import padding as padding_lib
 from jaxcompress.quant import estimators
 
-Padding = str | int | Sequence[int] | Sequence[tuple[int, int]]
+Padding = padding_lib.Padding
 
 # Rotations are small dense matmuls whose orthogonality must survive: never let a TPU/GPU
 # default-precision (bf16-pass) matmul touch them.
@@ -232,32 +233,14 @@ def haar_orthogonal(rng: jax.Array, n: int, dtype: DTypeLike = jnp.float32) -> j
   return q * jnp.where(jnp.diagonal(r) < 0, -1, 1).astype(dtype)[None, :]
 
 
-def explicit_padding(padding: Padding, in_spatial: Sequence[int], kernel_spatial: Sequence[int],
-                     strides: Sequence[int]) -> list[tuple[int, int]]:
-  """Normalises a conv padding spec to explicit `(low, high)` pairs per spatial dim.
-
-  Accepts "SAME"/"VALID", an int (PyTorch style, same on every side), a sequence of ints (one per
-  dim) or a sequence of pairs.
-  """
-  nd = len(in_spatial)
-  if isinstance(padding, str):
-    return list(lax.padtype_to_pads(tuple(in_spatial), tuple(kernel_spatial), tuple(strides),
-                                    padding.upper()))
-  if isinstance(padding, int):
-    return [(padding, padding)] * nd
-  pads = list(padding)
-  if len(pads) != nd:
-    raise ValueError(f"padding {padding!r} does not match {nd} spatial dims.")
-  return [(p, p) if isinstance(p, int) else (int(p[0]), int(p[1])) for p in pads]
-
-
 def as_tuple(v: int | Sequence[int], nd: int) -> tuple[int, ...]:
   """An int or a sequence as an nd-tuple (strides, kernel sizes)."""
   return (int(v),) * nd if isinstance(v, int) else tuple(int(i) for i in v)
 
 
 def pad_and_conv(xb: jax.Array, wb: jax.Array, strides: int | Sequence[int], padding: Padding,
-                 precision: Any = None) -> jax.Array:
+                 precision: Any = None, dilation: int | Sequence[int] = 1,
+                 groups: int = 1) -> jax.Array:
   """Convolves an already binarised NHWC input, zero-padded, with an HWIO kernel.
 
   Padding after binarisation is what the official binary convs (and larq, `pad_values=0`) do:
@@ -268,22 +251,26 @@ def pad_and_conv(xb: jax.Array, wb: jax.Array, strides: int | Sequence[int], pad
 
   Args:
     xb: binarised (or any) NHWC input.
-    wb: HWIO kernel.
+    wb: HWIO kernel (input axis `C / groups`).
     strides: int or per-dimension strides.
-    padding: int (PyTorch style), pairs, or "SAME"/"VALID".
+    padding: int (PyTorch style), pairs, or "SAME"/"VALID" (`ops.padding.explicit_pads`).
     precision: lax precision of the convolution.
+    dilation: int or per-dimension kernel dilation.
+    groups: feature groups (`C` for a depthwise convolution).
 
   Returns:
     The NHWC output in the promoted dtype of `xb` and `wb`.
   """
   nd = xb.ndim - 2
   st = as_tuple(strides, nd)
-  pads = explicit_padding(padding, xb.shape[1:-1], wb.shape[:nd], st)
+  dil = as_tuple(dilation, nd)
+  pads = padding_lib.explicit_pads(padding, xb.shape[1:-1], wb.shape[:nd], st, dil)
   dtype = jnp.result_type(xb, wb)
   # The library's conv entry point: lax on GPU/TPU, matmul weight-gradients on CPU.
   return conv_ops.conv_general_dilated(xb.astype(dtype), wb.astype(dtype), st, pads,
+                                       rhs_dilation=dil,
                                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                       precision=precision)
+                                       feature_group_count=groups, precision=precision)
 
 
 def rbnn_conv2d(x: ArrayLike, w: ArrayLike, r1: ArrayLike, r2: ArrayLike, theta: ArrayLike,

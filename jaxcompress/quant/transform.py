@@ -41,6 +41,7 @@ import jax.numpy as jnp
 from flax.linen import module as nn_module
 from jax import lax
 
+from jaxcompress.ops import padding as padding_lib
 from jaxcompress.quant import estimators
 from jaxcompress.quant import quantizers as quantizers_lib
 
@@ -139,26 +140,6 @@ def as_tuple(v: Any, nd: int) -> tuple[int, ...]:
   return (int(v),) * nd if isinstance(v, int) else tuple(int(i) for i in v)
 
 
-def conv_pads(padding: Any, in_spatial: Sequence[int], kernel_spatial: Sequence[int],
-              strides: Sequence[int], dilation: Sequence[int]) -> list[tuple[int, int]]:
-  """`nn.Conv` padding spec -> explicit (low, high) pairs per spatial dim (dilation-aware SAME)."""
-  nd = len(in_spatial)
-  if isinstance(padding, str):
-    p = padding.upper()
-    if p not in ("SAME", "VALID"):
-      raise NotImplementedError(f"Quantised conv padding {padding!r} is not supported "
-                                "(use SAME, VALID, ints or explicit pairs).")
-    eff = [(k - 1) * d + 1 for k, d in zip(kernel_spatial, dilation)]
-    return [tuple(map(int, pr)) for pr in lax.padtype_to_pads(tuple(in_spatial), tuple(eff),
-                                                              tuple(strides), p)]
-  if isinstance(padding, int):
-    return [(padding, padding)] * nd
-  pads = list(padding)
-  if len(pads) != nd:
-    raise ValueError(f"padding {padding!r} does not match {nd} spatial dims.")
-  return [(p, p) if isinstance(p, int) else (int(p[0]), int(p[1])) for p in pads]
-
-
 def channel_scale(kernel: jax.Array, scale: str | None) -> jax.Array | None:
   """XNOR-Net's detached mean|w| per output channel (last axis) or per tensor."""
   if scale is None:
@@ -190,8 +171,8 @@ def quantized_conv(module: nn.Conv, rule: QuantRule, x: jax.Array, kernel: jax.A
   kq = kernel if q_k is None else q_k(kernel)
   strides = as_tuple(module.strides, nd)
   dil = as_tuple(module.kernel_dilation, nd)
-  pads = conv_pads(module.padding, x.shape[1:-1], kernel.shape[:nd], strides, dil)
-  xq = jnp.pad(xq, [(0, 0)] + pads + [(0, 0)])  # zeros AFTER quantisation (binary-conv border)
+  pads = padding_lib.explicit_pads(module.padding, x.shape[1:-1], kernel.shape[:nd], strides, dil)
+  xq = jnp.pad(xq, [(0, 0), *pads, (0, 0)])  # zeros AFTER quantisation (binary-conv border)
   spatial = "DHW"[-nd:] if nd <= 3 else None
   dn = lax.conv_dimension_numbers(xq.shape, kq.shape,
                                   ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C"))

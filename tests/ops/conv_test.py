@@ -13,6 +13,7 @@ from jax import lax
 
 from jaxcompress.ops import conv as conv_ops
 from jaxcompress.ops import onednn_conv
+from jaxcompress.ops import padding as padding_lib
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -199,8 +200,8 @@ class ConvGeneralDilatedTest(parameterized.TestCase):
     lhs, rhs, cot = _inputs(lhs_shape, rhs_shape, strides, padding, None, rhs_dil, 1,
                             jnp.float32)
     rhs_dil_t = tuple(rhs_dil or (1, 1))
-    pads = conv_ops._normalize_padding(padding, lhs_shape[1:-1], rhs_shape[:-2], strides,
-                                       rhs_dil_t)
+    pads = padding_lib.explicit_pads(padding, lhs_shape[1:-1], rhs_shape[:-2], strides,
+                                     rhs_dil_t)
     fast = lambda a, b, *args, **kwargs: conv_ops._fast_conv(
         a, b, tuple(strides), pads, rhs_dil_t, None, None, conv_ops._Plan(*plan))
     got = _value_and_grads(fast, lhs, rhs, cot, strides, padding, None, rhs_dil, 1)
@@ -284,7 +285,7 @@ class ConvGeneralDilatedTest(parameterized.TestCase):
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
     batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     lhs, rhs, cot = _inputs(lhs_shape, rhs_shape, strides, "SAME", None, None, 1, jnp.float32)
-    pads = conv_ops._normalize_padding("SAME", lhs_shape[1:-1], rhs_shape[:-2], strides, (1, 1))
+    pads = padding_lib.explicit_pads("SAME", lhs_shape[1:-1], rhs_shape[:-2], strides, (1, 1))
     if xla_conv:
       self.enter_context(mock.patch.object(conv_ops, "_PATCH_BLOCK_BYTES", 1024))
       dw = jax.jit(lambda a, g: conv_ops._blocked_weight_grad(a, g, rhs_shape[:2], strides, pads,
@@ -312,8 +313,8 @@ class ConvGeneralDilatedTest(parameterized.TestCase):
     lhs, rhs, cot = _inputs(lhs_shape, rhs_shape, strides, padding, None, rhs_dil, 1,
                             jnp.float32)
     rhs_dil_t = tuple(rhs_dil or (1, 1))
-    pads = conv_ops._normalize_padding(padding, lhs_shape[1:-1], rhs_shape[:-2], strides,
-                                       rhs_dil_t)
+    pads = padding_lib.explicit_pads(padding, lhs_shape[1:-1], rhs_shape[:-2], strides,
+                                     rhs_dil_t)
     chunk = conv_ops._chunk_images(lhs_shape[0], conv_ops._XLA_WEIGHT_GRAD_BLOCK_IMAGES,
                                    conv_ops._batch_shards())
     self.assertGreaterEqual(lhs_shape[0] // chunk, 2)
