@@ -12,6 +12,9 @@ Three conventions shared by the models, for the pruning and distillation papers:
     there). None (the default) places no module, so float models keep their parameters exactly.
   * Per-layer widths: models that can be pruned take `widths`, a mapping from a layer's role
     (its parameter path, e.g. "block0/conv1") to its output channels; `resolve_widths` checks it.
+    Width 0 for a removable role (a residual block's first conv) removes the block. Such models
+    describe their roles as a `PruneSpec` (method `prune_spec()`), which
+    `jaxcompress.prune.materialize` reads to cut a gated model down to a really smaller one.
   * Feature taps: models sow features into the `TAPS` ("intermediates") collection under role
     names ("down2", "res3", "stage1", ...) through a `Taps` child; `apply(..., mutable=[TAPS])`
     returns them and `taps` reads them back by role. Nothing is stored by `init`, so variables
@@ -32,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -201,19 +204,22 @@ class ChannelGate(nn.Module):
 
 
 def resolve_widths(widths: Mapping[str, int] | None, defaults: Mapping[str, int],
-                   model: str) -> dict[str, int]:
+                   model: str, removable: Collection[str] = ()) -> dict[str, int]:
   """Per-layer output widths: the architecture's `defaults` overridden by `widths`.
 
   Args:
     widths: role -> channels for the layers a pruned network narrows (None: none narrowed).
     defaults: every role the model accepts, with the architecture's width.
     model: the model's name, for error messages.
+    removable: roles that may be 0 (the model then leaves that layer out: a residual block whose
+      first conv keeps no channel, DMAD arXiv 2011.08382 Sec. 3).
 
   Returns:
     A dict with one entry per role of `defaults`.
 
   Raises:
-    ConfigError: when a role is unknown or a width is not a positive integer.
+    ConfigError: when a role is unknown or a width is not a positive integer (or 0 for a
+      removable role).
   """
   out = dict(defaults)
   if widths is None:
@@ -225,10 +231,54 @@ def resolve_widths(widths: Mapping[str, int] | None, defaults: Mapping[str, int]
     if role not in defaults:
       raise ConfigError(f"{model}: unknown layer role {role!r} in widths. Known roles: "
                         f"{', '.join(defaults)}.")
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-      raise ConfigError(f"{model}: widths[{role!r}] must be a positive int, got {width!r}.")
+    least = 0 if role in removable else 1
+    if isinstance(width, bool) or not isinstance(width, int) or width < least:
+      what = "a non-negative int (0 removes the layer)" if least == 0 else "a positive int"
+      raise ConfigError(f"{model}: widths[{role!r}] must be {what}, got {width!r}.")
     out[role] = width
   return out
+
+
+class PruneRole(NamedTuple):
+  """The channels of one width role, as `PruneSpec` declares them.
+
+  Attributes:
+    gates: gate module path -> paths of the modules whose output channels that gate masks: the
+      conv and its norm (any of them may own no parameters), e.g.
+      {"block0/gate2": ("block0/conv2", "block0/norm2")}. A residual stream lists every gate
+      that writes into it.
+    residual: the role is a residual stream shared by several gates: a channel is kept when
+      more than `threshold` of them keep it (DMAD's group rule, arXiv 2011.08382 Sec. 3).
+    removable: width 0 is allowed and removes the role's layer (a residual block's first conv
+      that keeps no channel).
+  """
+  gates: Mapping[str, Sequence[str]]
+  residual: bool = False
+  removable: bool = False
+
+
+class PruneSpec(NamedTuple):
+  """How a gated model's channels map onto its parameters (`jaxcompress.prune.materialize`).
+
+  Attributes:
+    roles: width role (a key of the model's `layer_widths()`) -> `PruneRole`, for the roles
+      the gates prune; other roles keep their width.
+    inputs: module path -> the roles whose channels, concatenated in this order, form that
+      module's input channels (a U-Net decoder reads [skip, previous]); modules left out read
+      the model input (their input axis is kept whole).
+    input_layer: path of the layer that reads the model input (its kernel gives the input
+      channels of the example input the model is traced with).
+    input_size: spatial size (H, W) of an input the model accepts, for tracing.
+    arrange: optional hook `keep -> keep` over role -> kept channel indices (sorted, from the
+      masks) that may add channels and reorder them, for structure the gates do not show: a
+      parameter-free shortcut that places one role's channels inside another's
+      (`resnet_cifar`'s option A). None: the masks' keep-sets as they are.
+  """
+  roles: Mapping[str, PruneRole]
+  inputs: Mapping[str, Sequence[str]]
+  input_layer: str
+  input_size: tuple[int, int]
+  arrange: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 class Taps(nn.Module):

@@ -16,11 +16,13 @@ each stage's output is sown as the feature tap "stage1", "stage2", ... (`factory
 """
 from __future__ import annotations
 
+import functools
 from typing import Mapping, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxcompress.errors import ConfigError
 from jaxcompress.models import factory
@@ -47,6 +49,9 @@ class BasicBlockA(nn.Module):
     layers: layer factory.
     bireal: Bi-Real shortcut around each conv.
     inner: output channels of the first conv (None: `features`); a pruned block narrows it.
+      0: the first conv kept no channel, so the second conv sees zeros and the residual
+      branch is the constant its batch norm makes of them; the block keeps only that norm
+      (under its full-block name) and the shortcut.
   """
   features: int
   strides: int
@@ -57,8 +62,11 @@ class BasicBlockA(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     ly = self.layers
-    inner = self.inner or self.features
+    inner = self.features if self.inner is None else self.inner
     shortcut = option_a_shortcut(x, self.features, self.strides)
+    if inner == 0 and not self.bireal:
+      z = ly.batch_norm(train, name="BatchNorm_1")(jnp.zeros_like(shortcut))
+      return ly.act(factory.gate(ly, self.features, "gate2")(z) + shortcut)
     y = ly.batch_norm(train)(factory.conv3x3(ly, inner, self.strides)(x))
     y = factory.gate(ly, inner, "gate1")(y)
     if self.bireal:
@@ -84,7 +92,8 @@ class CifarResNetA(nn.Module):
     widths: channels of the three stages, or a mapping of per-layer widths (a pruned network)
       by role: "stage1".."stage3" (a stage's output channels; the stem has stage1's) and
       "stage{s}_block{b}/conv1" (a block's inner channels, b counted from 0; default: its
-      stage's width). Other roles left out keep the architecture's widths (16, 32, 64).
+      stage's width; 0: a pruned block reduced to its shortcut and residual bias, see
+      `BasicBlockA.inner`). Other roles left out keep the architecture's widths (16, 32, 64).
     layers: layer factory (float, binary, quantized ...).
     bireal: Bi-Real shortcut around every conv.
     bn_before_classifier: BatchNorm1d after global pooling (RBNN official models).
@@ -114,11 +123,51 @@ class CifarResNetA(nn.Module):
     defaults = {f"stage{s + 1}": w for s, w in enumerate(stages)}
     for s, w in enumerate(stages):
       defaults.update({f"stage{s + 1}_block{b}/conv1": w for b in range(blocks)})
-    out = factory.resolve_widths(given, defaults, "CifarResNetA")
-    for role in defaults:  # a block's inner width follows its stage unless given
-      if "/" in role and role not in given:
+    blocks = [role for role in defaults if "/" in role]
+    out = factory.resolve_widths(given, defaults, "CifarResNetA", removable=blocks)
+    for role in blocks:  # a block's inner width follows its stage unless given
+      if role not in given:
         out[role] = out[role.split("_block")[0]]
     return out
+
+  def prune_spec(self) -> factory.PruneSpec:
+    """The channel roles for `jaxcompress.prune.materialize`.
+
+    Each stage's stream ("stage{s}") is written by the stem's gate (stage 1) and every block's
+    "gate2", DMAD's residual group rule (arXiv 2011.08382 Sec. 3) applied per stage; a block's
+    "conv1" role is removable. The option-A shortcut carries stage s's channels into the
+    middle of stage s+1's, so `arrange` also keeps the stage s+1 channels that receive a kept
+    stage-s channel (the masked model passes them on even when every stage s+1 gate is off)
+    and orders the kept channels so that the pruned model's symmetric zero padding puts them
+    back in place.
+
+    Raises:
+      ConfigError: for `bireal` or `bn_before_classifier` models (their extra shortcuts and
+        gate are not described).
+    """
+    if self.bireal or self.bn_before_classifier:
+      raise ConfigError("CifarResNetA.prune_spec describes plain option-A ResNets; set "
+                        "bireal=False and bn_before_classifier=False to materialize a pruned one.")
+    widths = self.layer_widths()
+    stages = [k for k in widths if "/" not in k]
+    blocks = (self.depth - 2) // 6
+    roles: dict[str, factory.PruneRole] = {}
+    inputs: dict[str, tuple[str, ...]] = {}
+    for s, stage in enumerate(stages):
+      stream = {"stem_gate": ("stem", "BatchNorm_0")} if s == 0 else {}
+      for b in range(blocks):
+        name = f"{stage}_block{b}"
+        stream[f"{name}/gate2"] = (f"{name}/Conv_1", f"{name}/BatchNorm_1")
+        if widths[f"{name}/conv1"]:
+          roles[f"{name}/conv1"] = factory.PruneRole(
+              {f"{name}/gate1": (f"{name}/Conv_0", f"{name}/BatchNorm_0")}, removable=True)
+          inputs[f"{name}/Conv_0"] = (stages[s - 1] if s and b == 0 else stage,)
+          inputs[f"{name}/Conv_1"] = (f"{name}/conv1",)
+      roles[stage] = factory.PruneRole(stream, residual=True)
+    inputs["classifier"] = (stages[-1],)
+    return factory.PruneSpec(roles, inputs, input_layer="stem", input_size=(32, 32),
+                             arrange=functools.partial(_arrange_option_a, widths=widths,
+                                                       stages=tuple(stages)))
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -142,6 +191,26 @@ class CifarResNetA(nn.Module):
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
       x = factory.gate(ly, x.shape[-1], "classifier_gate")(x)
     return ly.last_dense(self.num_classes, name="classifier")(x)
+
+
+def _arrange_option_a(keep: dict[str, np.ndarray], widths: Mapping[str, int],
+                      stages: Sequence[str]) -> dict[str, np.ndarray]:
+  """Stage keep-sets that survive `option_a_shortcut` (see `CifarResNetA.prune_spec`).
+
+  The shortcut into stage s+1 pads stage s's W_s channels with (W_{s+1} - W_s) // 2 zero
+  channels in front; kept stage-s channel i therefore lands on stage s+1 channel i + offset,
+  which must stay. In the pruned model the same shortcut pads the n_s kept channels with
+  (n_{s+1} - n_s) // 2 in front, so stage s+1 lists that many of its other channels first,
+  then the received ones in stage s's order, then the rest.
+  """
+  keep = dict(keep)
+  for prev, stage in zip(stages, stages[1:]):
+    offset = (widths[stage] - widths[prev]) // 2
+    received = np.asarray(keep[prev], np.int64) + offset
+    others = np.setdiff1d(keep[stage], received)  # sorted
+    front = len(others) // 2  # (n_{s+1} - n_s) // 2
+    keep[stage] = np.concatenate([others[:front], received, others[front:]]).astype(np.int64)
+  return keep
 
 
 def ResNet20(num_classes: int = 10, layers: factory.Layers = factory.FLOAT,  # pylint: disable=invalid-name

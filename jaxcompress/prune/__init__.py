@@ -5,6 +5,8 @@ Level 1 (pure functions, `masks`): the mask step `dmad_mask`, the bound schedule
 cross-block group coefficients and the whole-generator `dmad_mask_loss`. Level 2 (`gate`): the
 linen `MaskGate` for the layer factory's gate slot, with its bound in the non-parameter
 collection `BOUND_COLLECTION` and the helpers `set_bound`, `mask_params`, `binarize_masks`.
+Level 3 (`materialize`): `materialize` cuts a gated model down to a really smaller one whose
+output equals the binary-masked model's (`effective_masks`: the masks it equals).
 """
 from __future__ import annotations
 
@@ -25,3 +27,4 @@ from jaxcompress.prune.masks import (
                                      dmad_penalty,
                                      dmad_update_interval,
 )
+from jaxcompress.prune.materialize import effective_masks, materialize
