@@ -30,9 +30,10 @@ For pruning and distillation (DMAD, arXiv 2011.08382):
     "down1".."down{n}" after each encoder activation (LeakyReLU for 1..n-1, which is also what
     the skip connection carries; the decoder's ReLU for the innermost); "up1".."up{n-1}" the
     decoder layer's channels after its ReLU (and dropout); "up1_norm".."up{n-1}_norm" the
-    decoder layer's normalised output (after its gate), before dropout and ReLU: where DMAD's
-    official Pix2Pix attention hooks read the decoder (they read "down2"/"down4" for the
-    encoder, whose hooked norm output PyTorch's in-place LeakyReLU turns into these taps).
+    decoder layer's normalised output (after its gate), before dropout and ReLU. DMAD's
+    Pix2Pix attention distillation (SJLeo/DMAD `models/Pix2Pix.py`) hooks the batch norms of
+    "down2", "down4", "up4" and "up6": these are the taps "down2", "down4" (the hooks keep a
+    reference that the next in-place LeakyReLU overwrites), "up4_norm" and "up6_norm".
 
 Example:
   >>> from jaxcompress.models import pix2pix
@@ -98,8 +99,11 @@ class UnetGenerator(nn.Module):
       encoder's LeakyReLU(0.2) is fixed, like the discriminator's).
     widths: output channels by role for a pruned generator; the roles, equal to the conv
       module names: "down1".."down{n}" (defaults ngf * min(2^(k-1), 8)) and "up1".."up{n-1}"
-      (default: the width of down{n-k}, the skip it is concatenated with). The head's width is
-      `output_nc`.
+      (default: the width of down{n-k}, the skip it is concatenated with); for `unet_256`
+      down1..down8 and up1..up7. Each role also sets its norm ("{role}_norm", absent for down1
+      and down{n}) and gate ("{role}_gate"), and the input channels of the layer reading it
+      (down{k+1}; the decoder layer whose concatenation holds it). Down kernels are HWIO, the
+      transposed kernels (kh, kw, out, in). The head's width is `output_nc`.
   """
   output_nc: int = 3
   num_downs: int = 8
@@ -126,6 +130,27 @@ class UnetGenerator(nn.Module):
     if not self.use_dropout:
       return ()
     return tuple(f"up{k}" for k in range(2, self.num_downs - 3))
+
+  def prune_spec(self) -> factory.PruneSpec:
+    """The channel roles for `jaxcompress.prune.materialize` (DMAD, arXiv 2011.08382 Sec. 3).
+
+    Each conv role is masked by its gate alone (no residual streams, nothing removable); a
+    decoder layer reads the concatenation [skip, previous decoder layer], the head
+    [down1, up{n-1}]; each layer keeps its channels with m > 0, as SJLeo/DMAD
+    `models/MaskPix2Pix.py` (`prune`) does.
+    """
+    n = self.num_downs
+    roles = {}
+    for k in range(1, n + 1):
+      norm = (f"down{k}_norm",) if 1 < k < n else ()  # the outermost and innermost have none
+      roles[f"down{k}"] = factory.PruneRole({f"down{k}_gate": (f"down{k}", *norm)})
+    for k in range(1, n):
+      roles[f"up{k}"] = factory.PruneRole({f"up{k}_gate": (f"up{k}", f"up{k}_norm")})
+    inputs = {f"down{k + 1}": (f"down{k}",) for k in range(1, n)}
+    inputs["up1"] = (f"down{n}",)
+    inputs.update({f"up{k}": (f"down{n - k + 1}", f"up{k - 1}") for k in range(2, n)})
+    inputs["head"] = ("down1", f"up{n - 1}")
+    return factory.PruneSpec(roles, inputs, input_layer="down1", input_size=(2**n, 2**n))
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

@@ -139,16 +139,16 @@ def to_torch_kernel(kernel) -> torch.Tensor:
 def load_conv(module, params):
   module.weight.data.copy_(to_torch_kernel(params["kernel"]))
   if "bias" in params:
-    module.bias.data.copy_(torch.from_numpy(np.asarray(params["bias"])))
+    module.bias.data.copy_(torch.from_numpy(np.array(params["bias"])))
   else:
     assert module.bias is None
 
 
 def load_bn(module, params, stats):
-  module.weight.data.copy_(torch.from_numpy(np.asarray(params["scale"])))
-  module.bias.data.copy_(torch.from_numpy(np.asarray(params["bias"])))
-  module.running_mean.copy_(torch.from_numpy(np.asarray(stats["mean"])))
-  module.running_var.copy_(torch.from_numpy(np.asarray(stats["var"])))
+  module.weight.data.copy_(torch.from_numpy(np.array(params["scale"])))
+  module.bias.data.copy_(torch.from_numpy(np.array(params["bias"])))
+  module.running_mean.copy_(torch.from_numpy(np.array(stats["mean"])))
+  module.running_var.copy_(torch.from_numpy(np.array(stats["var"])))
 
 
 def load_unet(net, variables, num_downs):
