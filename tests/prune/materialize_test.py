@@ -18,7 +18,7 @@ from flax import traverse_util
 
 from jaxcompress import prune
 from jaxcompress.errors import ConfigError
-from jaxcompress.models import cyclegan, factory, resnet_cifar
+from jaxcompress.models import cyclegan, factory, pix2pix, resnet_cifar
 
 # `jaxcompress.summary` is the function (contract); the module is reached by its dotted name.
 summary_lib = importlib.import_module("jaxcompress.summary")
@@ -341,6 +341,46 @@ class CifarResNetTest(absltest.TestCase):
   def test_unsupported_variants_raise(self):
     with self.assertRaisesRegex(ConfigError, "bireal=False"):
       prune.materialize(resnet_cifar.ResNet20(bireal=True), self.variables, {})
+
+
+class UnetTest(absltest.TestCase):
+  """pix2pix U-Net, 5 downsamplings, ngf 4, batch norm in eval mode, 32x32 inputs."""
+
+  def setUp(self):
+    super().setUp()
+    self.model = pix2pix.UnetGenerator(num_downs=5, ngf=4)
+    self.x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+    self.variables = random_variables(gated(self.model), self.x, seed=3)
+    masks = random_masks(np.random.default_rng(4), self.variables)
+    masks["down2_gate"][:] = -1.0     # one kept channel (a skip and the next conv's input)
+    masks["down2_gate"][6] = 1.0
+    masks["up3_gate"][:] = -1.0       # nothing kept: one zero channel stays
+    self.masks = masks
+
+  def test_output_equals_binary_masked_model(self):
+    small, small_vars = prune.materialize(self.model, self.variables, self.masks)
+    widths = {role[:-len("_gate")]: max(int((m > 0).sum()), 1) for role, m in self.masks.items()}
+    self.assertEqual(small.layer_widths(), widths)
+    self.assertEqual(widths["down2"], 1)
+    self.assertEqual(widths["up3"], 1)
+    p = small_vars["params"]
+    self.assertTrue(np.all(np.asarray(p["up3"]["kernel"]) == 0))
+    self.assertTrue(np.all(np.asarray(p["up3_norm"]["scale"]) == 0))
+    ref = run(gated(self.model), with_masks(self.variables, binary(self.masks)), self.x)
+    out = run(small, small_vars, self.x)
+    self.assertGreater(float(jnp.abs(ref).max()), 0.1)
+    np.testing.assert_allclose(out, ref, atol=ATOL)
+    # Parameters: down convs (no bias) and transposed convs reading [skip, previous].
+    w, n = widths, 5
+    params = 16 * 3 * w["down1"]
+    params += sum(16 * w[f"down{k}"] * w[f"down{k + 1}"] for k in range(1, n))
+    params += sum(2 * w[f"down{k}"] for k in range(2, n))            # batch norms
+    params += 16 * w[f"down{n}"] * w["up1"] + 2 * w["up1"]
+    params += sum(16 * (w[f"down{n - k + 1}"] + w[f"up{k - 1}"]) * w[f"up{k}"] + 2 * w[f"up{k}"]
+                  for k in range(2, n))
+    params += 16 * (w["down1"] + w[f"up{n - 1}"]) * 3 + 3
+    self.assertEqual(n_leaves(small_vars["params"]), params)
+    self.assertEqual(summary_lib.summary(small, self.x).total_params, params)
 
 
 if __name__ == "__main__":
