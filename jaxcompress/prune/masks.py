@@ -198,7 +198,7 @@ def dmad_penalty(m: ArrayLike, bound: ArrayLike, kind: str = "relu") -> Array:
     A scalar in the dtype of `m`.
 
   Raises:
-    ValueError: for another kind (the official code silently returns 0 for it).
+    ValueError: for another kind (the official code returns 0 for it without a warning).
   """
   if kind not in _PENALTIES:
     raise ValueError(f"dmad_penalty: unknown kind {kind!r}; use one of {list(_PENALTIES)}.")
