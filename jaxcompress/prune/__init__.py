@@ -27,4 +27,4 @@ from jaxcompress.prune.masks import (
                                      dmad_penalty,
                                      dmad_update_interval,
 )
-from jaxcompress.prune.materialize import effective_masks, materialize
+from jaxcompress.prune.materialize import effective_masks, materialize, pruned_widths

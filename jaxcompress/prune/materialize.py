@@ -210,10 +210,10 @@ def materialize(model: nn.Module, params: Any, masks: Mapping[str, Any], *,
   missing = sorted({p for p in declared if p not in modules})
   if missing:
     raise ConfigError(f"{name}.prune_spec() names modules the model does not have: {missing}.")
-  for role, roles in spec.inputs.items():
+  for path, roles in spec.inputs.items():
     unknown = [r for r in roles if r not in widths]
     if unknown:
-      raise ConfigError(f"{name}.prune_spec().inputs[{role!r}] names unknown roles {unknown}.")
+      raise ConfigError(f"{name}.prune_spec().inputs[{path!r}] names unknown roles {unknown}.")
 
   def in_index(path: str) -> np.ndarray:
     parts, offset = [], 0
@@ -230,8 +230,8 @@ def materialize(model: nn.Module, params: Any, masks: Mapping[str, Any], *,
       raise ConfigError(f"{name}: the pruned model has {key!r} {want.shape}, which the given "
                         "variables lack; pass the model's full variables.")
     leaf = flat_old[key]
-    collection, path = key.split("/", 1)[0], key.split("/")[1:-1]
-    path = "/".join(path)
+    collection, *module_path, _ = key.split("/")
+    path = "/".join(module_path)
     module = modules.get(path)
     transposed = bool(getattr(module, "transpose_kernel", False))
     out_axis = in_axis = None
@@ -259,3 +259,27 @@ def materialize(model: nn.Module, params: Any, masks: Mapping[str, Any], *,
     out[key] = jnp.asarray(leaf, want.dtype)
   new_variables = traverse_util.unflatten_dict(out, sep="/")
   return new_model, (new_variables if wrapped else new_variables[_PARAMS])
+
+
+def pruned_widths(model: nn.Module, masks: Mapping[str, Any], threshold: float = 0
+                  ) -> dict[str, int]:
+  """The widths of the model `materialize` would return, without building it.
+
+  DMAD's early stop counts the MACs of this narrowed model at each bound update (SJLeo/DMAD
+  `models/MaskCycleGAN.py`, `get_cfg_residual_mask` and `early_stop_mask`, which keep m > -b:
+  pass masks shifted by the bound).
+
+  Args:
+    model: a model with `prune_spec()` (see `materialize`).
+    masks: gate module path -> mask values (C,); channels with m > 0 are kept.
+    threshold: the residual-group threshold.
+
+  Returns:
+    Every width role of `model.layer_widths()` with its new width (0 for a removed block; one
+    channel for a role that keeps nothing and cannot be removed, as `materialize`).
+  """
+  spec, widths, keep, _ = _plan(model, masks, threshold)
+  out = dict(widths)
+  for role, r in spec.roles.items():
+    out[role] = max(len(keep[role]), 0 if r.removable else 1)
+  return out

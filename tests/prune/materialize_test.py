@@ -85,6 +85,15 @@ def n_leaves(tree) -> int:
   return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
 
 
+class _MisnamedSpec(cyclegan.ResnetGenerator):
+  """A generator whose spec names a module it does not have ("hed" for "head")."""
+
+  def prune_spec(self) -> factory.PruneSpec:
+    spec = super().prune_spec()
+    inputs = {("hed" if k == "head" else k): v for k, v in spec.inputs.items()}
+    return spec._replace(inputs=inputs)
+
+
 class CycleGanTest(absltest.TestCase):
   """ResnetGenerator, ngf 8, 3 blocks, 32x32 inputs: stream 32 channels."""
 
@@ -149,6 +158,7 @@ class CycleGanTest(absltest.TestCase):
     self.assertEqual(want["stem"], 1)
     self.assertEqual(want["block1/conv1"], 0)
     self.assertEqual(small.layer_widths(), want)
+    self.assertEqual(prune.pruned_widths(self.model, self.masks), want)
     self.assertIsNone(small.layers.gate)
     self.assertNotIn("block1", small_vars["params"])       # the removed block
     self.assertNotIn("stem_gate", small_vars["params"])    # no gate parameters
@@ -223,6 +233,11 @@ class CycleGanTest(absltest.TestCase):
       prune.materialize(self.model, self.variables, self.masks, threshold=-1)
     with self.assertRaisesRegex(ConfigError, "prune_spec"):
       prune.materialize(cyclegan.NLayerDiscriminator(ndf=8), {}, {})
+
+  def test_spec_that_does_not_match_the_model_is_reported(self):
+    model = _MisnamedSpec(ngf=8, n_blocks=3)
+    with self.assertRaisesRegex(ConfigError, r"names modules the model does not have: \['hed'\]"):
+      prune.materialize(model, self.variables, self.masks)
 
   def test_removed_block_width_zero(self):
     model = cyclegan.ResnetGenerator(ngf=8, n_blocks=3, widths={"block1/conv1": 0})
@@ -334,6 +349,7 @@ class CifarResNetTest(absltest.TestCase):
       for g in gates:
         ref_masks[g] = (on[g] & group).astype(np.float32)
       self.assertEqual(small.layer_widths()[f"stage{s}"], int(group.sum()))
+    self.assertEqual(prune.pruned_widths(self.model, self.masks, threshold), small.layer_widths())
     self.assertLess(int(kept[1].sum()), self.expected_widths()["stage1"])
     ref = run(gated(self.model), with_masks(self.variables, ref_masks), self.x)
     np.testing.assert_allclose(run(small, small_vars, self.x), ref, atol=ATOL)
@@ -361,6 +377,7 @@ class UnetTest(absltest.TestCase):
     small, small_vars = prune.materialize(self.model, self.variables, self.masks)
     widths = {role[:-len("_gate")]: max(int((m > 0).sum()), 1) for role, m in self.masks.items()}
     self.assertEqual(small.layer_widths(), widths)
+    self.assertEqual(prune.pruned_widths(self.model, self.masks), widths)
     self.assertEqual(widths["down2"], 1)
     self.assertEqual(widths["up3"], 1)
     p = small_vars["params"]
