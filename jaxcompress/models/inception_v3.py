@@ -11,6 +11,12 @@ filter banks); global average pool, dropout and the classifier `fc`. The auxilia
 Module names are torchvision's (Conv2d_1a_3x3/{conv, bn}, Mixed_5b/branch1x1/{conv, bn}, ...,
 AuxLogits, fc), so its state_dict keys are the module paths joined by dots.
 
+`fid_pooling=True` gives the pool branches of the TensorFlow 2015 Inception graph that FID is
+defined with (pytorch-fid, `src/pytorch_fid/inception.py`, FIDInceptionA/C/E_1/E_2): average
+pools that leave the zero padding out of the mean, and a max pool in Mixed_7c.
+`include_top=False` returns the 2048-d global average pool ("pool3") instead of the logits;
+`jaxcompress.models.fid_inception` builds the FID network from both.
+
 The auxiliary logits are not a second output (every jaxcompress trainer expects one array): in
 training they are sown as `intermediates/aux_logits`, read with
 `model.apply(..., train=True, mutable=["batch_stats", "intermediates"])`.
@@ -66,14 +72,40 @@ def _avg_pool_3x3(x: jax.Array) -> jax.Array:
   return nn.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)), count_include_pad=True)
 
 
+def _avg_pool_3x3_no_pad(x: jax.Array) -> jax.Array:
+  # TensorFlow's SAME average pool divides by the number of real inputs under the window
+  # (F.avg_pool2d(..., count_include_pad=False) in pytorch-fid's FIDInception blocks).
+  return nn.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)), count_include_pad=False)
+
+
+def _max_pool_3x3(x: jax.Array) -> jax.Array:
+  # F.max_pool2d(x, 3, stride=1, padding=1) pads with -inf: only real inputs can be the maximum.
+  return nn.max_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))
+
+
+# The pool of the branch_pool branch of InceptionA/C/E: "avg" (torchvision), "avg_no_pad" and
+# "max" (the FID Inception graph).
+POOLS = {"avg": _avg_pool_3x3, "avg_no_pad": _avg_pool_3x3_no_pad, "max": _max_pool_3x3}
+
+
+def _pool_branch(pool: str, x: jax.Array) -> jax.Array:
+  if pool not in POOLS:
+    raise ValueError(f"Unknown Inception pool branch {pool!r}; use one of {sorted(POOLS)}.")
+  return POOLS[pool](x)
+
+
 def _max_pool_3x3_s2(x: jax.Array) -> jax.Array:
   return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
 
 
 class InceptionA(nn.Module):
-  """1x1 | 1x1-5x5 | 1x1-3x3-3x3 | avgpool-1x1 (Fig. 5 of the paper), 35x35 grid."""
+  """1x1 | 1x1-5x5 | 1x1-3x3-3x3 | avgpool-1x1 (Fig. 5 of the paper), 35x35 grid.
+
+  `pool` (here and in InceptionC/E) names the pool of the pool branch, a key of `POOLS`.
+  """
   pool_features: int
   layers: factory.Layers
+  pool: str = "avg"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -85,7 +117,7 @@ class InceptionA(nn.Module):
     b3 = c(64, (1, 1), "branch3x3dbl_1")(x, train)
     b3 = c(96, (3, 3), "branch3x3dbl_2", (1, 1))(b3, train)
     b3 = c(96, (3, 3), "branch3x3dbl_3", (1, 1))(b3, train)
-    bp = c(self.pool_features, (1, 1), "branch_pool")(_avg_pool_3x3(x), train)
+    bp = c(self.pool_features, (1, 1), "branch_pool")(_pool_branch(self.pool, x), train)
     return jnp.concatenate([b1, b5, b3, bp], axis=-1)
 
 
@@ -107,6 +139,7 @@ class InceptionC(nn.Module):
   """Factorised 7x7 (1x7 and 7x1) branches on the 17x17 grid (Fig. 6)."""
   channels_7x7: int
   layers: factory.Layers
+  pool: str = "avg"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -119,7 +152,7 @@ class InceptionC(nn.Module):
     bd = BasicConv2d(c7, (1, 1), ly, name="branch7x7dbl_1")(x, train)
     for i, (f, (k, p)) in enumerate([(c7, col), (c7, row), (c7, col), (192, row)]):
       bd = BasicConv2d(f, k, ly, padding=p, name=f"branch7x7dbl_{i + 2}")(bd, train)
-    bp = BasicConv2d(192, (1, 1), ly, name="branch_pool")(_avg_pool_3x3(x), train)
+    bp = BasicConv2d(192, (1, 1), ly, name="branch_pool")(_pool_branch(self.pool, x), train)
     return jnp.concatenate([b1, b7, bd, bp], axis=-1)
 
 
@@ -142,6 +175,7 @@ class InceptionD(nn.Module):
 class InceptionE(nn.Module):
   """Expanded filter bank outputs (1x3 and 3x1 side by side) on the 8x8 grid (Fig. 7)."""
   layers: factory.Layers
+  pool: str = "avg"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -156,7 +190,7 @@ class InceptionE(nn.Module):
     bd = jnp.concatenate([
         BasicConv2d(384, (1, 3), ly, padding=(0, 1), name="branch3x3dbl_3a")(bd, train),
         BasicConv2d(384, (3, 1), ly, padding=(1, 0), name="branch3x3dbl_3b")(bd, train)], axis=-1)
-    bp = BasicConv2d(192, (1, 1), ly, name="branch_pool")(_avg_pool_3x3(x), train)
+    bp = BasicConv2d(192, (1, 1), ly, name="branch_pool")(_pool_branch(self.pool, x), train)
     return jnp.concatenate([b1, b3, bd, bp], axis=-1)
 
 
@@ -186,12 +220,19 @@ class Inception3(nn.Module):
     dropout: dropout rate before `fc`; torchvision trains with 0.5, which needs a "dropout"
       rng in `apply` when training.
     layers: layer factory; `first_conv` builds Conv2d_1a_3x3, `last_dense` the classifiers.
+    fid_pooling: the pool branches of the FID Inception graph (pytorch-fid's FIDInceptionA/C
+      average pools without the padding in Mixed_5b-6e and Mixed_7b, FIDInceptionE_2's max
+      pool in Mixed_7c) instead of torchvision's padded average pools. No variable changes.
+    include_top: end with dropout and `fc` (the logits); False returns the global average
+      pool (2048 features, FID's "pool3") and builds no `fc`.
   """
   num_classes: int = 1000
   aux_logits: bool = True
   transform_input: bool = False
   dropout: float = 0.0
   layers: factory.Layers = factory.FLOAT
+  fid_pooling: bool = False
+  include_top: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -208,12 +249,13 @@ class Inception3(nn.Module):
     x = BasicConv2d(80, (1, 1), ly, name="Conv2d_3b_1x1")(x, train)
     x = BasicConv2d(192, (3, 3), ly, name="Conv2d_4a_3x3")(x, train)
     x = _max_pool_3x3_s2(x)
-    x = InceptionA(32, ly, name="Mixed_5b")(x, train)
-    x = InceptionA(64, ly, name="Mixed_5c")(x, train)
-    x = InceptionA(64, ly, name="Mixed_5d")(x, train)
+    avg = "avg_no_pad" if self.fid_pooling else "avg"
+    x = InceptionA(32, ly, avg, name="Mixed_5b")(x, train)
+    x = InceptionA(64, ly, avg, name="Mixed_5c")(x, train)
+    x = InceptionA(64, ly, avg, name="Mixed_5d")(x, train)
     x = InceptionB(ly, name="Mixed_6a")(x, train)
     for name, c7 in (("Mixed_6b", 128), ("Mixed_6c", 160), ("Mixed_6d", 160), ("Mixed_6e", 192)):
-      x = InceptionC(c7, ly, name=name)(x, train)
+      x = InceptionC(c7, ly, avg, name=name)(x, train)
     # Run in training (torchvision computes it only then) and at init, so the parameters exist
     # whatever mode `init` is called in.
     if self.aux_logits and (train or self.is_initializing()):
@@ -221,9 +263,11 @@ class Inception3(nn.Module):
       if train:
         self.sow("intermediates", "aux_logits", aux)
     x = InceptionD(ly, name="Mixed_7a")(x, train)
-    x = InceptionE(ly, name="Mixed_7b")(x, train)
-    x = InceptionE(ly, name="Mixed_7c")(x, train)
+    x = InceptionE(ly, avg, name="Mixed_7b")(x, train)
+    x = InceptionE(ly, "max" if self.fid_pooling else "avg", name="Mixed_7c")(x, train)
     x = jnp.mean(x, axis=(1, 2))
+    if not self.include_top:
+      return x
     if self.dropout > 0:
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return ly.last_dense(self.num_classes, name="fc")(x)
