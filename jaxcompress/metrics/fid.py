@@ -9,6 +9,9 @@ imaginary part dropped. `feature_statistics` matches its `calculate_activation_s
 (mean and `np.cov(rowvar=False)`, the unbiased covariance).
 
 Plain NumPy / SciPy in float64: the inputs are (N, 2048) Inception pool features on host.
+`save_statistics` / `load_statistics` keep (mu, sigma) in the `.npz` layout of pytorch-fid's
+`--save-stats` (keys "mu" and "sigma"), the precomputed real statistics FIDs are reported
+against.
 
 Example:
   >>> mu1, s1 = feature_statistics(real_feats)
@@ -17,6 +20,7 @@ Example:
 """
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -111,3 +115,53 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
           f"{np.max(np.abs(covmean.imag)):.3g}; the covariances are not positive semi-definite.")
     covmean = covmean.real
   return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def save_statistics(path: str | os.PathLike[str], mu: np.ndarray, sigma: np.ndarray) -> None:
+  """Writes (mu, sigma) to a compressed `.npz` with keys "mu" and "sigma" (pytorch-fid's layout).
+
+  Args:
+    path: the file; NumPy appends ".npz" when the name does not end with it.
+    mu: (D,) mean.
+    sigma: (D, D) covariance.
+
+  Raises:
+    ValueError: the shapes are not a (D,) mean and a (D, D) covariance.
+  """
+  mu = np.asarray(mu, np.float64)
+  sigma = np.asarray(sigma, np.float64)
+  if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
+    raise ValueError(f"save_statistics expects a (D,) mean and a (D, D) covariance, got shapes "
+                     f"{mu.shape} and {sigma.shape}; pass feature_statistics(features).")
+  directory = os.path.dirname(os.fspath(path))
+  if directory:
+    os.makedirs(directory, exist_ok=True)
+  np.savez_compressed(path, mu=mu, sigma=sigma)
+
+
+def load_statistics(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+  """Reads (mu, sigma) from an `.npz` with keys "mu" and "sigma" (pytorch-fid's `--save-stats`,
+  GAN-Compression's real statistics, or `save_statistics`).
+
+  Returns:
+    float64 arrays (D,) and (D, D).
+
+  Raises:
+    ValueError: the file is missing, lacks a key, or the shapes do not fit (the message says
+      which).
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise ValueError(f"FID statistics file {path!r} does not exist; write it with "
+                     "jaxcompress.metrics.fid.save_statistics or pytorch-fid --save-stats.")
+  with np.load(path) as f:
+    missing = [k for k in ("mu", "sigma") if k not in f.files]
+    if missing:
+      raise ValueError(f"FID statistics file {path!r} lacks {missing} (it has {f.files}); "
+                       "it must hold the mean as 'mu' and the covariance as 'sigma'.")
+    mu = np.asarray(f["mu"], np.float64)
+    sigma = np.atleast_2d(np.asarray(f["sigma"], np.float64))
+  if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
+    raise ValueError(f"FID statistics file {path!r} holds mu of shape {mu.shape} and sigma of "
+                     f"shape {sigma.shape}; expected (D,) and (D, D).")
+  return mu, sigma

@@ -1,6 +1,7 @@
 """Tests for jaxcompress.metrics.fid against closed forms and an eigen-decomposition reference."""
 from __future__ import annotations
 
+import tempfile
 from unittest import mock
 
 import numpy as np
@@ -68,6 +69,25 @@ class FrechetDistanceTest(absltest.TestCase):
     # Scalars work as 1-D statistics: (1 - 3)^2 + (sqrt 4 - sqrt 9)^2 = 5.
     self.assertAlmostEqual(fid.frechet_distance(1.0, 4.0, 3.0, 9.0), 5.0, places=12)
 
+  def test_commuting_covariances_closed_form(self):
+    # Covariances with one eigenbasis Q commute: sqrtm(S1 S2) = Q diag(sqrt(a b)) Q^T, so
+    # d^2 = ||mu1 - mu2||^2 + sum (sqrt a - sqrt b)^2 whatever the rotation.
+    rng = np.random.default_rng(9)
+    q, _ = np.linalg.qr(rng.normal(size=(7, 7)))
+    a, b = rng.uniform(0.05, 4.0, 7), rng.uniform(0.05, 4.0, 7)
+    mu1, mu2 = rng.normal(size=7), rng.normal(size=7)
+    s1, s2 = (q * a) @ q.T, (q * b) @ q.T
+    want = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
+    self.assertAlmostEqual(fid.frechet_distance(mu1, s1, mu2, s2), want, places=9)
+
+  def test_scaled_covariance_closed_form(self):
+    # S2 = c^2 S1: tr(sqrtm(S1 S2)) = c tr(S1), so d^2 = ||mu1 - mu2||^2 + (1 - c)^2 tr(S1), for
+    # a general (non-diagonal) S1.
+    mu1, s1 = fid.feature_statistics(_features(10, 100, 9))
+    mu2 = mu1 + 0.25
+    got = fid.frechet_distance(mu1, s1, mu2, 2.25 * s1)
+    self.assertAlmostEqual(got, 9 * 0.0625 + 0.25 * np.trace(s1), places=9)
+
   def test_distance_to_itself_is_zero(self):
     mu, sigma = fid.feature_statistics(_features(2, 200, 8))
     d = fid.frechet_distance(mu, sigma, mu, sigma)
@@ -124,6 +144,41 @@ class FrechetDistanceTest(absltest.TestCase):
     # -I is no covariance: sqrtm(-I) = i I, an imaginary part far above rounding.
     with self.assertRaisesRegex(ValueError, "imaginary part"):
       fid.frechet_distance(np.zeros(2), -np.eye(2), np.zeros(2), np.eye(2))
+
+
+class StatisticsFileTest(absltest.TestCase):
+
+  def test_round_trip_in_pytorch_fid_layout(self):
+    mu, sigma = fid.feature_statistics(_features(11, 30, 4))
+    path = self.enter_context(tempfile.TemporaryDirectory()) + "/sub/real.npz"
+    fid.save_statistics(path, mu, sigma)
+    with np.load(path) as f:  # the keys pytorch-fid's --save-stats writes and reads
+      self.assertCountEqual(f.files, ["mu", "sigma"])
+      np.testing.assert_array_equal(f["mu"], mu)
+    got_mu, got_sigma = fid.load_statistics(path)
+    np.testing.assert_array_equal(got_mu, mu)
+    np.testing.assert_array_equal(got_sigma, sigma)
+    self.assertEqual(got_sigma.dtype, np.float64)
+
+  def test_reads_float32_statistics(self):
+    path = self.enter_context(tempfile.TemporaryDirectory()) + "/stats.npz"
+    np.savez(path, mu=np.ones(3, np.float32), sigma=np.eye(3, dtype=np.float32))
+    mu, sigma = fid.load_statistics(path)
+    self.assertEqual(mu.dtype, np.float64)
+    np.testing.assert_array_equal(sigma, np.eye(3))
+
+  def test_errors(self):
+    tmp = self.enter_context(tempfile.TemporaryDirectory())
+    with self.assertRaisesRegex(ValueError, "does not exist"):
+      fid.load_statistics(tmp + "/none.npz")
+    np.savez(tmp + "/bad.npz", m=np.zeros(2), sigma=np.eye(2))
+    with self.assertRaisesRegex(ValueError, r"lacks \['mu'\]"):
+      fid.load_statistics(tmp + "/bad.npz")
+    np.savez(tmp + "/shape.npz", mu=np.zeros(2), sigma=np.eye(3))
+    with self.assertRaisesRegex(ValueError, r"expected \(D,\) and \(D, D\)"):
+      fid.load_statistics(tmp + "/shape.npz")
+    with self.assertRaisesRegex(ValueError, "covariance"):
+      fid.save_statistics(tmp + "/x.npz", np.zeros(3), np.eye(2))
 
 
 if __name__ == "__main__":
