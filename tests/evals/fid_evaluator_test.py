@@ -191,3 +191,51 @@ def test_image_mode_config_errors(fid_weights, tmp_path):
   with pytest.raises(ConfigError, match="NHWC images with 1 or 3 channels"):
     ev.batch_outputs({}, {"real_images": jnp.zeros((2, 8, 8, 4)),
                           "fake_images": jnp.zeros((2, 8, 8, 4))})
+
+
+# ---- through the engine ------------------------------------------------------------------------
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "train"))
+import loop_test  # noqa: E402  (the toy config of the engine tests)
+import toy_method  # noqa: E402
+
+from jaxcompress import methods  # noqa: E402
+
+
+@methods.register("toy_fid_identity")
+class IdentityGenerator(toy_method.ToyMethod):
+  """A "generator" that returns its (normalised) input images."""
+
+  def predict(self, state, batch):
+    del state
+    return {"fake_images": batch["image"]}
+
+
+@pytest.mark.slow
+def test_engine_gathers_features_of_the_exact_dataset_images(fid_weights, tmp_path):
+  # 20 examples in eval batches of 8 on the 8 test devices: a padded last batch. The data
+  # pipeline's normalisation is undone by image_range, and the 8-bit rounding gives back the
+  # dataset's bytes, so the features are those of the uint8 images / 255, in dataset order.
+  from jaxcompress.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+  from jaxcompress.train import loop  # pylint: disable=g-import-not-at-top
+  weights, variables = fid_weights
+  c = loop_test.toy_config(method="toy_fid_identity", num_epochs=1)
+  c.data.source_kwargs = {"num_examples": 20, "image_shape": (6, 5, 3), "num_classes": 4}
+  c.data.batch_size = c.data.eval_batch_size = 8
+  options = pipeline.ImageOptions.from_config(c.data)
+  mean, std = np.asarray(options.mean), np.asarray(options.std)
+  assert np.ptp(mean) == 0 and np.ptp(std) == 0  # one range for every channel
+  fid.save_statistics(tmp_path / "real.npz", np.zeros(2048), np.eye(2048))
+  c.evals = ml_collections.ConfigDict({"fid": dict(
+      type="fid", split="test", inception_weights=weights, real_stats=str(tmp_path / "real.npz"),
+      image_range=(float(-mean[0] / std[0]), float((1 - mean[0]) / std[0])))})
+  state = loop.run(c, str(tmp_path / "run"))["state"]
+  with mock.patch.object(fid, "frechet_distance", return_value=1.0) as distance:
+    assert loop.evaluate(c, state, names=["fid"]) == {"fid/fid": 1.0}
+  src = sources.get("synthetic", "test", **c.data.source_kwargs)
+  want = np.asarray(jax.jit(fid_inception.pool3_features)(
+      variables, src.images.astype(np.float32) / 255))
+  want_mu, want_sigma = fid.feature_statistics(want)
+  _, _, mu, sigma = distance.call_args.args
+  np.testing.assert_allclose(mu, want_mu, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+  np.testing.assert_allclose(sigma, want_sigma, rtol=1e-4, atol=1e-8 * np.abs(want).max() ** 2)
