@@ -33,7 +33,9 @@ key at all. `save_real_stats=<path.npz>` writes the statistics of the gathered r
                             real_stats="horse2zebra_B.npz")
 
 The metric is "fid", computed by `metrics.fid.frechet_distance` in float64 on the host
-(every example of the split, padding dropped, whatever the number of devices).
+(every example of the split, padding dropped, whatever the number of devices); its 2048x2048
+`sqrtm` takes from seconds to a minute or two of host CPU per evaluation, so choose `every`
+accordingly.
 """
 from __future__ import annotations
 
