@@ -44,6 +44,8 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from jaxcompress import recording
+
 MAC_CONVENTIONS = ("true", "gan")
 # (module path "a/b/c", module) -> (weight_bits, input_bits), or None to read the class attributes.
 LayerBitsFn = Callable[[str, nn.Module], "tuple[int, int] | None"]
@@ -199,43 +201,29 @@ class _Call:
   input_bits: int = _FLOAT_BITS
 
 
+def _abstract(tree: Any) -> Any:
+  return jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if hasattr(x, "shape") else x, tree)
+
+
 def _record(model: nn.Module, inputs: Sequence[Any], rngs: Any,
             apply_kwargs: Mapping[str, Any]) -> tuple[list[_Call], Any]:
   """Abstractly initialises `model`, returning every module call and the variable shapes."""
-  calls: list[_Call] = []
-  stack: list[_Call] = []
-
-  def interceptor(next_fun, args, kwargs, context):
-    if context.method_name != "__call__":
-      return next_fun(*args, **kwargs)
-    module = context.module
-    first = next((a for a in jax.tree_util.tree_leaves((args, kwargs)) if hasattr(a, "shape")),
+  recorded, variables = recording.record_calls(
+      lambda *xs: model.init(rngs, *xs, **apply_kwargs), *inputs, variables=True)
+  parents = {c.parent for c in recorded}
+  calls = []
+  for i, c in enumerate(recorded):
+    first = next((a for a in jax.tree_util.tree_leaves((c.args, c.kwargs)) if hasattr(a, "shape")),
                  None)
-    call = _Call(module, tuple(module.scope.path) if module.scope else (),
-                 tuple(first.shape) if first is not None else None)
-    call.weight_bits = _bits(module, "weight_bits")
-    call.input_bits = _bits(module, "input_bits")
-    if stack:
-      stack[-1].has_children = True
-    calls.append(call)
-    stack.append(call)
-    try:
-      out = next_fun(*args, **kwargs)
-    finally:
-      stack.pop()
-    call.out_tree = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)
-                                           if hasattr(x, "shape") else x, out)
-    params = module.variables.get("params", {}) if module.scope else {}
+    params = (c.variables or {}).get("params", {})
     # Only the module's own leaves: sub-modules appear as nested mappings and get their own rows.
-    call.own_params = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in params.items()
-                       if hasattr(v, "shape")}
-    return out
-
-  def init(*xs):
-    with nn.intercept_methods(interceptor):
-      return model.init(rngs, *xs, **apply_kwargs)
-
-  variables = jax.eval_shape(init, *inputs)
+    own = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in params.items()
+           if hasattr(v, "shape")}
+    calls.append(_Call(c.module, c.path, tuple(first.shape) if first is not None else None,
+                       has_children=i in parents, out_tree=_abstract(c.output), own_params=own,
+                       weight_bits=_bits(c.module, "weight_bits"),
+                       input_bits=_bits(c.module, "input_bits")))
   return calls, variables
 
 

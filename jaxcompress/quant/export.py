@@ -67,6 +67,7 @@ import numpy as np
 from flax import struct, traverse_util
 from jax import lax
 
+from jaxcompress import recording
 from jaxcompress.ops import padding as padding_lib
 from jaxcompress.quant import estimators, rotation, transform
 from jaxcompress.quant import layers as qlayers
@@ -180,32 +181,14 @@ class Exported:
 # Conversion.
 
 
-@dataclasses.dataclass
-class _Call:
-  path: str
-  module: Any
-  x: Any
-  out: Any
+_Call = recording.ModuleCall
 
 
-def _record_calls(model: nn.Module, variables: Any, args: Any, kwargs: Any) -> list[_Call]:
-  """Every module `__call__` of one shape-only forward (in call order), with input and output."""
-  calls: list[_Call] = []
-
-  def record(next_fun, a, kw, context):
-    out = next_fun(*a, **kw)
-    if context.method_name == "__call__":
-      x = a[0] if a else next(iter(kw.values()), None)
-      calls.append(_Call("/".join(context.module.path), context.module, x, out))
-    return out
-
-  def run(v, *a):
-    with nn.intercept_methods(record):
-      return model.apply(v, *a, **kwargs)
-
-  with transform._SuspendInterceptors():  # pylint: disable=protected-access
-    jax.eval_shape(run, variables, *args)
-  return calls
+def _record_calls(model: nn.Module, variables: Any, args: Any,
+                  kwargs: Any) -> list[_Call]:
+  """Every module `__call__` of one shape-only forward, in the order the calls returned."""
+  calls, _ = recording.record_calls(lambda v, *a: model.apply(v, *a, **kwargs), variables, *args)
+  return sorted(calls, key=lambda c: c.returned)
 
 
 def _layer_rule(call: _Call, decisions: dict[str, Any]) -> transform.QuantRule | None:
@@ -217,7 +200,7 @@ def _layer_rule(call: _Call, decisions: dict[str, Any]) -> transform.QuantRule |
     return transform.QuantRule(module_path=".*", input_quantizer=mod.input_quantizer,
                                kernel_quantizer=mod.kernel_quantizer)
   if transform.is_quantizable(mod):
-    return decisions.get(call.path)
+    return decisions.get(call.name)
   return None
 
 
@@ -268,7 +251,7 @@ def _convert(call: _Call, rule: transform.QuantRule, params: Any) -> tuple[Expor
     wq = q_k(kernel)
     mag = jnp.max(jnp.abs(wq).reshape(-1, o), axis=0)
     if not bool(jnp.all(jnp.abs(wq) == mag)) or not bool(jnp.all(mag > 0)):
-      raise ValueError(f"export: the 1-bit kernel of {call.path} is not +-m per output channel.")
+      raise ValueError(f"export: the 1-bit kernel of {call.name} is not +-m per output channel.")
     signs = (wq > 0).reshape(-1, o)                           # (K, O), K in HWIO order
     packed = pack_bits(signs.T).T                             # (W, O)
     tapsum = None
@@ -278,7 +261,7 @@ def _convert(call: _Call, rule: transform.QuantRule, params: Any) -> tuple[Expor
     xnor = any(rule.input_fn() is estimators.get(name) for name in _PM1_INPUTS)
     mode = "xnor" if xnor else "binary_weight"
     if not xnor:
-      note = f"{call.path}: binary weights with a {rule.input_bits}-bit input run a float product"
+      note = f"{call.name}: binary weights with a {rule.input_bits}-bit input run a float product"
     return ExportedLayer(weights=packed, scale=scale * mag, shift=shift, tapsum=tapsum,
                          spec=LayerSpec(mode=mode, **common)), note
   ints = _int_kernel(q_k, kernel) if q_k is not None else None
@@ -287,7 +270,7 @@ def _convert(call: _Call, rule: transform.QuantRule, params: Any) -> tuple[Expor
     return ExportedLayer(weights=q, scale=scale, shift=shift, step=s,
                          spec=LayerSpec(mode="int", qmax=qmax, **common)), note
   wq = kernel if q_k is None else q_k(kernel)
-  note = f"{call.path}: kernel quantizer {rule.kernel_quantizer!r} kept as fake-quantised float"
+  note = f"{call.name}: kernel quantizer {rule.kernel_quantizer!r} kept as fake-quantised float"
   return ExportedLayer(weights=wq, scale=scale, shift=shift,
                        spec=LayerSpec(mode="float", **common)), note
 
@@ -303,11 +286,11 @@ def _convert_rbnn(call: _Call, params: Any, rotations: Any) -> tuple[ExportedLay
   """
   mod = call.module
   if rotations is None or "r1" not in rotations:
-    raise ValueError(f"export: RBNN conv {call.path} needs its rotations: pass every collection "
+    raise ValueError(f"export: RBNN conv {call.name} needs its rotations: pass every collection "
                      "of model.init (params, batch_stats, rbnn, rbnn_schedule) as variables.")
   kernel = jnp.asarray(params["kernel"])
   if kernel.ndim != 4:
-    raise NotImplementedError(f"export: RBNN conv {call.path} is not 2-D.")
+    raise NotImplementedError(f"export: RBNN conv {call.name} is not 2-D.")
   o = kernel.shape[-1]
   wb = jnp.sign(rotation.rbnn_mixed_weight(kernel, rotations["r1"], rotations["r2"],
                                            params["theta"]))
@@ -317,7 +300,7 @@ def _convert_rbnn(call: _Call, params: Any, rotations: Any) -> tuple[ExportedLay
   common = dict(kind="conv", kernel_shape=tuple(kernel.shape),
                 strides=transform.as_tuple(mod.strides, 2), dilation=(1, 1), padding=mod.padding)
   if not bool(jnp.all(wb != 0)):
-    note = f"{call.path}: RBNN binary kernel has exact zeros; kept as a float ternary kernel"
+    note = f"{call.name}: RBNN binary kernel has exact zeros; kept as a float ternary kernel"
     return ExportedLayer(weights=wb, scale=scale, shift=shift, spec=LayerSpec(
         mode="float", input_quantizer=rotation.rbnn_activation_sign, **common)), note
   signs = (wb > 0).reshape(-1, o)                           # (K, O), K in HWIO order
@@ -384,23 +367,23 @@ def export(variables: Any, rules_or_model: Any, *example_args: Any, model: nn.Mo
   notes: list[str] = []
   for i, call in enumerate(calls):
     if isinstance(call.module, qlayers.RBNNConv):
-      layer, note = _convert_rbnn(call, _get(variables["params"], call.path),
-                                  _get(variables.get("rbnn", {}), call.path))
+      layer, note = _convert_rbnn(call, _get(variables["params"], call.name),
+                                  _get(variables.get("rbnn", {}), call.name))
     else:
       rule = _layer_rule(call, decisions)
       if rule is None:
         continue
-      layer, note = _convert(call, rule, _get(variables["params"], call.path))
+      layer, note = _convert(call, rule, _get(variables["params"], call.name))
     if note:
       notes.append(note)
     nxt = calls[i + 1] if i + 1 < len(calls) else None
-    if fold_bn and nxt is not None and nxt.x is call.out:
-      bn_vars = {c: _get(variables.get(c, {}), nxt.path) for c in ("params", "batch_stats")}
+    if fold_bn and nxt is not None and nxt.x is call.output:
+      bn_vars = {c: _get(variables.get(c, {}), nxt.name) for c in ("params", "batch_stats")}
       new = _fold_bn(layer, nxt.module, bn_vars) if bn_vars["batch_stats"] is not None else None
       if new is not None:
         layer = new
-        folded.append((nxt.path, call.path))
-    layers[call.path] = layer
+        folded.append((nxt.name, call.name))
+    layers[call.name] = layer
   # Drop every variable of converted layers (float kernels, biases, RBNN angles, scales,
   # rotations and schedule) and of folded BatchNorms.
   drop = {tuple(p.split("/")) for p, _ in folded} | {tuple(p.split("/")) for p in layers}

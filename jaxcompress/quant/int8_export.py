@@ -56,6 +56,7 @@ import jax.numpy as jnp
 from flax import traverse_util
 from jax import lax
 
+from jaxcompress import recording
 from jaxcompress.ops import padding as padding_lib
 from jaxcompress.quant import quantizers
 
@@ -151,35 +152,21 @@ def _trace_quantizers(variables: Any, model: nn.Module, args: tuple[Any, ...],
                       kwargs: dict[str, Any]) -> tuple[dict[Path, tuple[Path, bool, int]],
                                                        dict[Path, nn.Module]]:
   """{conv path: (activation quantizer path, exact, its bits)} and the convs, from one trace."""
-  keep: list[Any] = []            # holds traced arrays so their ids stay unique
-  q_in: dict[int, Path] = {}
-  q_out: dict[int, Path] = {}
+  calls, _ = recording.record_calls(lambda v, *a: model.apply(v, *a, **kwargs), variables, *args)
+  q_in: dict[int, Path] = {}      # id of a quantizer's input -> the first quantizer applied to it
+  q_out: dict[int, Path] = {}     # id of a quantizer's output -> that quantizer
   q_bits: dict[Path, int] = {}
   conv_in: dict[Path, int] = {}
   conv_mod: dict[Path, nn.Module] = {}
-
-  def recorder(next_fun, fargs, fkwargs, context):
-    module = context.module
-    if context.method_name != "__call__":
-      return next_fun(*fargs, **fkwargs)
+  for call in calls:  # the recorded arrays stay alive (and their ids unique) with `calls`
+    module = call.module
     if isinstance(module, quantizers.PAMSQuantAct):
-      out = next_fun(*fargs, **fkwargs)
-      keep.extend([fargs[0], out])
-      q_in.setdefault(id(fargs[0]), tuple(module.path))
-      q_out[id(out)] = tuple(module.path)
-      q_bits[tuple(module.path)] = module.bits
-      return out
-    if isinstance(module, quantizers.PAMSConv):
-      keep.append(fargs[0])
-      conv_in[tuple(module.path)] = id(fargs[0])
-      conv_mod[tuple(module.path)] = module.clone(parent=None)
-    return next_fun(*fargs, **fkwargs)
-
-  def forward(v, *a):
-    with nn.intercept_methods(recorder):
-      return model.apply(v, *a, **kwargs)
-
-  jax.eval_shape(forward, variables, *args)
+      q_in.setdefault(id(call.x), call.path)
+      q_out[id(call.output)] = call.path
+      q_bits[call.path] = module.bits
+    elif isinstance(module, quantizers.PAMSConv):
+      conv_in[call.path] = id(call.x)
+      conv_mod[call.path] = module.clone(parent=None)
   found = {}
   for path, xid in conv_in.items():
     if xid in q_out:

@@ -27,7 +27,6 @@ Example:
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -38,9 +37,9 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from flax.linen import module as nn_module
 from jax import lax
 
+from jaxcompress import recording
 from jaxcompress.ops import padding as padding_lib
 from jaxcompress.quant import estimators
 from jaxcompress.quant import quantizers as quantizers_lib
@@ -253,50 +252,28 @@ def _signature(args: Any, kwargs: Any) -> Any:
   return tree, tuple(sig)
 
 
-@contextlib.contextmanager
-def _SuspendInterceptors():  # pylint: disable=invalid-name
-  """Runs a nested trace without the callers' interceptors (e.g. `summary`'s recorder).
-
-  Uses flax's private interceptor stack: without it a shape pre-pass run inside `summary` would
-  be recorded as extra layers.
-  """
-  stack = nn_module._global_interceptor_stack._storage  # pylint: disable=protected-access
-  saved = list(stack)
-  stack[:] = []
-  try:
-    yield
-  finally:
-    stack[:] = saved
-
-
 def call_order(model: nn.Module, rng_names: Sequence[str], args: Any,
                kwargs: Any) -> list[tuple[str, str]]:
   """(path, "conv"|"dense") of every `nn.Conv` / `nn.Dense` call of `model.init`, in call order.
 
-  Shape-only (`jax.eval_shape`), so nothing is computed; array arguments may be tracers.
+  Shape-only (`recording.record_calls`), so nothing is computed; array arguments may be tracers.
+  The pre-pass is isolated from the callers' interceptors (e.g. `summary`'s recorder), which
+  would otherwise record it as extra layers.
   """
   leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
   is_arr = [hasattr(l, "shape") and hasattr(l, "dtype") for l in leaves]
   abstract = [jax.ShapeDtypeStruct(l.shape, l.dtype) for l, a in zip(leaves, is_arr) if a]
-  order: list[tuple[str, str]] = []
-
-  def record(next_fun, a, kw, context):
-    mod = context.module
-    if context.method_name == "__call__" and is_quantizable(mod):
-      order.append(("/".join(mod.path), "conv" if isinstance(mod, nn.Conv) else "dense"))
-    return next_fun(*a, **kw)
 
   def run(*arrays):
     it = iter(arrays)
     full = [next(it) if a else l for l, a in zip(leaves, is_arr)]
     a, kw = jax.tree_util.tree_unflatten(tree, full)
     rngs = {name: jax.random.key(0) for name in set(rng_names) | {"params"}}
-    with nn.intercept_methods(record):
-      return model.init(rngs, *a, **kw)
+    return model.init(rngs, *a, **kw)
 
-  with _SuspendInterceptors():
-    jax.eval_shape(run, *abstract)
-  return order
+  calls, _ = recording.record_calls(run, *abstract)
+  return [(c.name, "conv" if isinstance(c.module, nn.Conv) else "dense")
+          for c in calls if is_quantizable(c.module)]
 
 
 class Quantized(nn.Module):
