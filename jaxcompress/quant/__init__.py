@@ -4,7 +4,8 @@ Level 1 (pure functions, usable in any JAX code): the larq-named estimators (`st
 `approx_sign`, `swish_sign`, `magnitude_aware_sign`, `ste_tern`, `ste_heaviside`, `dorefa`), RBNN's
 `rbnn_sign` / `rbnn_schedule`, and the RBNN rotation functions. Level 2: linen layers
 (`BinaryConv`, `BinaryDense`, `RBNNConv`); the model factory pairs them into its "rbnn" / "binary"
-layer sets.
+layer sets. `get(name, bits=..., role=...)` is the one resolver of quantizer names: the estimators
+(`names()`) and the k-bit quantizers of `quantizers` (`quantizer_names()`).
 """
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from jaxcompress.quant.estimators import (
                                       get,
                                       magnitude_aware_sign,
                                       names,
+                                      quantizer_names,
                                       rbnn_schedule,
                                       rbnn_sign,
                                       register,
+                                      register_quantizer,
                                       ste_heaviside,
                                       ste_sign,
                                       ste_tern,

@@ -60,28 +60,86 @@ def names() -> list[str]:
   return sorted(_REGISTRY)
 
 
+# k-bit quantizers whose bit width is a constructor argument (`quant.quantizers` registers its
+# uniform quantizers here): name -> builder called as `build(bits=k, **kwargs)`.
+_QUANTIZERS: dict[str, Callable[..., Estimator]] = {}
+
+
+def register_quantizer(name: str, build: Callable[..., Estimator]) -> Callable[..., Estimator]:
+  """Registers a k-bit quantizer class (or builder) under `name`, resolved by `get(name, bits=k)`.
+
+  Args:
+    name: the name configs use (e.g. "absmax").
+    build: called as `build(**kwargs)` (`bits` among them when given); its result quantizes an
+      array and reports its bit width as `precision` or `bits`.
+
+  Returns:
+    `build`, so this can decorate a class.
+  """
+  _QUANTIZERS[name] = build
+  return build
+
+
+def quantizer_names() -> list[str]:
+  """All registered k-bit quantizer names (built per bit width by `get(name, bits=k)`)."""
+  return sorted(_QUANTIZERS)
+
+
 # larq's `quantizers.get` also takes its class names (serialised configs name classes).
 _LARQ_CLASS_NAMES = {
     "SteSign": "ste_sign", "ApproxSign": "approx_sign", "SwishSign": "swish_sign",
     "MagnitudeAwareSign": "magnitude_aware_sign", "SteTern": "ste_tern",
     "SteHeaviside": "ste_heaviside", "DoReFa": "dorefa", "DoReFaQuantizer": "dorefa",
 }
+_ROLES = ("activations", "weights")
 
 
-def get(identifier: str | Estimator | None) -> Estimator | None:
-  """Resolves an estimator from its registered name (or larq's class name, e.g. "SteSign");
-  callables and None pass through.
+def get(identifier: str | Estimator | None, *, bits: int | None = None, role: str | None = None,
+        **kwargs: Any) -> Estimator | None:
+  """The one name -> quantizer resolver of the library; callables and None pass through.
+
+  Names are the registered estimators (`names()`, or larq's class names, e.g. "SteSign") and the
+  registered k-bit quantizers (`quantizer_names()`: "absmax", "pams_weight", ...).
+
+  Args:
+    identifier: a name, a callable (returned as is) or None (float: returned as is).
+    bits: bit width. DoReFa builds its `k_bit` from it (default 2); a k-bit quantizer is built
+      with it (default: the class's, 8); any other estimator must have exactly this width.
+    role: "activations" or "weights": what the quantizer is applied to. Only DoReFa
+      quantises the two differently (arXiv 1606.06160 eq. 5 vs 9); None means activations.
+    **kwargs: further constructor arguments of a k-bit quantizer (e.g. `per_channel`, `alpha`).
+
+  Returns:
+    The estimator function itself for a plain estimator name (so `get("ste_sign") is ste_sign`),
+    a `functools.partial` of `dorefa` (with a `precision` attribute) when `bits` or `role` is
+    given for it, or a new k-bit quantizer instance.
 
   Raises:
-    ValueError: naming the registered estimators when `identifier` is unknown.
+    ValueError: an unknown name (naming the known ones), an estimator with another bit width
+      than `bits`, an unknown `role`, or constructor arguments for an estimator.
   """
   if identifier is None or (callable(identifier) and not isinstance(identifier, str)):
     return identifier
-  if isinstance(identifier, str):
-    identifier = _LARQ_CLASS_NAMES.get(identifier, identifier)
-  if isinstance(identifier, str) and identifier in _REGISTRY:
-    return _REGISTRY[identifier]
-  raise ValueError(f"Unknown quantizer {identifier!r}; known: {names()}.")
+  if role not in (None, *_ROLES):
+    raise ValueError(f"role must be one of {_ROLES}, got {role!r}.")
+  name = _LARQ_CLASS_NAMES.get(identifier, identifier) if isinstance(identifier, str) else None
+  if name in _QUANTIZERS:
+    return _QUANTIZERS[name](**({} if bits is None else {"bits": bits}), **kwargs)
+  if name not in _REGISTRY:
+    raise ValueError(f"Unknown quantizer {identifier!r}; estimators: {names()}, k-bit "
+                     f"quantizers: {quantizer_names()}.")
+  fn = _REGISTRY[name]
+  if kwargs:
+    raise ValueError(f"Estimator {name!r} takes no constructor arguments, got {sorted(kwargs)}; "
+                     "pass its hyper-parameters when calling it.")
+  if fn is dorefa and (bits is not None or role is not None):
+    k = 2 if bits is None else int(bits)
+    built = functools.partial(dorefa, k_bit=k, mode=role or "activations")
+    built.precision = k  # type: ignore[attr-defined]
+    return built
+  if bits is not None and int(bits) != fn.precision:
+    raise ValueError(f"Quantizer {name!r} has {fn.precision} bit(s); got bits={bits}.")
+  return fn
 
 
 def bits_of(identifier: str | Estimator | None, **kwargs: Any) -> int:

@@ -3,7 +3,7 @@
 Level 1 (pure functions, jit-able, dtype-preserving):
   * `pams_quantize(x, alpha, bits)`: PAMS activation quantizer with a learnable max scale.
   * `pams_quantize_weight(w, bits)`: PAMS per-tensor max-scale weight quantizer.
-Level 1.5 (frozen dataclasses with a `bits` field, resolved by name through `get_quantizer`):
+Level 1.5 (frozen dataclasses with a `bits` field, resolved by name through `quant.get`):
   * `AbsMaxQuantizer` (symmetric, per tensor or per channel), `UnsignedQuantizer` (post-ReLU),
     `PAMSWeightQuantizer`, `ClipQuantizer` (fixed alpha).
 Level 2 (linen modules):
@@ -28,6 +28,7 @@ from jax import lax
 
 from jaxcompress.ops import conv as conv_ops
 from jaxcompress.ops import padding as padding_lib
+from jaxcompress.quant import estimators
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -207,26 +208,15 @@ class ClipQuantizer:
     return pams_quantize(x, self.alpha, self.bits)
 
 
-QUANTIZERS: dict[str, Callable[..., Any]] = {
-    "absmax": AbsMaxQuantizer,
-    "absmax_per_channel": functools.partial(AbsMaxQuantizer, per_channel=True),
-    "unsigned": UnsignedQuantizer,
-    "pams_weight": PAMSWeightQuantizer,
-    "clip": ClipQuantizer,
-}
+# Resolved by name through `quant.get(name, bits=k)`, the library's one quantizer resolver.
+estimators.register_quantizer("absmax", AbsMaxQuantizer)
+estimators.register_quantizer("absmax_per_channel",
+                              functools.partial(AbsMaxQuantizer, per_channel=True))
+estimators.register_quantizer("unsigned", UnsignedQuantizer)
+estimators.register_quantizer("pams_weight", PAMSWeightQuantizer)
+estimators.register_quantizer("clip", ClipQuantizer)
 
-
-def get_quantizer(name: str | Callable[[Array], Array], **kwargs: Any) -> Callable[[Array], Array]:
-  """Resolves a quantizer by registry name (built with `kwargs`, e.g. bits=4) or returns it as is.
-
-  Raises:
-    ValueError: naming the registered quantizers when `name` is unknown.
-  """
-  if callable(name):
-    return name
-  if name not in QUANTIZERS:
-    raise ValueError(f"Unknown quantizer {name!r}; known: {sorted(QUANTIZERS)}.")
-  return QUANTIZERS[name](**kwargs)
+get_quantizer = estimators.get  # e.g. get_quantizer("absmax", bits=4); the same resolver
 
 
 # ----------------------------------------------------------------------------------------------

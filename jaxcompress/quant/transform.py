@@ -42,7 +42,6 @@ from jax import lax
 from jaxcompress import recording
 from jaxcompress.ops import padding as padding_lib
 from jaxcompress.quant import estimators
-from jaxcompress.quant import quantizers as quantizers_lib
 
 Quantizer = str | Callable[..., jax.Array] | None
 _SCALES = (None, "channel", "tensor")
@@ -55,12 +54,12 @@ class QuantRule:
 
   Attributes:
     module_path: regex fully matched against the layer path ("a/b/Conv_0") relative to the model.
-    input_quantizer: estimator name (`quant.names()`: "ste_sign", "approx_sign", "dorefa", ...),
-      k-bit quantizer name (`quantizers.QUANTIZERS`: "absmax", "absmax_per_channel",
-      "unsigned", "pams_weight", "clip"), a callable, or None (float input).
+    input_quantizer: a name `quant.get` resolves (estimators, `quant.names()`: "ste_sign",
+      "approx_sign", "dorefa", ...; k-bit quantizers, `quant.quantizer_names()`: "absmax",
+      "absmax_per_channel", "unsigned", "pams_weight", "clip"), a callable, or None (float).
     kernel_quantizer: the same for the kernel.
-    bits: bit width for k-bit names ("dorefa" -> k_bit, registry quantizers -> bits; default 8,
-      DoReFa 2); must be None or 1 with sign estimators.
+    bits: bit width for k-bit names ("dorefa" -> k_bit, k-bit quantizers -> bits; default 8,
+      DoReFa 2); must be None or 1 with sign estimators (`quant.get`).
     scale: None, "channel" (XNOR-Net: the output is multiplied by mean|w| of the latent kernel
       per output channel) or "tensor" (one mean|w|); the scale is a detached statistic
       (stop_gradient, like larq's magnitude_aware_sign), applied to the conv output so the
@@ -107,18 +106,8 @@ def _precision(fn: Any) -> int:
 
 @functools.lru_cache(maxsize=None)
 def _cached_resolve(name: str, bits: int | None, role: str) -> Callable[[jax.Array], jax.Array]:
-  if name in ("dorefa", "dorefa_quantizer"):
-    fn = functools.partial(estimators.dorefa, k_bit=2 if bits is None else bits, mode=role)
-    fn.precision = 2 if bits is None else bits  # type: ignore[attr-defined]
-    return fn
-  if name in estimators.names():
-    if bits not in (None, estimators.bits_of(name)):
-      raise ValueError(f"Quantizer {name!r} has {estimators.bits_of(name)} bit(s); got bits={bits}.")
-    return estimators.get(name)
-  if name in quantizers_lib.QUANTIZERS:
-    return quantizers_lib.get_quantizer(name, bits=8 if bits is None else bits)
-  raise ValueError(f"Unknown quantizer {name!r}; estimators: {estimators.names()}, "
-                   f"k-bit quantizers: {sorted(quantizers_lib.QUANTIZERS)}.")
+  # Cached so every call of a rule's input_fn / kernel_fn returns the same object.
+  return estimators.get(name, bits=bits, role=role)
 
 
 def resolve_quantizer(q: Quantizer, bits: int | None = None,

@@ -248,6 +248,25 @@ class DtypeAndRegistryTest(parameterized.TestCase):
     self.assertEqual(quant.bits_of(functools.partial(quant.dorefa, k_bit=4)), 4)
     self.assertEqual(quant.bits_of(None), 32)
 
+  def test_bits_and_role_options(self):
+    # Fixed-width estimators accept only their own width and ignore the role.
+    self.assertIs(quant.get("ste_sign", bits=1, role="weights"), quant.ste_sign)
+    with self.assertRaisesRegex(ValueError, "1 bit"):
+      quant.get("approx_sign", bits=4)
+    with self.assertRaisesRegex(ValueError, "constructor arguments"):
+      quant.get("ste_sign", per_channel=True)
+    with self.assertRaisesRegex(ValueError, "role"):
+      quant.get("dorefa", role="inputs")
+    # DoReFa builds its k_bit and mode (eq. 5 activations, eq. 9 weights) from bits and role.
+    x = jnp.linspace(-1.5, 1.5, 13)
+    for bits, role in ((None, "activations"), (3, None), (4, "weights")):
+      fn = quant.get("DoReFa", bits=bits, role=role)
+      k = 2 if bits is None else bits
+      self.assertEqual((fn.precision, quant.bits_of(fn)), (k, k))
+      np.testing.assert_array_equal(
+          fn(x), quant.dorefa(x, k_bit=k, mode=role or "activations"))
+    self.assertIs(quant.get("dorefa"), quant.dorefa)    # no options: the function itself
+
   def test_register_custom(self):
     @quant.register("test_identity_sign", bits=1)
     def fn(x):

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest, parameterized
 
+from jaxcompress import quant
 from jaxcompress.quant import quantizers as qz
 
 try:
@@ -117,21 +118,29 @@ class PamsQuantizeTest(chex.TestCase, parameterized.TestCase):
 class GenericQuantizerTest(parameterized.TestCase):
 
   def test_registry(self):
-    for name in qz.QUANTIZERS:
-      q = qz.get_quantizer(name, bits=4)
-      self.assertEqual(q.bits, 4)
+    # The uniform quantizers are resolved by the library's one resolver, quant.get.
+    self.assertEqual(quant.quantizer_names(),
+                     ["absmax", "absmax_per_channel", "clip", "pams_weight", "unsigned"])
+    for name in quant.quantizer_names():
+      q = quant.get(name, bits=4)
+      self.assertEqual((q.bits, q.precision, quant.bits_of(q)), (4, 4, 4))
       self.assertEqual(q(jnp.ones((2, 3))).shape, (2, 3))
+      self.assertEqual(quant.get(name).bits, 8)               # the classes' default width
+    self.assertIs(qz.get_quantizer, quant.get)
+    self.assertEqual(quant.get("clip", bits=3, alpha=0.5), qz.ClipQuantizer(bits=3, alpha=0.5))
+    self.assertTrue(quant.get("absmax_per_channel").per_channel)
+    self.assertFalse(quant.get("absmax").per_channel)
     with self.assertRaisesRegex(ValueError, "absmax"):
-      qz.get_quantizer("nope")
+      quant.get("nope")
     inst = qz.AbsMaxQuantizer(bits=3)
-    self.assertIs(qz.get_quantizer(inst), inst)
+    self.assertIs(quant.get(inst), inst)
 
   def test_absmax_per_channel(self):
     w = np.array([[0.1, -4.0], [0.05, 2.5]], np.float32)
-    q = np.asarray(qz.get_quantizer("absmax_per_channel", bits=2)(w))
+    q = np.asarray(quant.get("absmax_per_channel", bits=2)(w))
     # qmax = 1: each column rounds to {-s, 0, s} with its own scale.
     np.testing.assert_allclose(q, [[0.1, -4.0], [0.0, 4.0]], atol=1e-6)
-    q_tensor = np.asarray(qz.get_quantizer("absmax", bits=2)(w))
+    q_tensor = np.asarray(quant.get("absmax", bits=2)(w))
     np.testing.assert_allclose(q_tensor, [[0.0, -4.0], [0.0, 4.0]], atol=1e-6)
     g = jax.grad(lambda w: qz.AbsMaxQuantizer(bits=2)(w).sum())(jnp.asarray(w))
     np.testing.assert_array_equal(g, np.ones_like(w))
