@@ -84,6 +84,17 @@ def per_example_mean(x: jax.Array) -> jax.Array:
   return jnp.mean(x.astype(jnp.float32).reshape(x.shape[0], -1), axis=1)
 
 
+def psnr01(x: jax.Array, y: jax.Array) -> jax.Array:
+  """Per-image PSNR (N,) of [-1, 1] images mapped to [0, 1] (clipped): 10 log10(1 / MSE).
+
+  MSE over all pixels and channels of an image, floored at 1e-10.
+  """
+  a = (jnp.clip(x.astype(jnp.float32), -1.0, 1.0) + 1.0) * 0.5
+  b = (jnp.clip(y.astype(jnp.float32), -1.0, 1.0) + 1.0) * 0.5
+  mse = per_example_mean(jnp.square(a - b))
+  return 10.0 * jnp.log10(1.0 / jnp.maximum(mse, 1e-10))
+
+
 class GANMethod(Method):
   """Networks by name, their calls with threaded batch statistics, optimizers "G" and "D".
 
@@ -92,6 +103,9 @@ class GANMethod(Method):
 
   GENERATORS: tuple[str, ...] = ()
   DISCRIMINATORS: tuple[str, ...] = ()
+  # Return the generators' features by role from `generator_loss` (aux["taps"]) for
+  # distillation; off by default (sowing costs nothing in the program but memory).
+  collect_taps: bool = False
 
   def __init__(self, config: ml_collections.ConfigDict, **kwargs: Any):
     super().__init__(config, **kwargs)
@@ -177,6 +191,10 @@ class GANMethod(Method):
       (params {name: ...}, model_state {name: other collections}).
     """
     params, model_state = {}, {}
+    # The draws use XLA's RngBitGenerator ("rbg" keys seeded from `rng`): one threefry hash per
+    # parameter made `init` of the four tiny CycleGAN networks compile for 25-40 s on a CPU,
+    # against 2-3 s this way. Only initial values depend on it; steps use threefry keys.
+    rng = jax.random.wrap_key_data(jax.random.bits(rng, (4,), jnp.uint32), impl="rbg")
     for i, name in enumerate(self.nets):
       k_init, k_reinit = jax.random.split(jax.random.fold_in(rng, i))
       variables = dict(self.nets[name].init(k_init, inputs[name], train=False))

@@ -22,6 +22,8 @@ _BUILTIN = {
     "nas_eval": "jaxcompress.methods.nas_eval:NASEval",
     "abandit_nas": "jaxcompress.methods.abandit_nas:ABanditNAS",
     "adversarial": "jaxcompress.methods.adversarial:AdversarialTraining",
+    "cyclegan": "jaxcompress.methods.cyclegan:CycleGAN",
+    "pix2pix": "jaxcompress.methods.pix2pix:Pix2Pix",
 }
 _REGISTERED: dict[str, Callable[..., Method]] = {}
 
