@@ -6,7 +6,10 @@ colour map), 64x64 crops of 72x72 resizes with flips (the official resize_and_cr
 of 286/256). A small ResNet generator (ngf 8, 3 blocks) and PatchGAN (ndf 8, 3 layers), LSGAN,
 cycle 10 + 10, identity 0.5, pools of 50, Adam 2e-4 (0.5, 0.999), batch 8, 3 epochs of 50 steps
 at the initial learning rate and 3 of linear decay (300 steps).
-Not a paper number: a CPU-sized check that the recipe trains (cycle and identity losses fall).
+Not a paper number: a CPU-sized check that the recipe trains. Measured (seed 0, one CPU
+device): training cycle_A 4.06 -> 2.15 and cycle_B 2.39 -> 1.85 (means of the first and last
+25 steps); held-out cycle_error_A 0.359 -> 0.275 and psnr_B_ref (G_A(A) against the known
+winter(A)) 16.5 -> 17.8 dB from step 50 to 300; 12 minutes on a loaded 2-core machine.
 
 Command:
   python -m launch.main --config=configs/gan/cyclegan_quick.py --workdir=/tmp/cyclegan_quick

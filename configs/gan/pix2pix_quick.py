@@ -7,8 +7,10 @@ downsamplings: 64 -> 1, as unet_256 at 256) with batch norm and dropout, a batch
 (ndf 16, 3 layers) on the 6-channel pair, hinge loss (DMAD's `--gan_mode hinge`), L1 x 100, no
 pool, Adam 2e-4 (0.5, 0.999), batch 8, 3 epochs of 50 steps at the initial learning rate and 3
 of linear decay (300 steps).
-Not a paper number: a CPU-sized check that the recipe trains (the L1 to the target falls, the
-held-out PSNR rises).
+Not a paper number: a CPU-sized check that the recipe runs and fits its training pairs.
+Measured (seed 0, one CPU device): the weighted training G_L1 falls from 45.3 to about 35
+(means over 25 steps), while the held-out L1 (0.39 -> 0.38) and PSNR (12.8 dB at step 50 and
+300) barely move: 300 steps at 2e-4 are far too few for edges -> photo. 94 s on 2 cores.
 
 Command:
   python -m launch.main --config=configs/gan/pix2pix_quick.py --workdir=/tmp/pix2pix_quick
