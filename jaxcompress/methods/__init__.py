@@ -24,6 +24,10 @@ _BUILTIN = {
     "adversarial": "jaxcompress.methods.adversarial:AdversarialTraining",
     "cyclegan": "jaxcompress.methods.cyclegan:CycleGAN",
     "pix2pix": "jaxcompress.methods.pix2pix:Pix2Pix",
+    "dmad_cyclegan": "jaxcompress.methods.dmad_search:CycleGANSearch",
+    "dmad_pix2pix": "jaxcompress.methods.dmad_search:Pix2PixSearch",
+    "dmad_finetune_cyclegan": "jaxcompress.methods.dmad_finetune:CycleGANFinetune",
+    "dmad_finetune_pix2pix": "jaxcompress.methods.dmad_finetune:Pix2PixFinetune",
 }
 _REGISTERED: dict[str, Callable[..., Method]] = {}
 
@@ -31,6 +35,8 @@ _REGISTERED: dict[str, Callable[..., Method]] = {}
 # of `fn(stage_config, {input stage: workdir}, stage_workdir, root_workdir) -> dict`.
 _REPORTS = {
     "pams_table": "jaxcompress.methods.pams:stage_table",
+    "dmad_materialize": "jaxcompress.methods.dmad_stages:dmad_materialize",
+    "dmad_report": "jaxcompress.methods.dmad_stages:dmad_report",
 }
 
 

@@ -97,6 +97,16 @@ class Method(abc.ABC):
   def eval_step(self, state: TrainState, batch: Batch) -> Metrics:
     """Metric sums over the valid examples of `batch`; pure and jit-able."""
 
+  def load_initial(self, state: TrainState) -> TrainState:
+    """Host hook on a fresh start: values read from files into the jitted init's state.
+
+    `init` is jitted, so it cannot read checkpoints; a method whose state starts from earlier
+    runs (a frozen teacher, a materialized student) returns `state` with those arrays put in,
+    same structure and shapes (the engine places them like `state`'s). Not called when a
+    checkpoint is restored: the checkpoint holds them. Default: `state` unchanged.
+    """
+    return state
+
   def on_epoch_start(self, state: TrainState, epoch: int) -> TrainState:
     """Work outside the gradient step before the epoch's first batch (default: none)."""
     del epoch

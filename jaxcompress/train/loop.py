@@ -265,13 +265,18 @@ def initial_state(setup: Setup, checkpointer: checkpoint_lib.Checkpointer | None
                   initialize: Callable[[TrainState], TrainState] | None = None) -> TrainState:
   """The method's initial state, restored from the newest intact checkpoint when there is one.
 
-  `initialize` (a stage hand-over: params of an earlier run) applies to a fresh start only.
+  On a fresh start the method's host hook `load_initial` fills the state from files (a
+  teacher, a materialized student), then `initialize` (a stage hand-over: params of an earlier
+  run) applies; a restored checkpoint already holds both.
   """
   init_fn = one_shot.jit_once(setup.method.init, out_shardings=distributed.replicated(setup.mesh))
   state = init_fn(jax.random.key(setup.config.seed), setup.example_batch())
   if checkpointer is not None and checkpointer.latest_step() is not None:
     return checkpointer.restore(state)
-  return initialize(state) if initialize is not None else state
+  loaded = setup.method.load_initial(state)
+  if loaded is not state:  # host arrays from files: placed as the jitted init placed its own
+    loaded = jax.device_put(loaded, jax.tree.map(lambda x: x.sharding, state))
+  return initialize(loaded) if initialize is not None else loaded
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
