@@ -6,7 +6,8 @@ open (marked CHOICE).
 
 Search = PC-DARTS (`PCDarts`: partial channels, edge normalisation, bilevel first-order step on
 the two train halves) on a binarized op space (`config.nas.op_set = "binary"`,
-`jaxcompress.nas.binary_ops`: XNOR sep/dil convs; `binary_activations=True` for 1-bit), plus
+`jaxcompress.nas.binary_ops.ops_for`: the DARTS ops with XNOR sep/dil convs;
+`binary_activations=True` for 1-bit), plus
 operation-space reduction: every edge of each cell type abandons one op per reduction step until
 one op per edge is left; the genotype is then the PC-DARTS top-2 edge rule over the survivors
 (`nas.search.genotype_from_arch` with the alive masks): it holds only ops alive at the end of the

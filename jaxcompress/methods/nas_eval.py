@@ -37,7 +37,7 @@ import ml_collections
 from jaxcompress.errors import ConfigError
 from jaxcompress.methods.base import Batch, Metrics
 from jaxcompress.methods.classification import Classification, cross_entropy
-from jaxcompress.nas import binary_ops
+from jaxcompress.nas import pcnn
 from jaxcompress.train.state import TrainState
 
 
@@ -155,7 +155,7 @@ class NASEval(Classification):
     if perturbations is not None:  # PCNN cells: add the projection loss with this step's delta
       lam, eta = self.settings.pcnn_lambda, self.settings.pcnn_eta
       proj_loss, g_proj = jax.value_and_grad(
-          lambda p: binary_ops.projection_loss_tree(p, deltas, lam, eta))(state.params)
+          lambda p: pcnn.projection_loss_tree(p, deltas, lam, eta))(state.params)
       grads = jax.tree.map(jnp.add, grads, g_proj)
       total = total + proj_loss
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])

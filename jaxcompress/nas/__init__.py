@@ -14,7 +14,6 @@ from jaxcompress.nas.bandit import (
     ucb,
     update,
 )
-from jaxcompress.nas.binary_ops import pcnn_project, pcnn_projection_loss
 from jaxcompress.nas.eval_network import EvalNetwork, drop_path, get_genotype
 from jaxcompress.nas.genotype import (
     DARTS_V1,
@@ -25,6 +24,7 @@ from jaxcompress.nas.genotype import (
     from_json,
     to_json,
 )
+from jaxcompress.nas.pcnn import pcnn_project, pcnn_projection_loss
 from jaxcompress.nas.robust_ops import ABANDIT_OPS, ABANDIT_PRIMITIVES, gabor_kernel, nonlocal_mean
 from jaxcompress.nas.space import OPS, PRIMITIVES
 from jaxcompress.nas.supernet import (

@@ -17,9 +17,9 @@ PC-DARTS (arXiv 1907.05737) and BNAS (arXiv 1911.10862) retrain their cells with
 * global average pool + linear classifier. All BNs are affine (momentum 0.1, epsilon 1e-5 in
   PyTorch's convention).
 
-Binary evaluation networks (BNAS): `op_set="binary"` builds the cell ops from
-`binary_ops.binary_ops(binary_activations)` (XNOR-binarized sep/dil convs; pools, skip and none
-real-valued) and `op_set="pcnn"` from `binary_ops.pcnn_ops(...)` (PCNN projection convs). The
+Binary evaluation networks (BNAS): `op_set="binary"` builds the cell ops with XNOR-binarized
+sep/dil convs (pools, skip and none real-valued) and `op_set="pcnn"` with PCNN projection convs
+(`binary_ops.ops_for(op_set, binary_activations)`). The
 stem, the preprocessing 1x1 convs, the auxiliary head and the classifier stay float (CHOICE: the
 usual BNN convention of a float first/last layer; the BNAS paper binarizes the cell ops).
 
@@ -41,8 +41,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxcompress.errors import ConfigError
+from jaxcompress.nas import binary_ops, space
 from jaxcompress.nas import genotype as genotype_lib
-from jaxcompress.nas import space
 from jaxcompress.ops import conv as conv_ops
 
 Genotype = genotype_lib.Genotype
@@ -135,18 +135,6 @@ def drop_path(x: jax.Array, drop_prob: jax.Array | float, rng: jax.Array) -> jax
   return x / keep * mask
 
 
-def cell_ops(op_set: str, binary_activations: bool = False) -> dict[str, Any]:
-  """The op factories of an evaluation cell: "darts" (float), "binary" (XNOR) or "pcnn"."""
-  if op_set == "darts":
-    return space.OPS
-  from jaxcompress.nas import binary_ops  # pylint: disable=g-import-not-at-top
-  if op_set == "binary":
-    return binary_ops.binary_ops(binary_activations)
-  if op_set == "pcnn":
-    return binary_ops.pcnn_ops(binary_activations)
-  raise ConfigError(f"Unknown op_set {op_set!r}; use 'darts', 'binary' (XNOR) or 'pcnn'.")
-
-
 class EvalCell(nn.Module):
   """A discrete DARTS cell (`model.Cell`).
 
@@ -156,7 +144,7 @@ class EvalCell(nn.Module):
     features: C of the cell (every node has C channels).
     reduction: stride-2 edges on the two cell inputs.
     reduction_prev: the previous cell reduced (c_{k-2} is FactorizedReduce-d).
-    op_set, binary_activations: see `cell_ops`.
+    op_set, binary_activations: the cell's op set (`binary_ops.ops_for`).
   """
   edges: Sequence[tuple[str, int]]
   concat: Sequence[int]
@@ -175,7 +163,7 @@ class EvalCell(nn.Module):
     else:
       s0 = space.ReLUConvBN(c, 1, 1, 0, True, name="preprocess0")(s0, train)
     s1 = space.ReLUConvBN(c, 1, 1, 0, True, name="preprocess1")(s1, train)
-    ops = cell_ops(self.op_set, self.binary_activations)
+    ops = binary_ops.ops_for(self.op_set, self.binary_activations)
     states = [s0, s1]
     for node in range(len(self.edges) // 2):
       h = 0.0

@@ -46,8 +46,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcompress.nas import binary_ops, space
 from jaxcompress.nas import genotype as genotype_lib
-from jaxcompress.nas import space
 from jaxcompress.nas.supernet import channel_shuffle, edge_normalization
 from jaxcompress.ops import conv as conv_ops
 
@@ -60,19 +60,6 @@ def num_edges(steps: int) -> int:
   return sum(2 + i for i in range(steps))
 
 
-def op_registry(op_set: str, binary_activations: bool = False) -> dict[str, Any]:
-  """The op factories of a search space: "darts" (`space.OPS`), "binary" (XNOR ops) or "pcnn"
-  (PCNN projection convs; the search step then omits the projection loss, see methods/bnas.py)."""
-  if op_set == "darts":
-    return space.OPS
-  if op_set in ("binary", "pcnn"):
-    from jaxcompress.nas import binary_ops  # pylint: disable=g-import-not-at-top
-    if op_set == "pcnn":
-      return binary_ops.pcnn_ops(binary_activations)
-    return binary_ops.binary_ops(binary_activations)
-  raise ValueError(f"Unknown op_set {op_set!r}; use 'darts', 'binary' (XNOR) or 'pcnn'.")
-
-
 class SearchOp(nn.Module):
   """One candidate op of the search network; pools get the DARTS affine-free BN."""
   name_: str
@@ -83,7 +70,7 @@ class SearchOp(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    op = op_registry(self.op_set, self.binary_activations)[self.name_](
+    op = binary_ops.ops_for(self.op_set, self.binary_activations)[self.name_](
         self.features, self.stride, False)
     y = op(x, train)
     if "pool" in self.name_:

@@ -14,7 +14,9 @@ definitions of the official `quark0/darts` `cnn/operations.py`, reused by PC-DAR
 | dil_conv_kxk  | ReLU, depthwise kxk dilation 2 stride s, 1x1, BN (once)                 |
 
 `OPS[name](C, stride, affine)` builds an op with C output channels (input channels = C as in
-DARTS). Every op is called as `op(x, train)`; `train` switches batch norm to batch statistics.
+DARTS). The sep/dil convs take their convolutions and activation from a `models.factory.Layers`
+(`op_table(layers)`), so BNAS's binary ops are these classes with binary layers
+(`binary_ops.ops_for`). Every op is called as `op(x, train)`; `train` switches batch norm to batch statistics.
 Batch norms use PyTorch's defaults (momentum 0.1 -> flax momentum 0.9, epsilon 1e-5); `affine=False`
 (the search network) drops scale and bias.
 
@@ -33,6 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcompress.models import factory
 from jaxcompress.ops import conv as conv_ops
 from jaxcompress.ops import padding as padding_lib
 
@@ -140,9 +143,11 @@ class ReLUConvBN(nn.Module):
 
 
 class DilConv(nn.Module):
-  """ReLU -> depthwise k x k (dilation d, stride s) -> 1x1 conv -> BN (DARTS `DilConv`).
+  """act -> depthwise k x k (dilation d, stride s) -> 1x1 conv -> BN (DARTS `DilConv`).
 
-  With `dilation=1` this is one half of the DARTS separable convolution.
+  With `dilation=1` this is one half of the DARTS separable convolution. Both convolutions come
+  from `layers.conv` and the activation is `layers.act` (ReLU in DARTS): the float op by default,
+  BNAS's XNOR or PCNN op with the layers of `binary_ops.layers_for`.
   """
   features: int
   kernel_size: int
@@ -151,15 +156,17 @@ class DilConv(nn.Module):
   dilation: int = 1
   affine: bool = True
   bn_epsilon: float = 1e-5
+  layers: factory.Layers = factory.FLOAT
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     c_in = x.shape[-1]
     k, s, d = self.kernel_size, self.stride, self.dilation
-    y = conv_ops.Conv(c_in, (k, k), strides=(s, s), padding=self.padding,
-                      kernel_dilation=(d, d), feature_group_count=c_in, use_bias=False,
-                      kernel_init=torch_conv_init)(nn.relu(x))
-    y = conv_ops.Conv(self.features, (1, 1), use_bias=False, kernel_init=torch_conv_init)(y)
+    conv = self.layers.conv
+    y = conv(c_in, (k, k), strides=(s, s), padding=self.padding, kernel_dilation=(d, d),
+             feature_group_count=c_in, use_bias=False, kernel_init=torch_conv_init)(
+                 self.layers.act(x))
+    y = conv(self.features, (1, 1), use_bias=False, kernel_init=torch_conv_init)(y)
     return batch_norm(train, self.affine, self.bn_epsilon)(y)
 
 
@@ -171,14 +178,15 @@ class SepConv(nn.Module):
   padding: int
   affine: bool = True
   bn_epsilon: float = 1e-5
+  layers: factory.Layers = factory.FLOAT
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     c_in = x.shape[-1]
     y = DilConv(c_in, self.kernel_size, self.stride, self.padding, 1, self.affine,
-                self.bn_epsilon)(x, train)
+                self.bn_epsilon, self.layers)(x, train)
     return DilConv(self.features, self.kernel_size, 1, self.padding, 1, self.affine,
-                   self.bn_epsilon)(y, train)
+                   self.bn_epsilon, self.layers)(y, train)
 
 
 class FactorizedReduce(nn.Module):
@@ -205,18 +213,36 @@ class FactorizedReduce(nn.Module):
 
 OpFactory = Callable[[int, int, bool], nn.Module]
 
-OPS: dict[str, OpFactory] = {
-    "none": lambda C, stride, affine: Zero(stride),
-    "avg_pool_3x3": lambda C, stride, affine: Pool("avg", stride),
-    "max_pool_3x3": lambda C, stride, affine: Pool("max", stride),
-    "skip_connect": lambda C, stride, affine: (
-        Identity() if stride == 1 else FactorizedReduce(C, affine)),
-    "sep_conv_3x3": lambda C, stride, affine: SepConv(C, 3, stride, 1, affine),
-    "sep_conv_5x5": lambda C, stride, affine: SepConv(C, 5, stride, 2, affine),
-    "sep_conv_7x7": lambda C, stride, affine: SepConv(C, 7, stride, 3, affine),
-    "dil_conv_3x3": lambda C, stride, affine: DilConv(C, 3, stride, 2, 2, affine),
-    "dil_conv_5x5": lambda C, stride, affine: DilConv(C, 5, stride, 4, 2, affine),
-}
+
+def op_table(layers: factory.Layers = factory.FLOAT) -> dict[str, OpFactory]:
+  """The DARTS ops by name, the separable and dilated convolutions built from `layers`.
+
+  Pools, `none` and `skip_connect` (with its `FactorizedReduce`) have no `layers` slot to fill:
+  BNAS binarises the convolution ops only (`binary_ops`).
+
+  Args:
+    layers: the conv slot and activation of the sep/dil convs (float DARTS by default).
+
+  Returns:
+    {name: factory(C, stride, affine) -> module called as op(x, train)}.
+  """
+  return {
+      "none": lambda C, stride, affine: Zero(stride),
+      "avg_pool_3x3": lambda C, stride, affine: Pool("avg", stride),
+      "max_pool_3x3": lambda C, stride, affine: Pool("max", stride),
+      "skip_connect": lambda C, stride, affine: (
+          Identity() if stride == 1 else FactorizedReduce(C, affine)),
+      "sep_conv_3x3": lambda C, stride, affine: SepConv(C, 3, stride, 1, affine, layers=layers),
+      "sep_conv_5x5": lambda C, stride, affine: SepConv(C, 5, stride, 2, affine, layers=layers),
+      "sep_conv_7x7": lambda C, stride, affine: SepConv(C, 7, stride, 3, affine, layers=layers),
+      "dil_conv_3x3": lambda C, stride, affine: DilConv(C, 3, stride, 2, 2, affine,
+                                                        layers=layers),
+      "dil_conv_5x5": lambda C, stride, affine: DilConv(C, 5, stride, 4, 2, affine,
+                                                        layers=layers),
+  }
+
+
+OPS: dict[str, OpFactory] = op_table()
 
 
 def get_op(name: str, channels: int, stride: int, affine: bool) -> nn.Module:

@@ -1,11 +1,11 @@
 """Quantisation and binarisation: estimators, RBNN rotations, binary layers.
 
 Level 1 (pure functions, usable in any JAX code): the larq-named estimators (`ste_sign`,
-`approx_sign`, `swish_sign`, `magnitude_aware_sign`, `ste_tern`, `ste_heaviside`, `dorefa`), RBNN's
-`rbnn_sign` / `rbnn_schedule`, and the RBNN rotation functions. Level 2: linen layers
-(`BinaryConv`, `BinaryDense`, `RBNNConv`); the model factory pairs them into its "rbnn" / "binary"
-layer sets. `get(name, bits=..., role=...)` is the one resolver of quantizer names: the estimators
-(`names()`) and the k-bit quantizers of `quantizers` (`quantizer_names()`).
+`approx_sign`, `swish_sign`, `magnitude_aware_sign`, `ste_tern`, `ste_heaviside`, `dorefa`),
+XNOR-Net's `xnor_sign`, RBNN's `rbnn_sign` / `rbnn_schedule`, and the RBNN rotation functions.
+Level 2: linen layers (`BinaryConv`, `BinaryDense`, `RBNNConv`); the model factory pairs them into
+its "rbnn" / "binary" layer sets. `get(name, bits=..., role=...)` is the one resolver of quantizer
+names: the estimators (`names()`) and the k-bit quantizers of `quantizers` (`quantizer_names()`).
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from jaxcompress.quant.estimators import (
                                       ste_sign,
                                       ste_tern,
                                       swish_sign,
+                                      xnor_sign,
 )
 from jaxcompress.quant.export import (
                                       Exported,

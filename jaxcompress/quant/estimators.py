@@ -19,6 +19,7 @@ Gradient table (what the tests check, `g` = incoming cotangent):
 | approx_sign          | -1 if x < 0 else +1           | 2 - 2 abs(x) if abs(x) <= 1 else 0    |
 | swish_sign           | -1 if x < 0 else +1           | b (2 - bx tanh(bx/2)) / (1 + cosh bx) |
 | magnitude_aware_sign | mean(abs(x)) * ste_sign(x)    | mean(abs(x)) [abs(x) <= clip_value]   |
+| xnor_sign            | mean(abs(x)) * ste_sign(x)    | as above + gradient through the mean  |
 | ste_tern             | -1/0/+1 (+-D maps to +-1)     | 1 if abs(x) <= clip_value else 0      |
 | ste_heaviside        | 1 if x > 0 else 0             | 1 if abs(x) <= clip_value else 0      |
 | dorefa (activations) | round(clip(x, 0, 1) n) / n    | 1 if 0 <= x <= 1 else 0               |
@@ -301,6 +302,27 @@ def magnitude_aware_sign(x: ArrayLike, clip_value: ArrayLike | None = 1.0) -> ja
   """
   x = jnp.asarray(x)
   scale = jax.lax.stop_gradient(jnp.mean(jnp.abs(x), axis=tuple(range(x.ndim - 1))))
+  return scale * ste_sign(x, clip_value)
+
+
+@register("xnor_sign", bits=1)
+def xnor_sign(x: ArrayLike, clip_value: ArrayLike | None = 1.0) -> jax.Array:
+  """XNOR-Net's scaled weight sign (Rastegari et al. 2016, arXiv 1603.05279, Sec. 3.1, eq. 4-7).
+
+  Forward `a * ste_sign(x)` with `a = mean(|x|)` over all axes but the last (per output filter
+  of an HWIO kernel, as `magnitude_aware_sign`). Unlike `magnitude_aware_sign`, `a` is
+  differentiated: backward `a [|x| <= clip_value] g + sign(x) mean(g * ste_sign(x))` (mean per
+  filter), whose own-entry part is XNOR-Net's `g (1/n + a [|x| <= 1])` (n entries per filter).
+
+  Args:
+    x: input of any shape; the last axis is the channel axis.
+    clip_value: gradient window of the inner ste_sign.
+
+  Returns:
+    `{-a, +a}` per channel, in the dtype of `x`.
+  """
+  x = jnp.asarray(x)
+  scale = jnp.mean(jnp.abs(x), axis=tuple(range(x.ndim - 1)), keepdims=True)
   return scale * ste_sign(x, clip_value)
 
 

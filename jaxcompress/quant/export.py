@@ -16,7 +16,8 @@ trained model and converts every quantised layer it meets:
   `rotation.rbnn_mixed_weight`), is fixed after training, so it is computed once and bit-packed
   like the binary layers; the float `scale` is the learned per-channel alpha (eq. 16), times a
   folded BatchNorm; the rotations, angles and latent kernel are dropped;
-* everything else (stem, classifier, norms) is left as is.
+* everything else (stem, classifier, norms) is left as is, and so are grouped (e.g. depthwise)
+  quantised convolutions, which run their training forward (listed in `Exported.notes`).
 
 BatchNorm folding: an inference BatchNorm (`use_running_average=True`, feature axis last) whose
 input is exactly the output of a converted layer, and which is the next module called after it,
@@ -207,8 +208,6 @@ def _layer_rule(call: _Call, decisions: dict[str, Any]) -> transform.QuantRule |
 def _conv_geometry(mod: Any, nd: int) -> tuple[tuple[int, ...], tuple[int, ...], Any]:
   strides = transform.as_tuple(mod.strides, nd)
   dil = transform.as_tuple(getattr(mod, "kernel_dilation", 1), nd)
-  if getattr(mod, "feature_group_count", 1) != 1:
-    raise NotImplementedError(f"export: grouped convolutions are not supported ({mod.path}).")
   return strides, dil, mod.padding
 
 
@@ -372,6 +371,10 @@ def export(variables: Any, rules_or_model: Any, *example_args: Any, model: nn.Mo
     else:
       rule = _layer_rule(call, decisions)
       if rule is None:
+        continue
+      if getattr(call.module, "feature_group_count", 1) != 1:
+        # The packed formats hold dense kernels; the layer's own forward is exact meanwhile.
+        notes.append(f"{call.name}: grouped convolution not converted (runs as trained)")
         continue
       layer, note = _convert(call, rule, _get(variables["params"], call.name))
     if note:

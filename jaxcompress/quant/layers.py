@@ -1,7 +1,7 @@
 """Binary linen layers: larq-style binary convs/dense layers and RBNN's rotated binary conv.
 
-* `BinaryConv` / `BinaryDense`: larq-style `QuantConv2D` / `QuantDense` with quantisers named in
-  the estimator registry (`"ste_sign"`, `"approx_sign"`, ...; None keeps that side float). Called
+* `BinaryConv` / `BinaryDense`: larq-style `QuantConv2D` / `QuantDense` with quantisers named as
+  `quant.get` resolves them (`"ste_sign"`, `"approx_sign"`, ...; None keeps that side float). Called
   like `nn.Conv` / `nn.Dense`, so a model's layer factory can use them in place of `nn.Conv`
   (the named "binary" and "rbnn" layer sets of the model factory do).
 * `RBNNConv`: the Rotated Binary Neural Network conv (arXiv 2009.13055) around
@@ -63,7 +63,9 @@ class BinaryConv(_QuantizerBits, nn.Module):
   """Convolution with quantised input and kernel (larq `QuantConv2D`, NHWC / HWIO).
 
   `y = conv(pad(q_in(x)), q_k(kernel)) + bias`: the zero padding is applied after the input
-  quantiser, as larq (`pad_values=0`) and the official RBNN/IR-Net binary convs do.
+  quantiser, as larq (`pad_values=0`) and the official RBNN/IR-Net binary convs do. Called like
+  `nn.Conv`, so it fills a `Layers.conv` slot (the "binary" layer set; BNAS's XNOR DARTS ops with
+  `kernel_quantizer="xnor_sign"`, depthwise and dilated included).
 
   Attributes:
     features: output channels.
@@ -71,9 +73,11 @@ class BinaryConv(_QuantizerBits, nn.Module):
     strides: int or tuple.
     padding: "SAME", "VALID", an int (PyTorch style) or per-dim pairs.
     use_bias: add a float bias.
-    input_quantizer: estimator name / callable / None (float input).
-    kernel_quantizer: estimator name / callable / None (float kernel).
+    input_quantizer: quantizer name (`quant.get`) / callable / None (float input).
+    kernel_quantizer: quantizer name / callable / None (float kernel).
     kernel_init, bias_init, param_dtype: as `nn.Conv`.
+    kernel_dilation: int or tuple (atrous convolution).
+    feature_group_count: feature groups (the input channels for a depthwise convolution).
   """
   features: int
   kernel_size: int | Sequence[int] = (3, 3)
@@ -85,15 +89,30 @@ class BinaryConv(_QuantizerBits, nn.Module):
   kernel_init: Initializer = nn.initializers.lecun_normal()
   bias_init: Initializer = nn.initializers.zeros_init()
   param_dtype: Any = jnp.float32
+  kernel_dilation: int | Sequence[int] = 1
+  feature_group_count: int = 1
+
+  def binary_kernel(self, kernel: jax.Array) -> jax.Array:
+    """The kernel the convolution uses: `kernel_quantizer(kernel)`.
+
+    Subclasses that binarise the kernel another way (PCNN's learned projections) override it;
+    they may create parameters here, as it runs inside `__call__`.
+    """
+    return _quantize(self.kernel_quantizer, kernel)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     nd = x.ndim - 2
     ks = rotation.as_tuple(self.kernel_size, nd)
-    kernel = self.param("kernel", self.kernel_init, ks + (x.shape[-1], self.features),
+    groups = self.feature_group_count
+    if x.shape[-1] % groups or self.features % groups:
+      raise ValueError(f"{type(self).__name__}: {x.shape[-1]} input and {self.features} output "
+                       f"channels must both be divisible by feature_group_count={groups}.")
+    kernel = self.param("kernel", self.kernel_init, ks + (x.shape[-1] // groups, self.features),
                         self.param_dtype)
-    y = rotation.pad_and_conv(_quantize(self.input_quantizer, x),
-                              _quantize(self.kernel_quantizer, kernel), self.strides, self.padding)
+    y = rotation.pad_and_conv(_quantize(self.input_quantizer, x), self.binary_kernel(kernel),
+                              self.strides, self.padding, dilation=self.kernel_dilation,
+                              groups=groups)
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,), self.param_dtype)
     return y

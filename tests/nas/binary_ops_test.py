@@ -1,120 +1,113 @@
-"""PCNN projection convolution (BNAS's second binarization): values and gradients vs NumPy."""
+"""BNAS op sets: the DARTS op classes on XNOR / PCNN convolutions, values vs NumPy references."""
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from jaxcompress.nas import binary_ops, eval_network
+from jaxcompress.errors import ConfigError
+from jaxcompress.nas import binary_ops, pcnn, space
 
-
-def _np_project(c, w):
-  a = np.mean(np.abs(c))
-  return a * np.sign(w * c[None])
-
-
-def _data(seed=0, j=2, shape=(3, 3, 2, 4)):
-  rng = np.random.default_rng(seed)
-  c = rng.normal(scale=0.8, size=shape).astype(np.float32)
-  w = rng.uniform(0.2, 2.0, size=(j, *shape)).astype(np.float32)
-  w[0, 0, 0, 0, 0] = -1.0  # a negative projection entry flips the sign
-  return c, w
+NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-def test_projection_values():
-  c, w = _data()
-  got = np.asarray(binary_ops.pcnn_project(jnp.asarray(c), jnp.asarray(w)))
-  np.testing.assert_allclose(got, _np_project(c, w), rtol=1e-6)
-  # the projection is argmin_{a_i in {a, -a}} |W o C - a_i| (PCNN's P_Omega)
-  a = np.mean(np.abs(c))
-  cand = np.array([a, -a], np.float32).reshape(2, 1, 1, 1, 1, 1)
-  argmin = cand[np.argmin(np.abs(w * c[None] - cand), axis=0), 0, 0, 0, 0, 0]
-  np.testing.assert_allclose(got, argmin, rtol=1e-6)
+def _np_xnor_weight(w):
+  """XNOR-Net (arXiv 1603.05279) eq. 4-7: a * sign(W), a = mean |W| per output filter."""
+  return np.mean(np.abs(w), axis=(0, 1, 2)) * np.where(w < 0, -1.0, 1.0)
 
 
-def test_projection_gradient_is_clipped_ste():
-  c, w = _data(1)
-  g = np.random.default_rng(2).normal(size=w.shape).astype(np.float32)
-  gc, gw = jax.grad(lambda c_, w_: jnp.sum(binary_ops.pcnn_project(c_, w_) * g),
-                    argnums=(0, 1))(jnp.asarray(c), jnp.asarray(w))
-  a = np.mean(np.abs(c))
-  want = np.sum(g * a * w * (np.abs(w * c[None]) <= 1.0), axis=0)
-  np.testing.assert_allclose(np.asarray(gc), want, rtol=1e-5, atol=1e-7)
-  np.testing.assert_array_equal(np.asarray(gw), 0.0)
+def _np_sign(x):
+  return np.where(x < 0, -1.0, 1.0)  # larq's sign(0) = +1
 
 
-def test_projection_loss_value_and_gradients():
-  c, w = _data(3)
-  c_hat = _np_project(c, w)
-  delta = np.random.default_rng(4).normal(size=w.shape).astype(np.float32)
-  lam, eta = 0.3, 0.5
-  loss, (gc, gw) = jax.value_and_grad(
-      lambda c_, w_: binary_ops.pcnn_projection_loss(c_, w_, c_hat, delta, lam, eta),
-      argnums=(0, 1))(jnp.asarray(c), jnp.asarray(w))
-  r = c_hat - w * (c[None] + eta * delta)
-  np.testing.assert_allclose(float(loss), 0.5 * lam * np.sum(r ** 2), rtol=1e-5)
-  np.testing.assert_allclose(np.asarray(gc), -lam * np.sum(w * r, axis=0), rtol=1e-4, atol=1e-6)
-  np.testing.assert_allclose(np.asarray(gw), -lam * (c[None] + eta * delta) * r, rtol=1e-4,
-                             atol=1e-6)
+@pytest.mark.parametrize("one_bit", [False, True])
+def test_xnor_conv_matches_reference_and_gradient_mask(one_bit):
+  kx, kw = jax.random.split(jax.random.key(0))
+  x = jax.random.normal(kx, (2, 6, 6, 3)) * 1.5
+  conv = binary_ops.layers_for("binary", one_bit).conv(4, (3, 3), padding=1)
+  v = conv.init(kw, x)
+  w = np.asarray(v["params"]["kernel"])
+  xb = _np_sign(np.asarray(x)) if one_bit else np.asarray(x)
+  ref = jax.lax.conv_general_dilated(jnp.asarray(xb, jnp.float32),
+                                     jnp.asarray(_np_xnor_weight(w), jnp.float32), (1, 1),
+                                     ((1, 1), (1, 1)), dimension_numbers=NHWC)
+  np.testing.assert_allclose(conv.apply(v, x), ref, rtol=1e-5, atol=1e-5)
+  gx = np.asarray(jax.grad(lambda u: conv.apply(v, u).sum())(x))
+  outside = np.abs(np.asarray(x)) > 1
+  if one_bit:  # clipped STE on the signed input
+    assert np.all(gx[outside] == 0) and np.any(gx[~outside] != 0)
+  else:        # real activations: the gradient is the plain conv's
+    assert np.any(gx[outside] != 0)
 
 
-def test_pcnn_conv_forward_and_delta():
-  x = jax.random.normal(jax.random.key(0), (2, 5, 5, 2))
-  conv = binary_ops.PCNNConv(4, 3, padding=1, binarize_input=True, num_projections=2)
-  v = conv.init(jax.random.key(1), x)
-  assert set(v) == {"params", "perturbations"}
-  c = np.asarray(v["params"]["kernel"])
-  w = np.asarray(v["params"]["projection"])
-  kernel = _np_project(c, w).mean(0)
-  want = jax.lax.conv_general_dilated(jnp.sign(x), jnp.asarray(kernel), (1, 1), ((1, 1), (1, 1)),
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  np.testing.assert_allclose(np.asarray(conv.apply({"params": v["params"]}, x)),
-                             np.asarray(want), rtol=1e-5, atol=1e-5)
-  # delta = dL/dC_hat_j: with the kernel mean_j C_hat_j, it is dL/dkernel / J.
-  t = jax.random.normal(jax.random.key(2), want.shape)
-  delta = jax.grad(lambda p: jnp.sum(conv.apply({"params": v["params"], "perturbations": p}, x)
-                                     * t))(v["perturbations"])["chat"]
-  gk = jax.grad(lambda k: jnp.sum(jax.lax.conv_general_dilated(
-      jnp.sign(x), k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-                                  * t))(jnp.asarray(kernel))
-  np.testing.assert_allclose(np.asarray(delta), np.broadcast_to(np.asarray(gk) / 2, w.shape),
-                             rtol=1e-5, atol=1e-6)
+@pytest.mark.parametrize("op_set", ["binary", "pcnn"])
+@pytest.mark.parametrize("one_bit", [False, True])
+def test_binary_dil_conv_is_the_darts_op_on_binary_convs(op_set, one_bit):
+  # DARTS DilConv (dil_conv_3x3: depthwise 3x3, dilation 2, padding 2, stride 2, then 1x1, BN)
+  # with the op set's convs; ReLU before the convs unless the activations are binary.
+  x = jax.random.normal(jax.random.key(1), (2, 9, 9, 4)) * 1.2
+  op = binary_ops.ops_for(op_set, one_bit)["dil_conv_3x3"](6, 2, True)
+  assert type(op) is space.DilConv  # pylint: disable=unidiomatic-typecheck
+  v = op.init(jax.random.key(2), x, train=False)
+  p = v["params"]
+  conv_names = sorted(k for k in p if k != "BatchNorm_0")
+  assert conv_names == (["BinaryConv_0", "BinaryConv_1"] if op_set == "binary" else
+                        ["PCNNConv_0", "PCNNConv_1"])
+
+  def weight(name):
+    c = np.asarray(p[name]["kernel"])
+    if op_set == "binary":
+      return _np_xnor_weight(c)
+    w = np.asarray(p[name]["projection"])
+    return (np.mean(np.abs(c)) * np.sign(w * c[None])).mean(0)
+
+  h = np.asarray(x) if one_bit else np.maximum(np.asarray(x), 0)
+  h = _np_sign(h) if one_bit else h
+  h = jax.lax.conv_general_dilated(jnp.asarray(h, jnp.float32), jnp.asarray(weight(conv_names[0])),
+                                   (2, 2), ((2, 2), (2, 2)), rhs_dilation=(2, 2),
+                                   dimension_numbers=NHWC, feature_group_count=4)
+  h = np.asarray(h)
+  # +-a taps can cancel exactly, and the sign of such a sum depends on the summation order:
+  # positions where the 1x1 conv reads one are left out of the 1-bit comparison.
+  keep = np.all(np.abs(h) > 1e-4, axis=-1) if one_bit else np.ones(h.shape[:-1], bool)
+  assert keep.mean() > 0.5
+  h = _np_sign(h) if one_bit else h
+  h = jax.lax.conv_general_dilated(jnp.asarray(h, jnp.float32), jnp.asarray(weight(conv_names[1])),
+                                   (1, 1), "VALID", dimension_numbers=NHWC)
+  want = np.asarray(h) / np.sqrt(1.0 + 1e-5)  # inference BN at its initial statistics
+  got = np.asarray(op.apply(v, x, train=False))
+  np.testing.assert_allclose(got[keep], want[keep], rtol=1e-4, atol=1e-4)
 
 
-def test_projection_loss_tree_sums_every_pcnn_layer():
-  net = eval_network.EvalNetwork(eval_network.get_genotype("DARTS_V2"), C=4, num_cells=3,
-                                 op_set="pcnn", auxiliary=False)
-  x = jnp.ones((2, 8, 8, 1))
-  v = net.init(jax.random.key(0), x)
-  deltas = jax.tree.map(jnp.ones_like, v["perturbations"])
-  got = float(binary_ops.projection_loss_tree(v["params"], deltas, 0.1, 1.0))
-  want, n_layers = 0.0, 0
-  for path, leaf in jax.tree_util.tree_flatten_with_path(v["params"])[0]:
-    keys = [k.key for k in path]
-    if keys[-1] != "projection":
-      continue
-    n_layers += 1
-    parent = v["params"]
-    for k in keys[:-1]:
-      parent = parent[k]
-    c, w = np.asarray(parent["kernel"]), np.asarray(leaf)
-    r = _np_project(c, w) - w * (c[None] + 1.0)
-    want += 0.05 * np.sum(r ** 2)
-  assert n_layers > 0
-  np.testing.assert_allclose(got, want, rtol=1e-4)
+@pytest.mark.parametrize("op_set", binary_ops.OP_SETS)
+@pytest.mark.parametrize("one_bit", [False, True])
+def test_op_sets_share_the_darts_classes_and_shapes(op_set, one_bit):
+  ops = binary_ops.ops_for(op_set, one_bit)
+  assert set(ops) >= set(space.PRIMITIVES)
+  x = jnp.ones((2, 8, 8, 4)).at[0, 0, 0, 0].set(-1.0)
+  for name in ("sep_conv_3x3", "dil_conv_5x5", "skip_connect", "max_pool_3x3", "none"):
+    for stride in (1, 2):
+      op = ops[name](4, stride, False)
+      assert type(op) is type(space.OPS[name](4, stride, False))  # pylint: disable=unidiomatic-typecheck
+      v = op.init(jax.random.key(0), x, train=False)
+      y = op.apply(v, x, train=False)
+      assert y.shape == (2, 8 // stride, 8 // stride, 4), (name, stride)
+  assert binary_ops.ops_for(op_set, one_bit) is ops  # built once per op set
 
 
-def test_summary_counts_xnor_and_pcnn_convs_as_binary():
-  import jaxcompress  # pylint: disable=g-import-not-at-top
-  x = jnp.zeros((1, 8, 8, 4))
-  for conv, input_bits in ((binary_ops.XNORConv(features=8, padding=1), 1),
-                           (binary_ops.XNORConv(features=8, padding=1, binarize_input=False), 32),
-                           (binary_ops.PCNNConv(features=8, padding=1), 1)):
-    s = jaxcompress.summary(conv, x)
-    (row,) = [l for l in s.layers if l.macs]
-    assert (row.weight_bits, row.input_bits) == (1, input_bits)
-    assert s.total_params >= 288 and row.macs == 8 * 8 * 3 * 3 * 4 * 8
-    if input_bits == 1:
-      assert row.binary_macs == row.macs
-    else:
-      assert row.binary_macs == 0 and row.float_macs == row.macs
+def test_layers_for_each_op_set():
+  assert binary_ops.ops_for("darts") is space.OPS
+  x = jnp.linspace(-2.0, 2.0, 9)
+  for op_set in ("binary", "pcnn"):
+    real, one_bit = binary_ops.layers_for(op_set, False), binary_ops.layers_for(op_set, True)
+    np.testing.assert_array_equal(real.act(x), np.maximum(np.asarray(x), 0))   # ReLU kept
+    np.testing.assert_array_equal(one_bit.act(x), np.asarray(x))               # ReLU dropped
+    assert real.conv(4).input_quantizer is None
+    assert one_bit.conv(4).input_quantizer == "ste_sign"
+  assert binary_ops.layers_for("binary").conv(4).kernel_quantizer == "xnor_sign"
+  assert isinstance(binary_ops.layers_for("pcnn").conv(4), pcnn.PCNNConv)
+  with pytest.raises(ConfigError, match="op_set"):
+    binary_ops.layers_for("ternary")
+  with pytest.raises(ConfigError, match="op_set"):
+    binary_ops.ops_for("ternary")

@@ -113,7 +113,10 @@ def test_registry_builds_float_and_binary_networks():
     assert net.apply(v, x, train=False).shape == (2, 10)
   binary = models.build("darts_eval", genotype="PC_DARTS", C=4, num_cells=3, op_set="binary")
   shapes = jax.eval_shape(lambda: binary.init(jax.random.key(0), x))
-  # sep_conv in the binary cell is an XNOR conv (kernel named "kernel" under XNORConv_*).
-  assert "XNORConv_0" in json.dumps(jax.tree.map(lambda a: 0, shapes["params"]["cell_0"]))
+  # sep_conv in the binary cell is the DARTS SepConv on XNOR convs (BinaryConv, xnor_sign).
+  paths = {tuple(k.key for k in path) for path, _ in
+           jax.tree_util.tree_flatten_with_path(shapes["params"]["cell_0"])[0]}
+  assert ("DilConv_0", "BinaryConv_0", "kernel") in {p[-3:] for p in paths if "SepConv" in p[0]}
+  assert not any("Conv_0" in p and "preprocess" not in p[0] for p in paths)  # no float conv op
   with pytest.raises(ConfigError, match="op_set"):
     models.build("darts_eval", layers="rbnn")

@@ -1,4 +1,4 @@
-"""Search network (supernet) and binarized ops: shapes, arch subtree, masks, sampled paths."""
+"""Search network (supernet): shapes, arch subtree, masks, sampled paths."""
 from __future__ import annotations
 
 import jax
@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcompress.nas import binary_ops, search
 from jaxcompress.nas import genotype as genotype_lib
+from jaxcompress.nas import search
 
 OPS4 = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
 
@@ -181,43 +181,6 @@ def test_genotype_from_arch_full_masks_match_darts_rule():
     search.genotype_from_arch(arch, np.zeros((2, 14, 8), bool))
   with pytest.raises(ValueError, match="shape"):
     search.genotype_from_arch(arch, np.ones((2, 5, 8), bool))
-
-
-def test_xnor_conv_matches_reference_and_gradient_mask():
-  kx, kw = jax.random.split(jax.random.key(0))
-  x = jax.random.normal(kx, (2, 6, 6, 3)) * 1.5
-  w = jax.random.normal(kw, (3, 3, 3, 4)) * 0.7
-  a = np.mean(np.abs(np.asarray(w)), axis=(0, 1, 2))
-  wb = np.where(np.asarray(w) < 0, -1.0, 1.0) * a
-  xb = np.where(np.asarray(x) < 0, -1.0, 1.0)
-  ref = jax.lax.conv_general_dilated(jnp.asarray(xb, jnp.float32), jnp.asarray(wb, jnp.float32),
-                                     (1, 1), ((1, 1), (1, 1)),
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  out = binary_ops.xnor_conv2d(x, w, 1, 1)
-  np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
-  gx = jax.grad(lambda v: binary_ops.xnor_conv2d(v, w, 1, 1).sum())(x)
-  assert np.all(np.asarray(gx)[np.abs(np.asarray(x)) > 1] == 0)
-  assert np.any(np.asarray(gx)[np.abs(np.asarray(x)) <= 1] != 0)
-  # Weight-only mode keeps real activations.
-  out_real = binary_ops.xnor_conv2d(x, w, 1, 1, binarize_input=False)
-  ref_real = jax.lax.conv_general_dilated(x, jnp.asarray(wb, jnp.float32), (1, 1),
-                                          ((1, 1), (1, 1)),
-                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  np.testing.assert_allclose(out_real, ref_real, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("one_bit", [False, True])
-def test_binary_op_set_shapes(one_bit):
-  ops = binary_ops.binary_ops(one_bit)
-  assert set(ops) >= set(search.space.PRIMITIVES)
-  x = jnp.ones((2, 8, 8, 4)).at[0, 0, 0, 0].set(-1.0)
-  for name in ("sep_conv_3x3", "dil_conv_5x5", "skip_connect", "max_pool_3x3"):
-    for stride in (1, 2):
-      op = ops[name](4, stride, False)
-      v = op.init(jax.random.key(0), x, train=False)
-      y = op.apply(v, x, train=False)
-      assert y.shape == (2, 8 // stride, 8 // stride, 4), (name, stride)
-  assert isinstance(ops["sep_conv_3x3"](4, 1, False), binary_ops.BinarySepConv)
 
 
 class _CompileCounter:

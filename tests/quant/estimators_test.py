@@ -87,6 +87,26 @@ class SignValueAndGradTest(chex.TestCase, parameterized.TestCase):
     np.testing.assert_allclose(grad_of(fn)(w), scale * np_window(np.asarray(w), 1.0), rtol=1e-6)
 
   @chex.variants(with_jit=True, without_jit=True)
+  def test_xnor_sign_value_and_gradient_through_the_scale(self):
+    # XNOR-Net (arXiv 1603.05279) Sec. 3.1: W ~ a sign(W), a = mean|W| per filter, a
+    # differentiated. HWIO kernel with 4 filters, entries beyond the clip window included.
+    rng = np.random.default_rng(0)
+    w = rng.normal(scale=0.9, size=(3, 3, 2, 4))
+    g = rng.normal(size=w.shape)
+    fn = self.variant(quant.xnor_sign)
+    a = np.mean(np.abs(w), axis=(0, 1, 2))
+    np.testing.assert_allclose(fn(jnp.asarray(w, jnp.float32)), a * np_larq_sign(w), rtol=1e-6)
+    _, vjp = jax.vjp(fn, jnp.asarray(w, jnp.float32))
+    s = np_larq_sign(w)
+    want = a * np_window(w, 1.0) * g + np.sign(w) * np.mean(g * s, axis=(0, 1, 2))
+    np.testing.assert_allclose(vjp(jnp.asarray(g, jnp.float32))[0], want, rtol=1e-5, atol=1e-6)
+    # Each entry's own term is XNOR-Net's g (1/n + a 1[|W| <= 1]) (n = 18 entries per filter).
+    own = np.zeros_like(w)
+    own[1, 2, 0, 3] = 1.0
+    got = vjp(jnp.asarray(own, jnp.float32))[0][1, 2, 0, 3]
+    np.testing.assert_allclose(got, 1 / 18 + a[3] * np_window(w, 1.0)[1, 2, 0, 3], rtol=1e-5)
+
+  @chex.variants(with_jit=True, without_jit=True)
   def test_ste_tern_fixed_threshold_edges(self):
     fn = self.variant(functools.partial(quant.ste_tern, threshold_value=0.5))
     # +-threshold maps to +-1 (sign(sign(x+D) + sign(x-D))), strictly inside maps to 0.
@@ -231,8 +251,8 @@ class DtypeAndRegistryTest(parameterized.TestCase):
     self.assertEqual((y.dtype, y.shape), (jnp.bfloat16, (1, 13)))
 
   def test_registry(self):
-    for name in ("ste_sign", "approx_sign", "swish_sign", "magnitude_aware_sign", "ste_tern",
-                 "ste_heaviside", "dorefa", "rbnn_sign"):
+    for name in ("ste_sign", "approx_sign", "swish_sign", "magnitude_aware_sign", "xnor_sign",
+                 "ste_tern", "ste_heaviside", "dorefa", "rbnn_sign"):
       self.assertIn(name, quant.names())
     self.assertIs(quant.get("ste_sign"), quant.ste_sign)
     self.assertIs(quant.get(quant.approx_sign), quant.approx_sign)

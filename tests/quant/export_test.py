@@ -148,6 +148,22 @@ class ExportTest(parameterized.TestCase):
     self.assertEqual(exported.layers["b2"].spec.mode, "binary_weight")
     self.check_serving(exported, qmodel.apply(variables, x), x)
 
+  def test_bnas_xnor_cells_pointwise_packed_depthwise_as_trained(self):
+    # BNAS's XNOR DARTS cells: the 1x1 XNOR convs (xnor_sign kernels) are packed, their BNs
+    # folded; the depthwise (grouped) ones keep their training forward, with a note.
+    from jaxcompress.nas import eval_network  # pylint: disable=g-import-not-at-top
+    net = eval_network.EvalNetwork(eval_network.get_genotype("DARTS_V2"), C=8, num_cells=3,
+                                   op_set="binary", binary_activations=True, auxiliary=False)
+    x = jax.random.normal(jax.random.key(4), (2, 8, 8, 3))
+    variables = perturb(net.init(jax.random.key(0), x))
+    exported = quant.export(variables, net, x, train=False)
+    self.assertNotEmpty(exported.layers)
+    self.assertEqual({l.spec.mode for l in exported.layers.values()}, {"xnor"})
+    self.assertTrue(all(l.spec.kernel_shape[:2] == (1, 1) for l in exported.layers.values()))
+    grouped = [n for n in exported.notes if "grouped convolution" in n]
+    self.assertLen(grouped, len(exported.layers))  # one depthwise conv before each 1x1
+    self.check_serving(exported, net.apply(variables, x, train=False), x, eager=False)
+
 
 def rbnn_variables(model, x, seed=0):
   """RBNN variables as after training: perturbed BN statistics, official uniform thetas in
