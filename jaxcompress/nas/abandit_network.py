@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcompress.nas import robust_ops, space, supernet
+from jaxcompress.nas import eval_network, robust_ops, space, supernet
 from jaxcompress.ops import conv as conv_ops
 
 Edge = tuple[str, int]
@@ -219,13 +219,6 @@ def cell_index(i: int, layers: int, num_cells: int) -> int:
   return min(k, num_cells - 1)
 
 
-def drop_path(x: jax.Array, drop_prob: jax.Array, rng: jax.Array) -> jax.Array:
-  """Per-sample path dropping x / keep * Bernoulli(keep) (`drop_path_`); drop_prob may be traced."""
-  keep = 1.0 - jnp.asarray(drop_prob, x.dtype)
-  mask = jax.random.bernoulli(rng, keep, (x.shape[0],) + (1,) * (x.ndim - 1)).astype(x.dtype)
-  return x / keep * mask
-
-
 class Normalize(nn.Module):
   """(x - mean) / std per channel inside the model (`attacks/advtrain.Normalize`)."""
   mean: Sequence[float] = CIFAR_MEAN
@@ -269,31 +262,12 @@ class EvalCell(nn.Module):
       op = robust_ops.ABANDIT_OPS[op_name](c, stride, True)
       h = op(states[idx], train)
       if train and self.use_drop_path and not isinstance(op, space.Identity):
-        h = drop_path(h, drop_prob, self.make_rng("drop_path"))
+        h = eval_network.drop_path(h, drop_prob, self.make_rng("drop_path"))
       states.append(h)
     out = jnp.concatenate([states[i] for i in self.concat], axis=-1)
     if self.denoising:
       out = robust_ops.DenoisingBlock(1, "dotp", True, self.bn_epsilon)(out, train)
     return out
-
-
-class AuxiliaryHead(nn.Module):
-  """`AuxiliaryHeadCIFAR`: ReLU, avgpool 5/3, 1x1 conv 128, BN, ReLU, 2x2 conv 768, BN, ReLU, FC.
-
-  Assumes an 8x8 input (CIFAR after two reductions).
-  """
-  num_classes: int
-  bn_epsilon: float = robust_ops.ABANDIT_BN_EPS
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    x = nn.avg_pool(nn.relu(x), (5, 5), strides=(3, 3), padding="VALID")
-    x = conv_ops.Conv(128, (1, 1), use_bias=False, kernel_init=space.torch_conv_init)(x)
-    x = nn.relu(_bn(train, True, self.bn_epsilon)(x))
-    x = conv_ops.Conv(768, (2, 2), padding="VALID", use_bias=False,
-                      kernel_init=space.torch_conv_init)(x)
-    x = nn.relu(_bn(train, True, self.bn_epsilon)(x))
-    return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
 
 
 class _Stem(nn.Module):
@@ -362,7 +336,8 @@ class AbanditNetwork(nn.Module):
                    i in denoise_at, self.drop_path_prob > 0, self.bn_epsilon,
                    name=f"cell_{i}")(s, train, drop_prob)
       if i == 2 * self.layers // 3 and self.auxiliary and (train or self.is_initializing()):
-        aux = AuxiliaryHead(self.num_classes, self.bn_epsilon, name="auxiliary_head")(s, train)
+        aux = eval_network.AuxiliaryHead(self.num_classes, self.bn_epsilon,
+                                         name="auxiliary_head")(s, train)
         logits_aux = aux if train else None
     out = jnp.mean(s, axis=(1, 2))
     if self.dropout > 0:

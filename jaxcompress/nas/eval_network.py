@@ -120,7 +120,8 @@ def reduction_cells(num_cells: int) -> tuple[int, int]:
 
 
 def drop_path(x: jax.Array, drop_prob: jax.Array | float, rng: jax.Array) -> jax.Array:
-  """DARTS `drop_path`: x / keep * Bernoulli(keep) per sample, keep = 1 - drop_prob.
+  """DARTS `drop_path` (also ABanditNAS's `drop_path_`): x / keep * Bernoulli(keep) per sample,
+  keep = 1 - drop_prob.
 
   Args:
     x: (N, ...) op output.
@@ -184,12 +185,18 @@ class EvalCell(nn.Module):
 
 class AuxiliaryHead(nn.Module):
   """DARTS `AuxiliaryHeadCIFAR`: ReLU, avgpool 5 stride 3, 1x1 conv 128, BN, ReLU, 2x2 conv 768,
-  BN, ReLU, linear.
+  BN, ReLU, linear (also ABanditNAS's head, with its batch-norm epsilon 1e-3).
 
-  On maps smaller than 5x5 (8x8 digits give 2x2 after two reductions) the pool is skipped
-  (CHOICE) and the 2x2 conv reads the map directly, so the head works on any input size >= 2.
+  Made for the 8x8 map of CIFAR after two reductions. On maps smaller than 5x5 (8x8 digits give
+  2x2) the pool is skipped (CHOICE) and the 2x2 conv reads the map directly, and a 1x1 map (after
+  the pool) gets a 1x1 conv, so the head works on any input size.
+
+  Attributes:
+    num_classes: classifier outputs.
+    bn_epsilon: epsilon of both batch norms (PyTorch's 1e-5 in DARTS).
   """
   num_classes: int
+  bn_epsilon: float = 1e-5
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -197,11 +204,11 @@ class AuxiliaryHead(nn.Module):
     if x.shape[1] >= 5:
       x = nn.avg_pool(x, (5, 5), strides=(3, 3), padding="VALID")
     x = conv_ops.Conv(128, (1, 1), use_bias=False, kernel_init=space.torch_conv_init)(x)
-    x = nn.relu(space.batch_norm(train, True)(x))
+    x = nn.relu(space.batch_norm(train, True, self.bn_epsilon)(x))
     k = min(2, x.shape[1])
     x = conv_ops.Conv(768, (k, k), padding="VALID", use_bias=False,
                       kernel_init=space.torch_conv_init)(x)
-    x = nn.relu(space.batch_norm(train, True)(x))
+    x = nn.relu(space.batch_norm(train, True, self.bn_epsilon)(x))
     return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
 
 

@@ -6,8 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest
 
+from jaxcompress import recording
 from jaxcompress.nas import abandit_network as an
-from jaxcompress.nas import robust_ops
+from jaxcompress.nas import eval_network, robust_ops
 
 # Released genotypes as written in the official bczhangbczhang/ABanditNAS utils/genotypes_all.py
 # (Genotype_6 fields a..f and a_concat..f_concat = range(1, 5)).
@@ -138,6 +139,24 @@ class EvalNetworkTest(absltest.TestCase):
         self.assertEqual(4 * c_cell in widths, manual and i in (2, 5, 7), (i, widths))
       n_params = sum(x.size for x in jax.tree.leaves(p))
       self.assertGreater(n_params, 1_000_000)
+
+  def test_auxiliary_head_and_drop_path_are_the_darts_ones_with_abandit_epsilon(self):
+    # One AuxiliaryHeadCIFAR / drop_path for DARTS and ABanditNAS; ABanditNAS's BNs use 1e-3.
+    g = an.make_genotype([[("conv_3x3", 0), ("sep_conv_3x3", 1), ("max_pool_3x3", 0),
+                           ("skip_connect", 2)]])
+    net = an.AbanditNetwork(g, C=4, layers=3, auxiliary=True, drop_path_prob=0.5,
+                            mean=(0.5,), std=(0.5,))
+    x = jnp.zeros((2, 16, 16, 1))
+    v = net.init({"params": jax.random.key(0), "drop_path": jax.random.key(1)}, x)
+    calls, _ = recording.record_calls(
+        lambda v, x: net.apply(v, x, train=True, mutable=["batch_stats"],
+                               rngs={"drop_path": jax.random.key(2)}), v, x)
+    (head,) = [c.module for c in calls if c.name == "auxiliary_head"]
+    self.assertIs(type(head), eval_network.AuxiliaryHead)
+    self.assertEqual(head.bn_epsilon, robust_ops.ABANDIT_BN_EPS)
+    bns = [c.module for c in calls if c.name.startswith("auxiliary_head/BatchNorm")]
+    self.assertEqual([bn.epsilon for bn in bns], [robust_ops.ABANDIT_BN_EPS] * 2)
+    self.assertFalse(hasattr(an, "AuxiliaryHead") or hasattr(an, "drop_path"))
 
   def test_small_network_runs_and_denoising_starts_as_identity(self):
     g = an.make_genotype([[("skip_connect", 0), ("dtp_blok_3x3", 1), ("max_pool_3x3", 0),

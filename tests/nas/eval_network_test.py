@@ -66,6 +66,35 @@ def test_drop_path_matches_numpy_reference():
   np.testing.assert_array_equal(np.asarray(en.drop_path(x, 0.0, rng)), np.asarray(x))
 
 
+@pytest.mark.parametrize("eps, hw", [(1e-5, 8), (1e-3, 8), (1e-5, 2)])
+def test_auxiliary_head_matches_torch_auxiliary_head_cifar(eps, hw):
+  # DARTS `AuxiliaryHeadCIFAR` (ABanditNAS: the same head, BN epsilon 1e-3), training-mode BN.
+  # A 2x2 map (digits) skips the 5x5 pool (CHOICE).
+  import torch  # pylint: disable=g-import-not-at-top
+  # Small activations: batch variances near the epsilon, so a wrong epsilon shows.
+  x = np.asarray(jax.random.normal(jax.random.key(0), (3, hw, hw, 4))) * 0.02
+  head = en.AuxiliaryHead(5, bn_epsilon=eps)
+  v = head.init(jax.random.key(1), jnp.asarray(x), train=False)
+  got, _ = head.apply(v, jnp.asarray(x), train=True, mutable=["batch_stats"])
+  p = v["params"]
+  conv1 = torch.nn.Conv2d(4, 128, 1, bias=False)
+  conv2 = torch.nn.Conv2d(128, 768, 2, bias=False)
+  fc = torch.nn.Linear(768, 5)
+  with torch.no_grad():
+    conv1.weight.copy_(torch.from_numpy(np.asarray(p["Conv_0"]["kernel"]).transpose(3, 2, 0, 1)))
+    conv2.weight.copy_(torch.from_numpy(np.asarray(p["Conv_1"]["kernel"]).transpose(3, 2, 0, 1)))
+    fc.weight.copy_(torch.from_numpy(np.asarray(p["Dense_0"]["kernel"]).T))
+    fc.bias.copy_(torch.from_numpy(np.asarray(p["Dense_0"]["bias"])))
+  pool = [torch.nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False)] if hw >= 5 else []
+  features = torch.nn.Sequential(torch.nn.ReLU(), *pool, conv1, torch.nn.BatchNorm2d(128, eps),
+                                 torch.nn.ReLU(), conv2, torch.nn.BatchNorm2d(768, eps),
+                                 torch.nn.ReLU()).train()
+  with torch.no_grad():
+    y = features(torch.from_numpy(x).permute(0, 3, 1, 2))
+    want = fc(y.reshape(y.shape[0], -1)).numpy()
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-4)
+
+
 def _cell_outputs(edges, drop_prob, train=True):
   cell = en.EvalCell(edges, (2, 3), 4)
   s = jax.random.normal(jax.random.key(0), (8, 6, 6, 4))
