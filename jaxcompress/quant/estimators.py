@@ -285,6 +285,11 @@ def swish_sign(x: ArrayLike, beta: ArrayLike = 5.0) -> jax.Array:
   return _swish_sign(x, _hp(beta, x))
 
 
+def _channel_mean_abs(x: jax.Array) -> jax.Array:
+  # One scale per channel of the last axis (the output channels of HWIO / (in, out) kernels).
+  return jnp.mean(jnp.abs(x), axis=tuple(range(x.ndim - 1)))
+
+
 @register("magnitude_aware_sign", bits=1)
 def magnitude_aware_sign(x: ArrayLike, clip_value: ArrayLike | None = 1.0) -> jax.Array:
   """Bi-Real Net's magnitude-aware sign for weights (arXiv 1808.00278, sec. 3.3; larq).
@@ -301,8 +306,7 @@ def magnitude_aware_sign(x: ArrayLike, clip_value: ArrayLike | None = 1.0) -> ja
     `{-s, +s}` per channel, in the dtype of `x`.
   """
   x = jnp.asarray(x)
-  scale = jax.lax.stop_gradient(jnp.mean(jnp.abs(x), axis=tuple(range(x.ndim - 1))))
-  return scale * ste_sign(x, clip_value)
+  return jax.lax.stop_gradient(_channel_mean_abs(x)) * ste_sign(x, clip_value)
 
 
 @register("xnor_sign", bits=1)
@@ -315,15 +319,14 @@ def xnor_sign(x: ArrayLike, clip_value: ArrayLike | None = 1.0) -> jax.Array:
   filter), whose own-entry part is XNOR-Net's `g (1/n + a [|x| <= 1])` (n entries per filter).
 
   Args:
-    x: input of any shape; the last axis is the channel axis.
-    clip_value: gradient window of the inner ste_sign.
+    x: a kernel with its output channels last (HWIO, or (in, out)).
+    clip_value: the sign's straight-through gradient is cut where |x| > clip_value.
 
   Returns:
-    `{-a, +a}` per channel, in the dtype of `x`.
+    `a * sign(x)` with one `a` per output channel, in the dtype of `x`.
   """
   x = jnp.asarray(x)
-  scale = jnp.mean(jnp.abs(x), axis=tuple(range(x.ndim - 1)), keepdims=True)
-  return scale * ste_sign(x, clip_value)
+  return _channel_mean_abs(x) * ste_sign(x, clip_value)
 
 
 @register("ste_tern", bits=2)
