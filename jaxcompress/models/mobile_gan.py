@@ -26,7 +26,12 @@ For pruning and distillation, the conventions of `cyclegan.ResnetGenerator`:
     DMAD's mask places (`models/MaskMobileCycleGAN.py`). The instance norm inside a separable
     conv has no gate: the depthwise conv keeps its input's channels, so it has no width of its
     own to prune (DMAD puts no mask there either);
-  * `widths` by role, with the roles of `cyclegan.ResnetGenerator` (see the class);
+  * `widths` by role, with the roles of `cyclegan.ResnetGenerator` (see the class); width 0
+    for a block's "conv1" role removes the block;
+  * `prune_spec()` describes the channels for `jaxcompress.prune.materialize`: the roles and
+    residual group of `cyclegan.ResnetGenerator`, each gate masking its separable conv's
+    pointwise conv; a depthwise conv (and the norm after it) keeps the channels of its input,
+    as SJLeo/DMAD `models/MaskMobileCycleGAN.py` (`prune`, `inhert_weight`) prunes them;
   * feature taps "down1", "down2", "res1".."res{n_blocks}", "up1", "up2" (after the same
     activations and blocks as `cyclegan.ResnetGenerator`; DMAD distils "down2", "res3", "res6"
     and "res9").
@@ -114,8 +119,9 @@ class MobileResnetGenerator(nn.Module):
     widths: output channels by role for a pruned generator, the roles equal to module paths:
       "stem", "down1", "down2" (also the residual stream's width: every block's conv2 and the
       depthwise conv of its conv1), "block{b}/conv1" (b from 0: the separable conv's pointwise
-      output, which its conv2's depthwise conv keeps; default: the stream's width), "up1",
-      "up2". Other roles left out keep ngf, 2 ngf, 4 ngf, 2 ngf, ngf.
+      output, which its conv2's depthwise conv keeps; default: the stream's width; 0 removes
+      block b, whose output is then its input), "up1", "up2". Other roles left out keep ngf,
+      2 ngf, 4 ngf, 2 ngf, ngf.
   """
   output_nc: int = 3
   ngf: int = 64
@@ -130,11 +136,50 @@ class MobileResnetGenerator(nn.Module):
     defaults = {"stem": ngf, "down1": 2 * ngf, "down2": 4 * ngf}
     defaults.update({f"block{b}/conv1": 4 * ngf for b in range(self.n_blocks)})
     defaults.update({"up1": 2 * ngf, "up2": ngf})
-    out = factory.resolve_widths(self.widths, defaults, "MobileResnetGenerator")
-    for b in range(self.n_blocks):  # a block's inner width follows the stream unless given
-      if f"block{b}/conv1" not in (self.widths or {}):
-        out[f"block{b}/conv1"] = out["down2"]
+    blocks = [f"block{b}/conv1" for b in range(self.n_blocks)]
+    out = factory.resolve_widths(self.widths, defaults, "MobileResnetGenerator",
+                                 removable=blocks)
+    for role in blocks:  # a block's inner width follows the stream unless given
+      if role not in (self.widths or {}):
+        out[role] = out["down2"]
     return out
+
+  def prune_spec(self) -> factory.PruneSpec:
+    """The channel roles for `jaxcompress.prune.materialize` (DMAD, arXiv 2011.08382 Sec. 3).
+
+    The roles of `cyclegan.ResnetGenerator.prune_spec`: the residual stream ("down2") is
+    written by the gate after "down2" and by every block's "gate2" (DMAD's group rule,
+    SJLeo/DMAD `models/MaskMobileCycleGAN.py`, `get_cfg_residual_mask`); a block's "conv1" role
+    is removable; removed blocks (width 0) have no roles. A gate masks the output of its
+    separable conv's pointwise conv (and the block norm after it). A separable conv reads its
+    input role as a whole: the depthwise conv, the norm inside and the pointwise conv's input
+    axis keep that role's channels, as the official `prune` (`inhert_weight`) copies the
+    depthwise filters of the kept input channels (`last_mask`) and zeroes the pointwise filters
+    of stream channels a block's own mask switches off. One difference: the official loop drops
+    any layer whose own mask keeps nothing together with the layer after it (meant for a
+    block's first conv); here only a block whose first conv keeps nothing is removed, a block
+    whose "gate2" keeps nothing stays with zero pointwise filters (it adds exactly 0), and any
+    other role that keeps nothing keeps one zero channel (`materialize`).
+    """
+    widths = self.layer_widths()
+    blocks = [b for b in range(self.n_blocks) if widths[f"block{b}/conv1"]]
+
+    def role(name: str) -> factory.PruneRole:
+      return factory.PruneRole({f"{name}_gate": (name, f"{name}_norm")})
+    stream = {"down2_gate": ("down2", "down2_norm")}
+    stream.update({f"block{b}/gate2": (f"block{b}/conv2/pointwise", f"block{b}/norm2")
+                   for b in blocks})
+    roles = {"stem": role("stem"), "down1": role("down1"),
+             "down2": factory.PruneRole(stream, residual=True)}
+    roles.update({f"block{b}/conv1": factory.PruneRole(
+        {f"block{b}/gate1": (f"block{b}/conv1/pointwise", f"block{b}/norm1")}, removable=True)
+                  for b in blocks})
+    roles.update({"up1": role("up1"), "up2": role("up2")})
+    inputs = {"down1": ("stem",), "down2": ("down1",), "up1": ("down2",), "up2": ("up1",),
+              "head": ("up2",)}
+    for b in blocks:  # the whole separable conv (depthwise, its norm, pointwise) reads the role
+      inputs.update({f"block{b}/conv1": ("down2",), f"block{b}/conv2": (f"block{b}/conv1",)})
+    return factory.PruneSpec(roles, inputs, input_layer="stem", input_size=(32, 32))
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -153,8 +198,10 @@ class MobileResnetGenerator(nn.Module):
           cyclegan.instance_norm(f"{role}_norm")(x)))
       tap(role, x)
     for b in range(self.n_blocks):
-      x = MobileResnetBlock(widths["down2"], ly, inner=widths[f"block{b}/conv1"],
-                            dropout_rate=self.dropout_rate, name=f"block{b}")(x, train)
+      # Width 0: block b was pruned away (its first conv kept no channel, so it added nothing).
+      if widths[f"block{b}/conv1"]:
+        x = MobileResnetBlock(widths["down2"], ly, inner=widths[f"block{b}/conv1"],
+                              dropout_rate=self.dropout_rate, name=f"block{b}")(x, train)
       tap(f"res{b + 1}", x)
     for i in range(2):
       role = f"up{i + 1}"

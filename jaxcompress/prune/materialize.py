@@ -7,6 +7,8 @@ whose own mask is off get zero weights; a block whose first conv keeps no channe
 (SJLeo/DMAD `models/MaskCycleGAN.py`, `get_cfg_residual_mask` and `prune`). `materialize` does
 this for any model built through the layer factory (`jaxcompress.models.factory`) that
 describes its channels with `prune_spec()`, as NNI's ModelSpeedup does for PyTorch modules.
+Depthwise convs (separable convs of the mobile generator, `models/MaskMobileCycleGAN.py`) keep
+the channels of their input, as the official mobile `prune` does.
 
 Example:
   >>> from jaxcompress import prune
@@ -128,6 +130,11 @@ def _trace(model: nn.Module, example: Any) -> dict[str, nn.Module]:
   return modules
 
 
+def _is_depthwise(module: nn.Module | None) -> bool:
+  """Whether `module` is a grouped conv (flax's `feature_group_count` > 1)."""
+  return getattr(module, "feature_group_count", 1) > 1
+
+
 def _owner(path: str, declared: Mapping[str, Any]) -> str | None:
   """The longest declared module path that is `path` or one of its parents."""
   parts = path.split("/")
@@ -158,6 +165,17 @@ def materialize(model: nn.Module, params: Any, masks: Mapping[str, Any], *,
   channel another gate keeps) get zero parameters in that gate's modules, so they add exactly
   0 (zero conv weights and bias under affine-free instance norm; zero scale and offset under
   batch norm). A role that keeps nothing and cannot be removed keeps one such zero channel.
+  Depthwise convs (`feature_group_count` equal to the input channels, kernel (kh, kw, 1, C))
+  have one output channel per input channel: under an `inputs` entry, their kernel's output
+  axis and their bias are sliced by that entry's input channels and their input axis (1) is
+  kept; so are the leaves of kernel-less modules (norms) under the same entry, which normalise
+  the depthwise output. A separable conv (GAN Compression's `SeparableConv2d`: depthwise conv,
+  norm, pointwise conv) is declared by its path in `inputs`, its pointwise conv as the gate's
+  module. A dropped input channel is 0 in the masked model, so its depthwise output is a
+  constant (the bias), which the norm must send to 0 for the masked model to equal the pruned
+  one: true of affine-free instance norm (the mobile generator, SJLeo/DMAD) and of batch norm
+  without offset in training mode, not of a norm with an offset or with running statistics
+  (the pruned model would lose that constant's share of the pointwise output).
   Shapes are checked against `jax.eval_shape` of the new model's init.
 
   Args:
@@ -222,6 +240,21 @@ def materialize(model: nn.Module, params: Any, masks: Mapping[str, Any], *,
       offset += widths[role]
     return np.concatenate(parts)
 
+  # Modules whose channels are their input's: depthwise convs and the kernel-less modules
+  # (norms) of the same `inputs` entry; path -> that entry.
+  with_kernel = {k.split("/", 1)[1].rsplit("/", 1)[0] for k in flat_old if k.endswith("/kernel")}
+  follow: dict[str, str] = {}
+  for path, module in modules.items():
+    if not _is_depthwise(module) or _owner(path, spec.inputs) is None:
+      continue
+    if _owner(path, producer) is not None:
+      raise ConfigError(f"{name}.prune_spec(): {path!r} is a depthwise conv, whose channels are "
+                        "its input's; list the conv after it (the pointwise conv) as the gate's "
+                        "module and the separable conv's path in inputs.")
+    follow[path] = entry = _owner(path, spec.inputs)
+    follow.update({p: entry for p in modules if _owner(p, {entry: ()}) == entry
+                   and p not in with_kernel and _owner(p, producer) is None})
+
   target = jax.eval_shape(new_model.init, {"params": jax.random.key(0),
                                            "dropout": jax.random.key(1)}, example_input)
   out: dict[str, Any] = {}
@@ -239,6 +272,14 @@ def materialize(model: nn.Module, params: Any, masks: Mapping[str, Any], *,
       out_axis, in_axis = (-2, -1) if transposed else (-1, -2)
     elif leaf.ndim == 1:
       out_axis = -1
+    if path in follow and out_axis is not None:  # one channel per kept input channel
+      if _is_depthwise(module) and leaf.ndim >= 2 and (
+          leaf.shape[in_axis] != 1 or leaf.shape[out_axis] != module.feature_group_count):
+        raise ConfigError(f"{name}: {path!r} is a grouped conv with kernel {leaf.shape}; "
+                          "materialize slices depthwise convs, kernel (kh, kw, 1, C) with "
+                          "feature_group_count C.")
+      leaf = np.take(leaf, in_index(follow[path]), axis=out_axis)
+      in_axis = out_axis = None
     owner = _owner(path, producer)
     if owner is not None and out_axis is not None:
       role, g = producer[owner]
