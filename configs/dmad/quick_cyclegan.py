@@ -10,8 +10,10 @@ Networks: the CycleGAN ResNet generator at ngf 16 with 3 blocks (1.97 G MACs on 
 GAN convention) and the 70x70 PatchGAN at ndf 16; LSGAN, cycle 10 + 10, identity 0.5, pools of
 50, Adam 2e-4 (0.5, 0.999), batch 4, epochs of 20 steps.
 Teacher and search 400 steps each (10 epochs constant, 10 decaying), fine-tuning 200.
-Search: lambda_mask 1e-3, group coefficients (lambda_update 1), sampling masks x100, cube bound
-updated after every epoch (20 updates), early stop at 0.43 G MACs (>= 4.5x fewer than the
+Search: lambda_mask 1e-2 (the paper's 1e-3 scaled to this short run, see LAMBDA_MASK), group
+coefficients (lambda_update 1), sampling masks x100, cube bound updated after every epoch (20
+updates), masks at Adam 1e-2 (they travel per bound update as far as in the official run, whose
+updates are 1334 steps of Adam 2e-4 apart), early stop at 0.43 G MACs (>= 4.5x fewer than the
 teacher). Fine-tuning: attention distillation 100, discriminator distillation 1e-4, and the
 same budget without distillation.
 Not a paper row: a CPU-sized check of the method's claims (a really smaller generator, >= 4x
@@ -23,7 +25,8 @@ Outputs: <workdir>/{teacher,search,materialize,distilled,undistilled,report}/ an
 <workdir>/dmad_report.json (teacher_macs, student_macs, teacher_params, student_params,
 teacher/psnr_B_ref, distilled/psnr_B_ref, undistilled/psnr_B_ref).
 Hardware: any CPU. Expected: see BENCHMARKS.md (DMAD quick runs).
-Variant `:quick`: a few steps per stage (smoke run for tests).
+Variants: `:small` (ngf 8, half the steps: the slow test's CPU-sized check of the same promises);
+`:quick` (a few steps per stage: smoke run for tests).
 """
 from __future__ import annotations
 
@@ -34,10 +37,16 @@ from configs.dmad import _stages
 from configs.gan import _common
 
 MACS_TARGET = 0.43e9
+MASK_LR = 1e-2  # Adam learning rate of the masks in the search (see get_config)
+# The paper's 1e-3 pushes in-band masks over 267k steps (200 epochs of 1334); over this run's
+# 400 the same push needs 10x the weight: with 1e-3 the search ends at 2.6x fewer MACs, with 1e-2
+# both generators meet the 4.5x target before the bound reaches 0 (BENCHMARKS.md).
+LAMBDA_MASK = 1e-2
+SMALL_MACS = 0.569 / 1.969  # ngf 8 / ngf 16 generator MACs (the `:small` target keeps the ratio)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = common.parse_arg(arg, quick=False)
+  args = common.parse_arg(arg, quick=False, small=False)
   c = _common.gan_config("cyclegan")
   c.model.generator = _common.network("cyclegan_resnet_generator", ngf=16, n_blocks=3,
                                       output_nc=3)
@@ -57,6 +66,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The official taps of a 9-block generator (after the 2nd downsampling and blocks 3, 6, 9)
   # are every third block; with 3 blocks every block.
   taps = ("down2", "res1", "res2", "res3")
+  macs_target = MACS_TARGET
+  if args.small:
+    c.model.generator.kwargs.ngf = 8
+    c.model.discriminator.kwargs.ndf = 8
+    epochs = {"teacher": (5, 5), "search": (5, 5), "finetune": (3, 3)}
+    macs_target = MACS_TARGET * SMALL_MACS
   if args.quick:
     c.model.generator.kwargs.update({"ngf": 4, "n_blocks": 2})
     c.model.discriminator.kwargs.update({"ndf": 4, "n_layers": 2})
@@ -66,11 +81,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.log_every = 1
     epochs = {"teacher": (1, 1), "search": (1, 1), "finetune": (1, 1)}
     taps = ("down2", "res1", "res2")
-  dmad = {"lambda_mask": 1e-3, "lambda_update": 1.0, "sampling_coeff": 100.0,
-          "rule": "cube", "update_every": 1, "macs_target": MACS_TARGET,
+  dmad = {"lambda_mask": LAMBDA_MASK, "lambda_update": 1.0, "sampling_coeff": 100.0,
+          "rule": "cube", "update_every": 1, "macs_target": macs_target,
           "macs_input_size": 256, "lambda_attention": 100.0, "lambda_discriminator": 1e-4,
           "distill_taps": taps, "disc_tap": "hidden1",
           "disc_last_tap": f"hidden{c.model.discriminator.kwargs.n_layers}"}
-  return _stages.dmad_stages(c, kind="cyclegan", teacher_epochs=epochs["teacher"],
-                             search_epochs=epochs["search"], finetune_epochs=epochs["finetune"],
-                             dmad=dmad, report_metric="psnr_B_ref")
+  staged = _stages.dmad_stages(c, kind="cyclegan", teacher_epochs=epochs["teacher"],
+                               search_epochs=epochs["search"],
+                               finetune_epochs=epochs["finetune"], dmad=dmad,
+                               report_metric="psnr_B_ref")
+  # Masks travel per bound update as far as in the official run: there an update comes every
+  # epoch of 1334 steps at Adam 2e-4 (~0.27 per update); here every 20 steps, so 1e-2.
+  staged.stages.search.optim.groups = [{"regex": ".*/mask", "learning_rate": MASK_LR}]
+  return staged

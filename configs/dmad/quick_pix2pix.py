@@ -20,7 +20,8 @@ Outputs: <workdir>/{teacher,search,materialize,distilled,undistilled,report}/ an
 <workdir>/dmad_report.json (teacher_macs, student_macs, teacher_params, student_params,
 teacher/psnr, distilled/psnr, undistilled/psnr).
 Hardware: any CPU. Expected: see BENCHMARKS.md (DMAD quick runs).
-Variant `:quick`: a few steps per stage (smoke run for tests).
+Variants: `:small` (ngf 8, half the steps: the slow test's CPU-sized check of the same promises);
+`:quick` (a few steps per stage: smoke run for tests).
 """
 from __future__ import annotations
 
@@ -32,10 +33,12 @@ from configs.gan import _common
 
 UNET = "jaxcompress.models.pix2pix:UnetGenerator"
 MACS_TARGET = 0.24e9
+MASK_LR = 1e-2
+SMALL_MACS = 0.304 / 1.103  # ngf 8 / ngf 16 U-Net MACs (the `:small` target keeps the ratio)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = common.parse_arg(arg, quick=False)
+  args = common.parse_arg(arg, quick=False, small=False)
   c = _common.gan_config("pix2pix")
   c.model.generator = _common.network(UNET, ngf=16, num_downs=5, use_dropout=True, output_nc=3)
   c.model.discriminator = _common.network("patchgan_discriminator", ndf=16, n_layers=3,
@@ -52,6 +55,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.log_every = 20
   c.checkpoint_every = 10 ** 9
   epochs = {"teacher": (10, 10), "search": (10, 10), "finetune": (5, 5)}
+  macs_target = MACS_TARGET
+  if args.small:
+    c.model.generator.kwargs.ngf = 8
+    c.model.discriminator.kwargs.ndf = 8
+    epochs = {"teacher": (5, 5), "search": (5, 5), "finetune": (3, 3)}
+    macs_target = MACS_TARGET * SMALL_MACS
   if args.quick:
     c.model.generator.kwargs.update({"ngf": 4})
     c.model.discriminator.kwargs.update({"ndf": 4, "n_layers": 2})
@@ -60,10 +69,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.log_every = 1
     epochs = {"teacher": (1, 1), "search": (1, 1), "finetune": (1, 1)}
   dmad = {"lambda_mask": 1e-2, "lambda_update": 1.0, "rule": "cube", "update_every": 1,
-          "macs_target": MACS_TARGET, "macs_input_size": 256, "frozen_threshold": 0.8,
+          "macs_target": macs_target, "macs_input_size": 256, "frozen_threshold": 0.8,
           "lambda_attention": 10.0, "lambda_discriminator": 1e-4,
           "distill_taps": ("down2", "up3_norm"), "disc_tap": "hidden1",
           "disc_last_tap": f"hidden{c.model.discriminator.kwargs.n_layers}"}
-  return _stages.dmad_stages(c, kind="pix2pix", teacher_epochs=epochs["teacher"],
-                             search_epochs=epochs["search"], finetune_epochs=epochs["finetune"],
-                             dmad=dmad, report_metric="psnr")
+  staged = _stages.dmad_stages(c, kind="pix2pix", teacher_epochs=epochs["teacher"],
+                               search_epochs=epochs["search"],
+                               finetune_epochs=epochs["finetune"], dmad=dmad, report_metric="psnr")
+  # Masks travel per bound update as far as in the official run (configs/dmad/quick_cyclegan.py).
+  staged.stages.search.optim.groups = [{"regex": ".*/mask", "learning_rate": MASK_LR}]
+  return staged
