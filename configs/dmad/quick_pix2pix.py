@@ -6,7 +6,8 @@ crop; held-out photos for evaluation), 32x32, no flips. Networks: the pix2pix U-
 with 5 downsamplings (1.10 G MACs on 1x3x256x256, GAN convention), batch norm and dropout, and
 the batch-norm PatchGAN at ndf 16 (6-channel input); hinge loss, L1 100, Adam 2e-4
 (0.5, 0.999), batch 4, epochs of 20 steps. Teacher and search 400 steps each, fine-tuning 200.
-Search: lambda_mask 1e-2, every mask ordinary, layers frozen past 0.8 sparsity
+Search: lambda_mask 3e-2 (the official 1e-2 scaled to this short run, see LAMBDA_MASK), masks at
+Adam 1e-2 (as in quick_cyclegan.py), every mask ordinary, layers frozen past 0.8 sparsity
 (`frozen_threshold`, the official edges2shoes script), cube bound updated after every epoch,
 early stop at 0.24 G MACs (>= 4.5x fewer than the teacher). Fine-tuning: attention distillation
 10 at the taps whose size equals the teacher D's second-conv feature ("down2", "up3_norm", the
@@ -34,6 +35,10 @@ from configs.gan import _common
 UNET = "jaxcompress.models.pix2pix:UnetGenerator"
 MACS_TARGET = 0.24e9
 MASK_LR = 1e-2
+# The official 1e-2 scaled to this short run as in configs/dmad/quick_cyclegan.py; measured on
+# this config: 1e-2 ends at 3.0x fewer MACs, 3e-2 meets the 4.5x target, 1e-1 stops at 5.1x
+# after 100 steps (BENCHMARKS.md).
+LAMBDA_MASK = 3e-2
 SMALL_MACS = 0.304 / 1.103  # ngf 8 / ngf 16 U-Net MACs (the `:small` target keeps the ratio)
 
 
@@ -68,7 +73,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.batch_size = 8          # divisible by 8 devices (the tests' fake devices)
     c.log_every = 1
     epochs = {"teacher": (1, 1), "search": (1, 1), "finetune": (1, 1)}
-  dmad = {"lambda_mask": 1e-2, "lambda_update": 1.0, "rule": "cube", "update_every": 1,
+  dmad = {"lambda_mask": LAMBDA_MASK, "lambda_update": 1.0, "rule": "cube", "update_every": 1,
           "macs_target": macs_target, "macs_input_size": 256, "frozen_threshold": 0.8,
           "lambda_attention": 10.0, "lambda_discriminator": 1e-4,
           "distill_taps": ("down2", "up3_norm"), "disc_tap": "hidden1",
