@@ -13,8 +13,8 @@ to the outer interceptor nor is altered by it.
 Example:
   >>> calls, variables = record_calls(lambda x: model.init(jax.random.key(0), x),
   ...                                 jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
-  >>> [c.name for c in calls if isinstance(c.module, nn.Conv)]
-  ['conv1', 'stage1_block0/conv1', ...]
+  >>> convs = [c.name for c in calls if isinstance(c.module, nn.Conv)]   # paths, call order
+  >>> calls[0].output.shape              # outputs are abstract arrays: shape and dtype only
 """
 from __future__ import annotations
 
