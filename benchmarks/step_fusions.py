@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_step  # noqa: E402  (the benchmark's model, step and timing loop)
 
 from jaxcompress.ops import conv as conv_ops  # noqa: E402
+from jaxcompress.ops import padding as padding_lib  # noqa: E402
 from jaxcompress.quant import rotation  # noqa: E402
 
 
@@ -40,7 +41,7 @@ def padded_copy_then_conv(xb, wb, strides, padding, precision=None):
   """`rotation.pad_and_conv` before the change: `jnp.pad`, then a VALID convolution."""
   nd = xb.ndim - 2
   st = rotation.as_tuple(strides, nd)
-  pads = rotation.explicit_padding(padding, xb.shape[1:-1], wb.shape[:nd], st)
+  pads = list(padding_lib.explicit_pads(padding, xb.shape[1:-1], wb.shape[:nd], st))
   xb = jnp.pad(xb, [(0, 0)] + pads + [(0, 0)])
   dtype = jnp.result_type(xb, wb)
   return conv_ops.conv_general_dilated(xb.astype(dtype), wb.astype(dtype), st, "VALID",

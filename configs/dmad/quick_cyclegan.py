@@ -59,6 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       {"image_size": 32, "num_examples": 80, "num_test_examples": 32})
   c.data.transform_kwargs = ml_collections.ConfigDict({"load_size": 36, "crop_size": 32})
   c.data.batch_size = 4            # 80 / 4 = 20 steps per epoch
+  c.num_devices = 1                # a batch of 4 on one device, whatever the machine has
   c.data.eval_batch_size = 8
   c.log_every = 20
   c.checkpoint_every = 10 ** 9     # one checkpoint, at the end of each stage
@@ -77,6 +78,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.discriminator.kwargs.update({"ndf": 4, "n_layers": 2})
     c.data.source_kwargs.update({"image_size": 32, "num_examples": 16, "num_test_examples": 8})
     c.data.batch_size = 8          # divisible by 8 devices (the tests' fake devices)
+    c.num_devices = -1
     c.data.transform_kwargs.update({"load_size": 36, "crop_size": 32})
     c.log_every = 1
     epochs = {"teacher": (1, 1), "search": (1, 1), "finetune": (1, 1)}

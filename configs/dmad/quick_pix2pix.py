@@ -56,6 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.transform_kwargs = ml_collections.ConfigDict(
       {"load_size": 32, "crop_size": 32, "no_flip": True})
   c.data.batch_size = 4            # 80 / 4 = 20 steps per epoch
+  c.num_devices = 1                # a batch of 4 on one device, whatever the machine has
   c.data.eval_batch_size = 8
   c.log_every = 20
   c.checkpoint_every = 10 ** 9
@@ -71,6 +72,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.discriminator.kwargs.update({"ndf": 4, "n_layers": 2})
     c.data.source_kwargs.update({"num_examples": 16, "num_test_examples": 8})
     c.data.batch_size = 8          # divisible by 8 devices (the tests' fake devices)
+    c.num_devices = -1
     c.log_every = 1
     epochs = {"teacher": (1, 1), "search": (1, 1), "finetune": (1, 1)}
   dmad = {"lambda_mask": LAMBDA_MASK, "lambda_update": 1.0, "rule": "cube", "update_every": 1,
