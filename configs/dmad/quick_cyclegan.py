@@ -67,12 +67,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The official taps of a 9-block generator (after the 2nd downsampling and blocks 3, 6, 9)
   # are every third block; with 3 blocks every block.
   taps = ("down2", "res1", "res2", "res3")
-  macs_target = MACS_TARGET
+  macs_target, lambda_mask = MACS_TARGET, LAMBDA_MASK
   if args.small:
     c.model.generator.kwargs.ngf = 8
     c.model.discriminator.kwargs.ndf = 8
     epochs = {"teacher": (5, 5), "search": (5, 5), "finetune": (3, 3)}
     macs_target = MACS_TARGET * SMALL_MACS
+    lambda_mask = 3e-2            # half the search steps: a stronger push (measured, BENCHMARKS.md)
   if args.quick:
     c.model.generator.kwargs.update({"ngf": 4, "n_blocks": 2})
     c.model.discriminator.kwargs.update({"ndf": 4, "n_layers": 2})
@@ -83,7 +84,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.log_every = 1
     epochs = {"teacher": (1, 1), "search": (1, 1), "finetune": (1, 1)}
     taps = ("down2", "res1", "res2")
-  dmad = {"lambda_mask": LAMBDA_MASK, "lambda_update": 1.0, "sampling_coeff": 100.0,
+  dmad = {"lambda_mask": lambda_mask, "lambda_update": 1.0, "sampling_coeff": 100.0,
           "rule": "cube", "update_every": 1, "macs_target": macs_target,
           "macs_input_size": 256, "lambda_attention": 100.0, "lambda_discriminator": 1e-4,
           "distill_taps": taps, "disc_tap": "hidden1",
