@@ -43,5 +43,7 @@ PAPER_ROW = _paper.PaperRow("Pix2Pix", "cityscapes", 3.96e9, 4.70, 1.73e6, 31.4,
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The staged run; `arg` is unused (no `:quick` variant: configs/dmad/quick_cyclegan.py and
+  quick_pix2pix.py are the CPU-sized runs)."""
   del arg
   return _paper.pix2pix_row("cityscapes")

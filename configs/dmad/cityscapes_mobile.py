@@ -44,5 +44,7 @@ PAPER_ROW = _paper.PaperRow("Pix2Pix*", "cityscapes", 4.39e9, 4.24, 0.55e6, 98.9
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The staged run; `arg` is unused (no `:quick` variant: configs/dmad/quick_cyclegan.py and
+  quick_pix2pix.py are the CPU-sized runs)."""
   del arg
   return _paper.pix2pix_row("cityscapes", mobile=True)

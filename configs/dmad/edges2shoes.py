@@ -41,5 +41,7 @@ PAPER_ROW = _paper.PaperRow("Pix2Pix", "edges2shoes", 2.99e9, 6.22, 2.13e6, 25.5
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The staged run; `arg` is unused (no `:quick` variant: configs/dmad/quick_cyclegan.py and
+  quick_pix2pix.py are the CPU-sized runs)."""
   del arg
   return _paper.pix2pix_row("edges2shoes")

@@ -42,5 +42,7 @@ PAPER_ROW = _paper.PaperRow("Pix2Pix*", "edges2shoes", 4.30e9, 4.32, 0.54e6, 100
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The staged run; `arg` is unused (no `:quick` variant: configs/dmad/quick_cyclegan.py and
+  quick_pix2pix.py are the CPU-sized runs)."""
   del arg
   return _paper.pix2pix_row("edges2shoes", mobile=True)

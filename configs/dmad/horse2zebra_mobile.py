@@ -40,5 +40,7 @@ PAPER_ROW = _paper.PaperRow("CycleGAN*", "horse2zebra", 2.41e9, 23.6, 0.28e6, 40
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The staged run; `arg` is unused (no `:quick` variant: configs/dmad/quick_cyclegan.py and
+  quick_pix2pix.py are the CPU-sized runs)."""
   del arg
   return _paper.cyclegan_row("horse2zebra", "AtoB", mobile=True)

@@ -38,5 +38,7 @@ PAPER_ROW = _paper.PaperRow("CycleGAN", "summer2winter", 3.18e9, 17.9, 0.24e6, 4
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The staged run; `arg` is unused (no `:quick` variant: configs/dmad/quick_cyclegan.py and
+  quick_pix2pix.py are the CPU-sized runs)."""
   del arg
   return _paper.cyclegan_row("summer2winter_yosemite", "AtoB")

@@ -41,5 +41,7 @@ PAPER_ROW = _paper.PaperRow("CycleGAN", "winter2summer", 4.29e9, 13.2, 0.45e6, 2
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The staged run; `arg` is unused (no `:quick` variant: configs/dmad/quick_cyclegan.py and
+  quick_pix2pix.py are the CPU-sized runs)."""
   del arg
   return _paper.cyclegan_row("summer2winter_yosemite", "BtoA")

@@ -39,5 +39,7 @@ PAPER_ROW = _paper.PaperRow("CycleGAN", "zebra2horse", 3.50e9, 16.2, 0.30e6, 37.
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The staged run; `arg` is unused (no `:quick` variant: configs/dmad/quick_cyclegan.py and
+  quick_pix2pix.py are the CPU-sized runs)."""
   del arg
   return _paper.cyclegan_row("horse2zebra", "BtoA")
