@@ -2,7 +2,7 @@
 
 Stages, in order (`jaxcompress.train.stages`):
   * "teacher": the full-size GAN ("cyclegan" / "pix2pix"), since no teachers are released
-    (SJLeo/DMAD issue 1); it is also what the students are compared with.
+    (SJLeo/DMAD#1 on GitHub); it is also what the students are compared with.
   * "search": the DMAD mask search ("dmad_cyclegan" / "dmad_pix2pix") from scratch, as the
     official `train.py --mask`, with the MACs target of the early stop.
   * "materialize": the searched generators cut down to really smaller ones

@@ -19,10 +19,6 @@ norm, hinge loss, L1 x 100, no pool, load 256 without flips, batch 1, 100 + 100 
 stage (2975 steps per epoch). The official target weighs the D map 0.25 here (0.5 elsewhere),
 `distill.co_attention_loss` uses 0.5.
 
-Status: the search and materialize stages need `prune_spec()` on
-`jaxcompress.models.mobile_gan.MobileResnetGenerator`; where the model lacks it the search
-stage stops at build time with an error naming it.
-
 Data preparation: as configs/dmad/cityscapes.py (SJLeo/DMAD
 `datasets/prepare_cityscapes_dataset.py`, pytorch-fid's weights).
 Command:

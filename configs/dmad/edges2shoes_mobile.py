@@ -15,10 +15,6 @@ PatchGAN ndf 128 with instance norm on the 6-channel pair, hinge loss, L1 x 100,
 Attention at "down2", "res3", "res6", "res9" (official model.9/12/15/18); the official target
 weighs the D map 0.25 here (0.5 elsewhere), `distill.co_attention_loss` uses 0.5.
 
-Status: the search and materialize stages need `prune_spec()` on
-`jaxcompress.models.mobile_gan.MobileResnetGenerator`; where the model lacks it the search
-stage stops at build time with an error naming it.
-
 Data preparation: as configs/dmad/edges2shoes.py (edges2shoes-r, pytorch-fid's weights, DMAD's
 real_stat_B.npz).
 Command:

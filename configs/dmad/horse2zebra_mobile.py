@@ -14,10 +14,6 @@ without, report. PatchGAN ndf 64, LSGAN, pools of 50, batch 1, 100 + 100 epochs 
 1334 steps per epoch. The official search stops G_A at 2.5 G and G_B at 4.0 G; the search here
 takes one target, 2.5 G (G_A's, the generator of this row), for both.
 
-Status: the search and materialize stages need `prune_spec()` on
-`jaxcompress.models.mobile_gan.MobileResnetGenerator` (its residual stream and per-block
-roles); where the model lacks it the search stage stops at build time with an error naming it.
-
 Data preparation: as configs/dmad/horse2zebra.py (TFDS `cycle_gan/horse2zebra`, pytorch-fid's
 Inception weights, DMAD's real_stat_B.npz).
 Command:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import re
 
 import jax
 import jax.numpy as jnp
@@ -181,18 +180,21 @@ def test_config_is_the_official_script(name):
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
-def test_bound_penalty_masks_are_the_official_ones(name):
-  bound_masks = SCRIPTS[name][-1]
-  c = _module(name).get_config()
-  spec = c.stages.search.model.generator
+def test_search_method_takes_the_official_mask_roles(name):
+  lambda_update, bound_masks = SCRIPTS[name][7], SCRIPTS[name][-1]
+  s = _module(name).get_config().stages.search
+  method = methods.get(s.method)(s)
   layers = factory.get("float").replace(gate=prune.MaskGate)
-  net = build_network(spec, layers=layers, ngf=4)
-  shape = (1, 256, 256, 3)
+  net = build_network(s.model.generator, layers=layers, ngf=4)
   gates = set(prune.mask_params(jax.eval_shape(net.init, jax.random.key(0),
-                                               jnp.zeros(shape))["params"]))
-  pattern = re.compile(c.stages.search.dmad.get("sampling_gates", "") or "$^")
-  assert bound_masks <= gates
-  assert {g for g in gates if pattern.search(g)} == bound_masks
+                                               jnp.zeros((1, 256, 256, 3)))["params"]))
+  for roles in method.roles.values():
+    assert set(roles["sampling"]) == bound_masks   # "bound" penalty x upconv_coeff
+    if lambda_update > 0:   # the 10 masks of the residual stream: after down2, each block's 2nd
+      assert set(roles["group"]) == {"down2_gate"} | {f"block{b}/gate2" for b in range(9)}
+    else:                   # the U-Net: no residual stream, the 15 masks all ordinary
+      assert roles["group"] == () and len(roles["ordinary"]) == 15
+    assert set(roles["group"]) | set(roles["sampling"]) | set(roles["ordinary"]) == gates
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
@@ -324,3 +326,27 @@ def test_quick_variant_builds_the_search_stage(module, kind):
   g_taps = _tap_shapes(build_network(s.model.generator), (1, 256, 256, 3))
   for role in taps:
     assert g_taps[role].shape[1:3] == d_taps["hidden1"].shape[1:3], role
+
+
+@pytest.mark.slow
+def test_wider_teacher_runs_through_every_stage(tmp_path):
+  # The Pix2Pix rows' arrangement (teacher ngf 64, search from ngf 48) at toy size: teacher ngf
+  # 8, search ngf 4, on the offline pairs; the fine-tuning loads both and the report compares.
+  from configs.dmad import _stages
+  quick = quick_pix2pix.get_config("quick")
+  base = quick.stages.teacher
+  teacher = base.model.generator.copy_and_resolve_references()
+  teacher.kwargs.ngf = 2 * base.model.generator.kwargs.ngf
+  dmad = dict(quick.stages.search.dmad)
+  del dmad["report_metric"]
+  c = _stages.dmad_stages(base, kind="pix2pix", teacher_epochs=(1, 1), search_epochs=(1, 1),
+                          finetune_epochs=(1, 1), dmad=dmad, report_metric="psnr",
+                          teacher_generator=teacher)
+  for name in c.stage_order:
+    c.stages[name].progress = "none"
+  loop.run(c, str(tmp_path))
+  report = json.loads((tmp_path / "dmad_report.json").read_text())
+  student = json.loads((tmp_path / "materialize" / "student.json").read_text())
+  assert report["teacher_macs"] == generator_macs(build_network(teacher), 256, 3)
+  assert report["student_macs"] == student["G/macs"]
+  assert {"teacher/psnr", "distilled/psnr", "undistilled/psnr"} <= set(report)
