@@ -83,10 +83,6 @@ def _kind(name):
   return "cyclegan" if SCRIPTS[name][0].split("/")[0].endswith("cyclegan") else "pix2pix"
 
 
-def _small(spec, **overrides):
-  return build_network(spec, **overrides)
-
-
 def _tap_shapes(module, shape):
   """{role: shape} of the features `module` sows on one `shape` input (shape only)."""
   def run(x):
@@ -203,13 +199,13 @@ def test_taps_exist_and_match_the_teacher_d_at_256(name):
   kind = _kind(name)
   taps = tuple(c.stages.distilled.dmad.distill_taps)
   d_in = 3 if kind == "cyclegan" else 6    # Pix2Pix's D reads the (input, output) pair
-  d_taps = _tap_shapes(_small(c.stages.teacher.model.discriminator, ndf=4), (1, 256, 256, d_in))
+  d_taps = _tap_shapes(build_network(c.stages.teacher.model.discriminator, ndf=4), (1, 256, 256, d_in))
   f = c.stages.distilled.dmad
   assert {f.disc_tap, f.disc_last_tap} <= set(d_taps)
   d_size = d_taps[f.disc_tap].shape[1:3]
   assert d_size == (64, 64)
   for stage in ("teacher", "search"):
-    g_taps = _tap_shapes(_small(c.stages[stage].model.generator, ngf=4), (1, 256, 256, 3))
+    g_taps = _tap_shapes(build_network(c.stages[stage].model.generator, ngf=4), (1, 256, 256, 3))
     assert set(taps) <= set(g_taps)
     for role in taps:
       assert g_taps[role].shape[1:3] == d_size, (stage, role)
