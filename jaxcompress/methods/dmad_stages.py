@@ -133,7 +133,8 @@ def dmad_report(config: ml_collections.ConfigDict, inputs: Mapping[str, str], st
   for label, workdir in inputs.items():
     row = _last_eval(workdir)
     for key, value in row.items():
-      if metric and (key == metric or key.endswith("/" + metric)):
+      # The last evaluation's value (never a "best_" one), plain or from a named evaluator.
+      if metric and not key.startswith("best_") and key.split("/")[-1] == metric:
         report[f"{label}/{metric}"] = float(value)
   with open(os.path.join(root, "dmad_report.json"), "w", encoding="utf-8") as f:
     json.dump(report, f, indent=2)

@@ -79,8 +79,10 @@ class SearchTest(absltest.TestCase):
       want += prune.dmad_mask_loss([m[k] for k in r["ordinary"]], [m[k] for k in r["sampling"]],
                                    [m[k] for k in r["group"]], 1.0,
                                    state.extra["dmad"]["coeff"][g])
-    np.testing.assert_allclose(aux["metrics"]["mask_weight"], 1e-3 * want, rtol=1e-5)
-    np.testing.assert_allclose(loss, base + 1e-3 * want, rtol=1e-5)
+    lam = self.method.lambda_mask
+    self.assertEqual(lam, _stage("search").dmad.lambda_mask)
+    np.testing.assert_allclose(aux["metrics"]["mask_weight"], lam * want, rtol=1e-5)
+    np.testing.assert_allclose(loss, base + lam * want, rtol=1e-5)
     self.assertGreater(float(want), 0.0)
 
   def test_bound_update_recomputes_coefficients_and_sets_the_schedule_bound(self):
