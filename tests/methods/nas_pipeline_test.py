@@ -42,9 +42,12 @@ def test_search_then_eval_keeps_readme_promise(tmp_path, name, pipeline):
   steps = config.stages.search.nas.steps
   assert len(genotype["normal"]) == len(genotype["reduce"]) == 2 * steps
   accuracy = out["eval"]["accuracy"]
-  # Wall time is the promise; CPU time (all threads) shows how much of it was contention.
+  # The promise is about the pipeline on an otherwise idle 2-core machine. Its CPU time (all
+  # threads) bounds that wall time from above, and unlike the wall time here it does not grow
+  # with whatever else shares the cores (the slow suite runs two tests at a time).
   print(f"{name}: total {total:.0f} s wall, {cpu:.0f} s CPU, accuracy {accuracy:.4f}")
   assert accuracy >= _MIN_ACCURACY[name], (
       f"{name}: eval accuracy {accuracy:.4f} < {_MIN_ACCURACY[name]} promised")
-  assert total < _MAX_SECONDS, (
-      f"{name}: pipeline took {total:.0f} s, more than the README's {_MAX_SECONDS // 60} minutes")
+  assert cpu < _MAX_SECONDS, (
+      f"{name}: pipeline used {cpu:.0f} s of CPU, more than the README's "
+      f"{_MAX_SECONDS // 60} minutes")
