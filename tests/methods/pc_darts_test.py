@@ -15,6 +15,7 @@ import pytest
 from configs import common
 from jaxcompress import methods
 from jaxcompress.methods import pc_darts
+from jaxcompress.models import factory
 from jaxcompress.nas import genotype as genotype_lib
 from jaxcompress.nas import search
 from jaxcompress.train import loop
@@ -222,6 +223,8 @@ def test_second_order_step_float64_matches_eq7_and_finite_differences(monkeypatc
      activations, and each flip adds an O(1) jump to the difference quotient.
   """
   monkeypatch.setattr(nn, "relu", jax.nn.softplus)
+  # The sep/dil convs take their activation from the float layer set, bound at import time.
+  monkeypatch.setitem(factory.FLOAT.__dict__, "act", jax.nn.softplus)
   with jax.enable_x64(True):
     methods_ = {h: pc_darts.PCDarts(_smooth_config(h), steps_per_epoch=2, total_steps=4)
                 for h in ("finite_difference", "exact")}
