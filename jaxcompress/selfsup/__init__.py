@@ -1,0 +1,3 @@
+"""Self-supervised video representation learning (DSM, arXiv 2009.05757) and its MoCo machinery."""
+# ruff: noqa: F401  (re-exports)
+from jaxcompress.selfsup.ema import ema_update
