@@ -42,14 +42,19 @@ class ImageOptions:
                flip=data_config.get("flip", False))
 
 
+# Batch entries holding uint8 images or clips, normalised by `ImageOptions` (besides "image":
+# the bilevel search's validation image, and the second and third views of contrastive clips).
+IMAGE_KEYS = ("image", "val_image", "positive", "negative")
+
+
 def _stack(examples: list[dict[str, Any]], options: ImageOptions) -> dict[str, np.ndarray]:
-  """Stacks examples key by key: "image" keys are normalised to float32; integer and boolean
+  """Stacks examples key by key: `IMAGE_KEYS` are normalised to float32; integer and boolean
   scalars per example (labels, identities, cameras, domains, "index") become int32; masks and
   any other array (e.g. super-resolution "lr"/"hr" pairs) float32."""
   batch = {}
   for key in examples[0]:
     values = np.stack([np.asarray(e[key]) for e in examples])
-    if key in ("image", "val_image"):
+    if key in IMAGE_KEYS:
       values = augment_lib.normalize(values, options.mean, options.std)
     elif key in ("label", "val_label", "index") or (key != "mask" and values.ndim == 1 and (
         np.issubdtype(values.dtype, np.integer) or values.dtype == bool)):

@@ -13,7 +13,8 @@ from jaxcompress.errors import ConfigError
 ExampleFn = Callable[..., Any]
 _TRANSFORMS: dict[str, Callable[..., ExampleFn]] = {}
 # Modules that register transforms and sources when imported.
-_PROVIDERS = ("jaxcompress.data.sr", "jaxcompress.data.imagenet", "jaxcompress.data.gan")
+_PROVIDERS = ("jaxcompress.data.sr", "jaxcompress.data.imagenet", "jaxcompress.data.gan",
+              "jaxcompress.data.video", "jaxcompress.data.video_offline")
 
 
 def register(name: str) -> Callable[[Callable[..., ExampleFn]], Callable[..., ExampleFn]]:
