@@ -2,3 +2,13 @@
 # ruff: noqa: F401  (re-exports)
 from jaxcompress.reid.distance import euclidean_dist, pairwise_sq_dist
 from jaxcompress.reid.evaluate import evaluate
+from jaxcompress.reid.losses import (
+    cross_entropy_label_smooth,
+    soft_cross_entropy,
+    soft_triplet_loss,
+    triplet_loss,
+    uniform_confusion_loss,
+)
+from jaxcompress.reid.mebnet import expert_authority, j_scatter, mean_teacher_decay, meb_loss
+from jaxcompress.reid.mining import hard_example_mining
+from jaxcompress.selfsup.ema import ema_update
