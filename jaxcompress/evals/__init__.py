@@ -19,7 +19,8 @@ Configured by `config.evals`, one entry per evaluator (big_vision style):
     config.evals.query = dict(type="retrieval", splits=("query", "gallery"), every=500)
 
 `split` (or `splits`) names splits of `config.data.name`; an entry may override the dataset with
-`data=dict(name=..., source_kwargs=...)`. `every` is in steps (default: `config.eval_every`).
+`data=dict(name=..., source_kwargs=..., transform=..., transform_kwargs=...)`. `every` is in steps
+(default: `config.eval_every`).
 Metrics are logged as "<evaluator>/<metric>" except for the evaluator named "eval", whose
 metrics keep their plain names; the best value of each is logged as "best_<metric>".
 
@@ -49,6 +50,8 @@ _BUILTIN = {
     "robust": "jaxcompress.evals.robust:RobustAccuracy",
     "retrieval": "jaxcompress.evals.retrieval:Retrieval",
     "fid": "jaxcompress.evals.fid:FrechetDistance",
+    "video_classification": "jaxcompress.evals.video:VideoClassification",
+    "video_retrieval": "jaxcompress.evals.video:VideoRetrieval",
 }
 _REGISTERED: dict[str, type["Evaluator"]] = {}
 

@@ -82,8 +82,11 @@ class Evaluation:
     key = (split, json.dumps(dict(block), sort_keys=True, default=str))
     if key not in self._datasets:
       data = self.config.data
-      example_fn = transforms.get(data.get("transform", ""), train=False,
-                                  **dict(data.get("transform_kwargs", {})))
+      # An evaluator's data block may name its own transform (e.g. single clips for a video
+      # pretraining run whose training transform makes clip triplets).
+      example_fn = transforms.get(
+          block.get("transform", data.get("transform", "")), train=False,
+          **dict(block.get("transform_kwargs", data.get("transform_kwargs", {})) or {}))
       self._datasets[key] = pipeline.eval_dataset(
           self.source(evaluator, split), global_batch_size=self.batch_size, options=self.options,
           process_index=jax.process_index(), process_count=jax.process_count(),
