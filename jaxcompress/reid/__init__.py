@@ -10,5 +10,11 @@ from jaxcompress.reid.losses import (
     uniform_confusion_loss,
 )
 from jaxcompress.reid.mebnet import expert_authority, j_scatter, mean_teacher_decay, meb_loss
+from jaxcompress.reid.memory import (
+    IdentityMemory,
+    ddan_id_domains,
+    identity_memory_init,
+    identity_memory_loss,
+)
 from jaxcompress.reid.mining import hard_example_mining
 from jaxcompress.selfsup.ema import ema_update
