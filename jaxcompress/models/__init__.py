@@ -41,6 +41,12 @@ _MODELS = {
     "pix2pix_unet_generator": "jaxcompress.models.pix2pix:UnetGenerator",
     "mobile_resnet_generator": "jaxcompress.models.mobile_gan:MobileResnetGenerator",
     "darts_eval": "jaxcompress.nas.eval_network:darts_eval",
+    "c3d": "jaxcompress.models.video_c3d:c3d",
+    "r3d_18": "jaxcompress.models.video_resnet:r3d_18",
+    "r3d_18_torchvision": "jaxcompress.models.video_resnet:r3d_18_torchvision",
+    "r2plus1d_18": "jaxcompress.models.video_resnet:r2plus1d_18",
+    "r2plus1d_dsm": "jaxcompress.models.video_resnet:r2plus1d_dsm",
+    "i3d": "jaxcompress.models.video_i3d:i3d",
 }
 
 
