@@ -13,8 +13,8 @@ clips a method trains on:
   same video from another start (`negative_start`); `inter_video=True` (the MoCo baseline) draws
   nothing extra: the method uses the other videos of the batch instead.
 
-Clips are `clip_len` frames `stride` apart (official 16 and 4); frames past the end of a short
-video wrap around to its start, as the official `_sample_indices`.
+Clips are `clip_len` frames `stride` apart (official 16 and 4); when the next frame would pass
+the end of a short video, reading continues from frame 0, as the official `DataSet.get`.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import numpy as np
 from jaxcompress.data import augment as augment_lib
 from jaxcompress.data import transforms
 from jaxcompress.errors import ConfigError
+from jaxcompress.selfsup import warp as selfsup_warp
 
 
 def max_start(num_frames: int, clip_len: int, stride: int) -> int:
@@ -34,10 +35,13 @@ def max_start(num_frames: int, clip_len: int, stride: int) -> int:
 
 
 def clip_indices(start: int, num_frames: int, clip_len: int, stride: int) -> np.ndarray:
-  """Frame indices `(start + i * stride) mod F` for i < clip_len (wrap-around past the end).
+  """Frame indices of a clip as the official `DataSet.get` reads them.
+
+  Frames start, start + stride, ... while they exist; the frame after the last one that fits is
+  frame 0, from where reading continues with the same stride (and restarts at 0 again).
 
   Args:
-    start: first frame (0-based).
+    start: first frame (0-based, in [0, F)).
     num_frames: frames in the video (F >= 1).
     clip_len: frames per clip.
     stride: temporal stride between clip frames.
@@ -48,7 +52,11 @@ def clip_indices(start: int, num_frames: int, clip_len: int, stride: int) -> np.
   if num_frames < 1 or clip_len < 1 or stride < 1:
     raise ConfigError(f"Clip sampling needs frames, clip_len and stride >= 1, got {num_frames}, "
                       f"{clip_len}, {stride}; check config.data.transform_kwargs and the video.")
-  return (start + stride * np.arange(clip_len)) % num_frames
+  out, p = [], min(max(int(start), 0), num_frames - 1)
+  for _ in range(clip_len):
+    out.append(p)
+    p = p + stride if p + stride < num_frames else 0
+  return np.asarray(out)
 
 
 def sample_start(rng: np.random.Generator, num_frames: int, clip_len: int, stride: int) -> int:
@@ -197,7 +205,7 @@ def video_clip(train: bool, clip_len: int = 16, stride: int = 4,
 @transforms.register("dsm_clips")
 def dsm_clips(train: bool, clip_len: int = 16, stride: int = 4,
               crop_size: int | Sequence[int] | None = None, crop_padding: int = 0,
-              flip: bool = False, inter_video: bool = False
+              flip: bool = False, inter_video: bool = False, warp: bool = True
               ) -> Callable[[dict[str, Any], np.random.Generator], dict[str, Any]]:
   """DSM's anchor, positive and intra-video negative clips (official `get_dsm_items`).
 
@@ -206,6 +214,10 @@ def dsm_clips(train: bool, clip_len: int = 16, stride: int = 4,
     clip_len, stride, crop_size, crop_padding, flip: as `video_clip`; each of the three clips
       gets its own augmentation draw.
     inter_video: no intra-video negative (the MoCo baseline, whose negatives are other videos).
+    warp: apply DSM's spatial local disturbance (`selfsup.dsm_warp`'s index maps, points from
+      `selfsup.sample_warp_points` scaled to the frame size) to the anchor after its
+      augmentation, as the official code warps the query batch. The official draw is shared by a
+      batch; here each anchor clip gets its own draw (the pipeline builds examples one by one).
 
   Returns:
     `fn(example, rng) -> {"image", "positive"[, "negative"], "label", ...}`, uint8 clips.
@@ -220,7 +232,13 @@ def dsm_clips(train: bool, clip_len: int = 16, stride: int = 4,
     f = len(video)
     start = sample_start(rng, f, clip_len, stride)
     frames = video[clip_indices(start, f, clip_len, stride)]
-    out = {"image": augment(frames, rng), "positive": augment(frames, rng)}
+    anchor = augment(frames, rng)
+    if warp:
+      rows, cols = selfsup_warp.warp_index_maps(
+          anchor.shape[1], anchor.shape[2],
+          selfsup_warp.sample_warp_points(rng, anchor.shape[1], anchor.shape[2]))
+      anchor = anchor[:, rows, cols]
+    out = {"image": anchor, "positive": augment(frames, rng)}
     if not inter_video:
       neg = negative_start(rng, start, f, clip_len, stride)
       out["negative"] = augment(video[clip_indices(neg, f, clip_len, stride)], rng)

@@ -10,11 +10,22 @@ from jaxcompress.data import video as video_lib
 from jaxcompress.errors import ConfigError
 
 
-def test_clip_indices_wrap_around_short_videos():
-  # 16 frames x stride 4 from a 20-frame video starting at 10: 10, 14, 18, 22 -> 2, ...
+def _official_read(start, frames, clip_len, stride):
+  """The official reading loop on 0-based frames: next = p + stride, or 0 past the end."""
+  out, p = [], start
+  while len(out) < clip_len:
+    out.append(p)
+    p = p + stride if p + stride < frames else 0
+  return out
+
+
+def test_clip_indices_restart_at_frame_zero_past_the_end():
+  # 16 frames x stride 4 from a 20-frame video starting at 10: 10, 14, 18, then 0, 4, ...
   idx = video_lib.clip_indices(10, 20, 16, 4)
-  assert idx.tolist() == [(10 + 4 * i) % 20 for i in range(16)]
-  assert idx.min() >= 0 and idx.max() < 20
+  assert idx.tolist()[:6] == [10, 14, 18, 0, 4, 8]
+  for start, frames, clip_len, stride in [(10, 20, 16, 4), (0, 3, 5, 1), (5, 7, 9, 3)]:
+    assert video_lib.clip_indices(start, frames, clip_len, stride).tolist() == _official_read(
+        start, frames, clip_len, stride)
   assert video_lib.clip_indices(0, 3, 5, 1).tolist() == [0, 1, 2, 0, 1]
   with pytest.raises(ConfigError, match="stride"):
     video_lib.clip_indices(0, 10, 4, 0)
@@ -101,17 +112,17 @@ def test_video_clip_transform_train_and_eval():
   out = train_fn(dict(example), np.random.default_rng(0))
   assert out["image"].shape == (4, 4, 4, 1) and out["label"] == 2 and out["index"] == 7
   frames = out["image"][:, 0, 0, 0]
-  assert np.all(np.diff(frames.astype(int)) % 20 == 3)  # frame numbers 3 apart
+  assert np.all(np.diff(frames.astype(int)) == 3)  # max start 8: no restart
   eval_fn = transforms.get("video_clip", train=False, clip_len=4, stride=3, crop_size=4)
   centre = eval_fn(dict(example), None)["image"][:, 0, 0, 0]
   assert centre.tolist() == [4, 7, 10, 13]  # max start 20 - 12 = 8, centre 4
   named = eval_fn({**example, "clip_start": 18}, None)["image"][:, 0, 0, 0]
-  assert named.tolist() == [18, 1, 4, 7]
+  assert named.tolist() == [18, 0, 3, 6]
 
 
 def test_dsm_clips_share_frames_and_the_negative_differs():
   video = (np.arange(40)[:, None, None, None] * np.ones((40, 8, 8, 1))).astype(np.uint8)
-  fn = transforms.get("dsm_clips", train=True, clip_len=4, stride=2, crop_size=6)
+  fn = transforms.get("dsm_clips", train=True, clip_len=4, stride=2, crop_size=6, warp=False)
   for seed in range(20):
     out = fn({"video": video, "label": 1}, np.random.default_rng(seed))
     q, p, n = (out[k][:, 0, 0, 0].astype(int) for k in ("image", "positive", "negative"))
@@ -124,3 +135,19 @@ def test_dsm_clips_share_frames_and_the_negative_differs():
     transforms.get("dsm_clips", train=False)
   with pytest.raises(ConfigError, match="'video' entry"):
     fn({"image": video[0], "label": 0}, np.random.default_rng(0))
+
+
+def test_dsm_clips_warp_the_anchor_only():
+  rng = np.random.default_rng(0)
+  video = rng.integers(0, 255, (20, 64, 64, 3)).astype(np.uint8)
+  for seed in range(5):
+    plain = transforms.get("dsm_clips", train=True, clip_len=4, stride=2, warp=False)(
+        {"video": video, "label": 0}, np.random.default_rng(seed))
+    warped = transforms.get("dsm_clips", train=True, clip_len=4, stride=2, warp=True)(
+        {"video": video, "label": 0}, np.random.default_rng(seed))
+    np.testing.assert_array_equal(plain["positive"], warped["positive"])
+    changed = np.any(plain["image"] != warped["image"], axis=(0, 3))
+    # Some pixels move, each frame alike, and the warped anchor holds only pixels of the clip.
+    assert 0 < changed.mean() < 0.9
+    assert set(map(tuple, warped["image"][0].reshape(-1, 3))) <= set(
+        map(tuple, plain["image"][0].reshape(-1, 3)))
