@@ -19,9 +19,9 @@ def np_one_warp(clip, point):
   for i in range(max(0, p0 - 3 * s0), min(height, p0 + 3 * s0)):
     for j in range(max(0, p1 - 3 * s1), min(width, p1 + 3 * s1)):
       dist = math.hypot(i - (p0 + s0), j - (p1 + s1))
-      helper = 0.5 / (3 * (dist / math.hypot(s0, s1)) ** 4 + 1)
-      src_i = min(max(i + int(-helper * s0), 0), height - 1)
-      src_j = min(max(j + int(-helper * s1), 0), width - 1)
+      pull = 0.5 / (3 * (dist / math.hypot(s0, s1)) ** 4 + 1)
+      src_i = min(max(i + int(-pull * s0), 0), height - 1)
+      src_j = min(max(j + int(-pull * s1), 0), width - 1)
       out[:, :, i, j] = clip[:, :, src_i, src_j]  # reads the unwarped input only
   return out
 
