@@ -108,11 +108,12 @@ def soft_triplet_loss(
 
   dist = `euclidean_dist(feat, feat)`, mined with `hard_example_mining` (the indices always come
   from the student), l_i = log_softmax([dist_ap_i, dist_an_i]).
-  Without a teacher (the paper's triplet loss): loss = mean_i (-margin * l_i0 - (1 - margin) * l_i1); margin 0 is
-  the soft-margin batch-hard loss mean_i softplus(dist_ap_i - dist_an_i), not a hinge.
-  With `teacher_feat` (the mutual triplet loss, margin ignored): Dt = `euclidean_dist(teacher_feat, teacher_feat)`,
-  target_i = softmax([Dt[i, pos_idx_i], Dt[i, neg_idx_i]]), a constant, and
-  loss = -mean_i sum_k target_ik * l_ik.
+  Without a teacher (the paper's triplet loss):
+  loss = mean_i (-margin * l_i0 - (1 - margin) * l_i1); margin 0 is the soft-margin batch-hard
+  loss mean_i softplus(dist_ap_i - dist_an_i), not a hinge.
+  With `teacher_feat` (the mutual triplet loss, margin ignored):
+  Dt = `euclidean_dist(teacher_feat, teacher_feat)`, target_i = softmax([Dt[i, pos_idx_i],
+  Dt[i, neg_idx_i]]), a constant, and loss = -mean_i sum_k target_ik * l_ik.
 
   Args:
     feat: (N, D) student features.
