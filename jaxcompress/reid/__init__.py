@@ -17,4 +17,5 @@ from jaxcompress.reid.memory import (
     identity_memory_loss,
 )
 from jaxcompress.reid.mining import hard_example_mining
-from jaxcompress.selfsup.ema import ema_update
+from jaxcompress.reid.rerank import re_ranking
+from jaxcompress.selfsup.contrastive import ema_update

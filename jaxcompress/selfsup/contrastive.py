@@ -7,7 +7,8 @@ and trains with the InfoNCE cross-entropy (label 0). DSM (Wang et al., arXiv 200
 same video whose motion is broken, as the official `MemoryMoCo.forward`
 (https://github.com/FingerRec/DSM-decoupling-scene-motion, `src/loss/NCE/NCEAverage.py`):
 `out = cat(q.k, q.queue, q.n) / T`, `NCESoftmaxLoss` = cross-entropy with label 0; after the step
-only the keys k are written into the queue, at `(index + b) % K`.
+only the keys k are written into the queue, at `(index + b) % K`. The key encoder follows the
+query encoder by `ema_update` (MoCo Eq. 2, momentum 0.999 in DSM; also MEB-Net's mean teachers).
 
 The official queue starts as `torch.rand(K, D) * 2 stdv - stdv` with stdv = 1 / sqrt(D / 3):
 uniform in [-stdv, stdv), not normalised (facebookresearch/moco starts from normalised Gaussian
@@ -21,6 +22,8 @@ Example:
   >>> queue, index = queue_push(queue, index, k)
 """
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -149,3 +152,23 @@ def init_queue(rng_key: jax.Array, size: int, dim: int,
                      "size=3569, dim=128.")
   bound = 1.0 / (dim / 3.0) ** 0.5
   return jax.random.uniform(rng_key, (size, dim), dtype, minval=-bound, maxval=bound)
+
+
+def ema_update(ema_params: Any, params: Any, momentum: float | jax.Array) -> Any:
+  """Moves every leaf of `ema_params` towards `params`: `momentum * e + (1 - momentum) * p`.
+
+  Args:
+    ema_params: pytree of the averaged parameters (the key encoder / teacher).
+    params: pytree of the same structure (the query encoder / student); held constant.
+    momentum: Python number or 0-d array (traced without recompiling).
+
+  Returns:
+    The updated pytree, each leaf in the dtype of its `ema_params` leaf.
+  """
+  params = jax.lax.stop_gradient(params)
+
+  def one(e, p):
+    m = jnp.asarray(momentum, e.dtype)
+    return (m * e + (1 - m) * p).astype(e.dtype)
+
+  return jax.tree.map(one, ema_params, params)
