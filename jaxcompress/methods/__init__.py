@@ -28,6 +28,8 @@ _BUILTIN = {
     "dmad_pix2pix": "jaxcompress.methods.dmad_search:Pix2PixSearch",
     "dmad_finetune_cyclegan": "jaxcompress.methods.dmad_finetune:CycleGANFinetune",
     "dmad_finetune_pix2pix": "jaxcompress.methods.dmad_finetune:Pix2PixFinetune",
+    "dsm": "jaxcompress.methods.dsm:DSM",
+    "linear_probe": "jaxcompress.methods.linear_probe:LinearProbe",
 }
 _REGISTERED: dict[str, Callable[..., Method]] = {}
 
@@ -37,6 +39,7 @@ _REPORTS = {
     "pams_table": "jaxcompress.methods.pams:stage_table",
     "dmad_materialize": "jaxcompress.methods.dmad_stages:dmad_materialize",
     "dmad_report": "jaxcompress.methods.dmad_stages:dmad_report",
+    "dsm_report": "jaxcompress.methods.dsm:dsm_report",
 }
 
 

@@ -154,6 +154,8 @@ class VideoResNet(nn.Module):
     include_top: end with the classifier; False returns the pooled features and builds no
       classifier (the pretraining encoder; fine-tuning adds a fresh `classifier`).
     dropout: dropout rate before the classifier (needs a "dropout" rng in training).
+    width: channels of the stem and the first stage (64 in every official net; stage s has
+      width * 2**s); smaller values give CPU-sized nets for quick experiments.
   """
   num_classes: int = 400
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
@@ -163,18 +165,20 @@ class VideoResNet(nn.Module):
   weight_init: str = "dsm"
   include_top: bool = True
   dropout: float = 0.0
+  width: int = 64
 
   def _stem(self, x: jax.Array, train: bool) -> jax.Array:
     ly, init, dsm = self.layers, self.weight_init, self.variant == "dsm"
     if not self.factorized:
       kernel, pad = ((7, 7, 7), 3) if dsm else ((3, 7, 7), ((1, 1), (3, 3), (3, 3)))
-      x = vl.Unit3D(64, kernel, ly, (1, 2, 2), pad, init, first=True, name="stem")(x, train)
+      x = vl.Unit3D(self.width, kernel, ly, (1, 2, 2), pad, init, first=True, name="stem")(
+          x, train)
       # Hara's R3D halves T, H and W with a 3x3x3 max pool; torchvision's R3D has none.
       return vl.max_pool(x, (3, 3, 3), (2, 2, 2), ((1, 1),) * 3) if dsm else x
-    mid = mid_channels(x.shape[-1], 64, 3, 7) if dsm else 45
-    x = Conv2Plus1D(64, mid, ly, (3, 7, 7), (1, 2, 2), (1, 3, 3), init, first=True,
+    mid = mid_channels(x.shape[-1], self.width, 3, 7) if dsm else 45 * self.width // 64
+    x = Conv2Plus1D(self.width, mid, ly, (3, 7, 7), (1, 2, 2), (1, 3, 3), init, first=True,
                     name="stem")(x, train)
-    x = factory.gate(ly, 64, "stem_gate")(vl.batch_norm(ly, train, init, "stem_bn")(x))
+    x = factory.gate(ly, self.width, "stem_gate")(vl.batch_norm(ly, train, init, "stem_bn")(x))
     return ly.act(x)
 
   @nn.compact
@@ -192,7 +196,7 @@ class VideoResNet(nn.Module):
     tap = factory.tapper(self)
     x = tap("stem", self._stem(x, train))
     for s, blocks in enumerate(self.stage_sizes):
-      c = 64 * 2**s
+      c = self.width * 2**s
       for b in range(blocks):
         c_in = x.shape[-1]
         stride = 2 if s > 0 and b == 0 else 1
