@@ -66,6 +66,19 @@ def _cached_feat(seed, d):
   raise AssertionError("no suitable features")
 
 
+@functools.lru_cache(maxsize=None)
+def _fd_triplet(seed, margin, normalize):
+  """Central differences of the NumPy triplet reference at _feat(seed) (shared by the variants)."""
+  return fd_grad(lambda x: np_triplet(x, _LABELS, margin, normalize), _feat(seed))
+
+
+@functools.lru_cache(maxsize=None)
+def _fd_soft_triplet(seed, margin, teacher_seed=None):
+  t = None if teacher_seed is None else np.random.default_rng(teacher_seed).normal(
+      size=(len(_LABELS), 5))
+  return fd_grad(lambda x: np_soft_triplet(x, _LABELS, t, margin), _feat(seed))
+
+
 def _t(a):
   return torch.tensor(np.asarray(a, np.float64), requires_grad=True)
 
@@ -91,7 +104,7 @@ class TripletLossTest(chex.TestCase):
       f = _feat(1)
       g = self.variant(jax.grad(lambda x: reid.triplet_loss(x, _LABELS, margin, normalize)))(
           jnp.asarray(f))
-      ref = fd_grad(lambda x: np_triplet(x, _LABELS, margin, normalize), f)
+      ref = _fd_triplet(1, margin, normalize)
       np.testing.assert_allclose(g, ref, rtol=1e-6, atol=1e-8)
       self.assertGreater(np.abs(ref).max(), 1e-3)  # not a vacuous all-zero comparison
 
@@ -99,7 +112,7 @@ class TripletLossTest(chex.TestCase):
     f = _feat(2)
     g = jax.jit(jax.grad(lambda x: reid.triplet_loss(x, _LABELS)))(jnp.asarray(f, jnp.float32))
     self.assertEqual(g.dtype, jnp.float32)
-    ref = fd_grad(lambda x: np_triplet(x, _LABELS, 0.3, True), f)
+    ref = _fd_triplet(2, 0.3, True)
     np.testing.assert_allclose(g, ref, rtol=1e-3, atol=1e-4)
 
   def test_normalisation_adds_epsilon_to_the_norm(self):
@@ -197,16 +210,16 @@ class SoftTripletLossTest(chex.TestCase):
   def test_gradients_float64(self):
     with jax.enable_x64(True):
       f = _feat(4)
-      t = np.random.default_rng(8).normal(size=f.shape)
+      t = np.random.default_rng(8).normal(size=(len(_LABELS), 5))
       for margin in (0.0, 0.3):
         g = self.variant(jax.grad(lambda x: reid.soft_triplet_loss(x, _LABELS, margin=margin)))(
             jnp.asarray(f))
-        ref = fd_grad(lambda x: np_soft_triplet(x, _LABELS, None, margin), f)
+        ref = _fd_soft_triplet(4, margin)
         np.testing.assert_allclose(g, ref, rtol=1e-6, atol=1e-8)
       gs, gt = self.variant(jax.grad(
           lambda x, y: reid.soft_triplet_loss(x, _LABELS, y, margin=None), argnums=(0, 1)))(
               jnp.asarray(f), jnp.asarray(t))
-      ref = fd_grad(lambda x: np_soft_triplet(x, _LABELS, t), f)
+      ref = _fd_soft_triplet(4, None, teacher_seed=8)
       np.testing.assert_allclose(gs, ref, rtol=1e-6, atol=1e-8)
       self.assertGreater(np.abs(ref).max(), 1e-3)
       np.testing.assert_array_equal(gt, np.zeros_like(t))  # the teacher is a constant
