@@ -2,6 +2,7 @@
 # ruff: noqa: F401  (re-exports)
 from jaxcompress.reid.distance import euclidean_dist, pairwise_sq_dist
 from jaxcompress.reid.evaluate import evaluate
+from jaxcompress.reid.kmeans import kmeans
 from jaxcompress.reid.losses import (
     cross_entropy_label_smooth,
     soft_cross_entropy,
