@@ -123,7 +123,8 @@ def _greedy_kmeans_pp(x: jax.Array, first: jax.Array, uniforms: jax.Array) -> ja
   def body(c, carry):
     idx, closest = carry
     pot = jnp.sum(closest)
-    cand = jnp.searchsorted(jnp.cumsum(closest), uniforms[c - 1] * pot, side="left")
+    cand = jnp.searchsorted(jnp.cumsum(closest), uniforms[c - 1] * pot, side="left",
+                            method="compare_all")
     cand = jnp.minimum(cand, n - 1)
     d = jnp.minimum(closest[None, :], sq_dist(cand))
     best = jnp.argmin(jnp.sum(d, axis=1))
