@@ -45,7 +45,8 @@ def check_clip(x: jax.Array, model: str) -> None:
 def check_init(init: str, model: str) -> None:
   """Raises ValueError for an unknown initialisation scheme."""
   if init not in INITS:
-    raise ValueError(f"{model}: unknown init {init!r}; use one of {INITS}.")
+    raise ValueError(f"{model}: unknown weight_init {init!r}; use one of {INITS} (\"dsm\": "
+                     "the official DSM initialisation).")
 
 
 def conv_kernel_init(init: str) -> Initializer:
