@@ -15,6 +15,7 @@ _TRANSFORMS: dict[str, Callable[..., ExampleFn]] = {}
 # Modules that register transforms and sources when imported.
 _PROVIDERS = ("jaxcompress.data.sr", "jaxcompress.data.imagenet", "jaxcompress.data.gan",
               "jaxcompress.data.video", "jaxcompress.data.video_offline",
+              "jaxcompress.data.video_folders",
               "jaxcompress.data.reid_folders", "jaxcompress.data.reid_dg",
               "jaxcompress.data.reid_offline")
 
