@@ -93,7 +93,8 @@ class Ucf101Tfds:
     if not shards:
       raise _not_prepared(self.config, data_dir, directory)
     try:
-      from array_record.python import array_record_data_source  # pylint: disable=g-import-not-at-top
+      # pylint: disable-next=g-import-not-at-top
+      from array_record.python import array_record_data_source
     except ModuleNotFoundError:
       raise DatasetNotFoundError("Reading TFDS ArrayRecord shards needs the array_record "
                                  "package (installed with grain): pip install -e .") from None

@@ -116,7 +116,7 @@ def test_list_files_official_names_counts_and_base_name_paths(ucf):
   os.makedirs(lists)
   # The official lists hold paths of another machine: only the base name is used.
   with open(os.path.join(lists, "ucf101_rgb_train_split_1.txt"), "w") as f:
-    f.write("/data1/DataSet/UCF101/jpegs_256/v_Archery_g01_c01 6 2\n"
+    f.write("/elsewhere/UCF101/jpegs_256/v_Archery_g01_c01 6 2\n"
             "v_ApplyEyeMakeup_g01_c01 9 0\n")
   src = video_folders.ucf101_frames("train", data_dir=ucf)
   assert src.labels.tolist() == [2, 0] and [len(src[i]["video"]) for i in range(2)] == [5, 8]
@@ -271,3 +271,35 @@ def test_missing_data_messages(tmp_path, ucf):
   src = video_folders.ucf101_frames("train", data_dir=ucf)  # the first video is still there
   with pytest.raises(DatasetNotFoundError, match="v_Archery_g01_c01"):
     src[1]
+
+
+def _write_video(path, frames, codec, pix_fmt):
+  av = pytest.importorskip("av")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with av.open(path, "w") as container:
+    stream = container.add_stream(codec, rate=25)
+    stream.width, stream.height, stream.pix_fmt = W, H, pix_fmt
+    for frame in frames:
+      container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+    container.mux(stream.encode())
+
+
+def test_kinetics_video_files_decoded_with_pyav(tmp_path):
+  pytest.importorskip("av")
+  rng = np.random.default_rng(0)
+  a, b = (rng.integers(0, 256, (n, H, W, 3), dtype=np.uint8) for n in (7, 5))
+  data = tmp_path / "k400"
+  # Lossless codecs so decoded frames equal the written ones; the .mkv stores no frame count.
+  _write_video(str(data / "frames" / "abseiling" / "a.avi"), a, "png", "rgb24")
+  _write_video(str(data / "frames" / "air drumming" / "b.mkv"), b, "ffv1", "bgr0")
+  (data / "lists").mkdir()
+  (data / "lists" / "kinetics400_train_list.txt").write_text(
+      "abseiling/a.avi 0\nair drumming/b.mkv 5\n")
+  src = video_folders.kinetics400_frames("train", data_dir=str(data))
+  assert src.labels.tolist() == [0, 5]
+  for i, frames in enumerate((a, b)):
+    video = src[i]["video"]
+    # Video files keep every frame (the official -1 applies to listed frame counts).
+    assert len(video) == len(frames) and video.shape == frames.shape
+    order = np.asarray([len(frames) - 1, 2, 0, 2])
+    np.testing.assert_array_equal(video[order], frames[order])
