@@ -42,7 +42,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from jaxcompress.data import reid_folders, sources
-from jaxcompress.errors import ConfigError
+from jaxcompress.errors import ConfigError, DatasetNotFoundError
 
 NUM_TRIALS = 10
 # The release's evaluation seeds (transmem.py).
@@ -89,11 +89,14 @@ def _grid_files(data_dir: str | None) -> tuple[list, list]:
 
 
 def _ilids_files(data_dir: str | None) -> list:
+  layout = "i-LIDS_Pedestrian/Persons/ with files like 0001001.jpg (identity, image number)"
   root = reid_folders.dataset_root(
       data_dir, "i-LIDS", ("i-LIDS_Pedestrian/Persons", "ilids/i-LIDS_Pedestrian/Persons",
-                           "iLIDS/Persons"), (),
-      "i-LIDS_Pedestrian/Persons/ with files like 0001001.jpg (identity, image number)")
-  return _rows(root, lambda n: (int(n[:4]), int(n[4:7]) - 1))
+                           "iLIDS/Persons"), (), layout)
+  rows = _rows(root, lambda n: (int(n[:4]), int(n[4:7]) - 1))
+  if not rows:
+    raise DatasetNotFoundError(f"i-LIDS: no images in {root!r}; expected {layout}.")
+  return rows
 
 
 def _first(rows: list, pid: int) -> int:
@@ -194,7 +197,8 @@ def target_split(target: str, split: str, data_dir: str | None = None, trial: in
   if trial is None:
     if split == "query":
       return _images([r for r in probe if r[1] in set(persons)], image_size)
-    return _images([r for r in gal if r[1] in set(persons)] + distractors, image_size)
+    kept = set(persons) | {r[1] for r in distractors}
+    return _images([r for r in gal if r[1] in kept], image_size)
   chosen = [persons[i] for i in _trial_persons(target, len(persons), trial, seed)[-1]]
   if split == "train":
     rest = set(persons) - set(chosen)
@@ -228,7 +232,10 @@ class DGSource(sources.ConcatSource):
     self.camera_offsets = tuple(np.cumsum([0] + [int(c.max()) + 1 if len(c) else 0
                                                  for c in cams])[:-1].tolist())
     self.cameras = np.concatenate([c + o for c, o in zip(cams, self.camera_offsets)])
-    self.central = self.names.index(central) if central in self.names else None
+    if central is not None and central not in self.names:
+      raise ConfigError(f"The central domain {central!r} is not among the sources "
+                        f"{list(self.names)}; name one of them or None.")
+    self.central = None if central is None else self.names.index(central)
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     item = super().__getitem__(index)

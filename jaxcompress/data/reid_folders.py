@@ -130,8 +130,9 @@ def dataset_root(data_dir: str | None, title: str, candidates: Sequence[str],
          + ".")
   if data_dir is None:
     raise DatasetNotFoundError(f"{title} needs a data directory. {fix}")
-  for folder in [os.path.join(data_dir, c) for c in candidates] + [data_dir]:
-    if all(os.path.exists(os.path.join(folder, r)) for r in required):
+  # `data_dir` may be the dataset folder itself when the layout names what it must hold.
+  for folder in [os.path.join(data_dir, c) for c in candidates] + ([data_dir] if required else []):
+    if os.path.isdir(folder) and all(os.path.exists(os.path.join(folder, r)) for r in required):
       return folder
   raise DatasetNotFoundError(f"{title} was not found under {data_dir!r} (looked for "
                              f"{', '.join(required)}). {fix}")

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from jaxcompress.data import reid_dg, sources
-from jaxcompress.errors import ConfigError
+from jaxcompress.errors import ConfigError, DatasetNotFoundError
 
 _FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP"}
 # VIPeR numbers its 632 persons with gaps (000..872); the release's copy numbers them 1..632.
@@ -215,7 +215,8 @@ def test_whole_target_splits_and_train_complements(root):
   assert len(reid_dg.target_split("viper", "query", root)) == 632
   assert len(reid_dg.target_split("prid", "query", root)) == 200
   assert len(reid_dg.target_split("prid", "gallery", root)) == 749
-  assert len(reid_dg.target_split("grid", "gallery", root)) == 1025
+  grid = reid_dg.target_split("grid", "gallery", root)
+  assert _names(grid) == sorted(os.listdir(os.path.join(root, "underground_reid", "gallery")))
   train = reid_dg.target_split("viper", "train", root, trial=2, image_size=(8, 4))
   query = reid_dg.target_split("viper", "query", root, trial=2, image_size=(8, 4))
   # The other 316 persons, both views, relabelled; their numbers are not tested in the trial.
@@ -239,6 +240,15 @@ def test_trial_arguments_are_checked(root):
     reid_dg.target_split("market", "query", root, trial=0)
   with pytest.raises(ConfigError, match="target"):
     reid_dg.reid_dg("query", data_dir=root)
+  with pytest.raises(ConfigError, match="central"):
+    reid_dg.reid_dg("train", data_dir=root, source_names=("cuhk02",), central="market1501")
+
+
+def test_missing_target_folders_name_the_layout(tmp_path):
+  with pytest.raises(DatasetNotFoundError, match="Persons"):
+    reid_dg.target_split("ilids", "query", str(tmp_path), trial=0)
+  with pytest.raises(DatasetNotFoundError, match="cam_a"):
+    reid_dg.target_split("viper", "query", str(tmp_path))
 
 
 def test_dg_sources_have_identity_offsets_and_domain_labels(root):
