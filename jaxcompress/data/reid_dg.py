@@ -255,8 +255,8 @@ def reid_dg(split: str, data_dir: str | None = None, target: str | None = None,
     target: "viper", "prid", "grid" or "ilids" (query / gallery only).
     trial: 0..9.
     image_size: (height, width) of the decoded images.
-    cuhk03_variant: the CUHK03 images among the sources ("detected": the 14,097 images of the
-      benchmark's 1,467 CUHK03 persons; or "labeled").
+    cuhk03_variant: the CUHK03 images among the sources, "detected" (14,097 images of the
+      1,467 persons) or "labeled" (14,096); the release's prepared copy does not say which.
     source_names: the source datasets, in order (the release's five by default).
     central: the central source (the release's CUHK-SYSU), exposed as `DGSource.central`.
 
