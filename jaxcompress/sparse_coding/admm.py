@@ -30,7 +30,17 @@ def irfft2(x_hat: jax.Array, shape: tuple[int, int]) -> jax.Array:
 
 def reconstruct_hat(d_hat: jax.Array, z_hat: jax.Array) -> jax.Array:
   """Spectrum of `sum_k d_k * z_k` per image: (K, H, Wr), (N, K, H, Wr) -> (N, H, Wr)."""
-  return jnp.einsum("khw,nkhw->nhw", d_hat, z_hat)
+  return jnp.sum(d_hat[None] * z_hat, axis=1)
+
+
+def by_frequency(z_hat: jax.Array) -> jax.Array:
+  """(N, K, H, Wr) code spectra -> (H, Wr, N, K): one N x K matrix Z per frequency."""
+  return jnp.transpose(z_hat, (2, 3, 0, 1))
+
+
+def reconstruct_hat_by_frequency(d_hat: jax.Array, zf: jax.Array) -> jax.Array:
+  """`reconstruct_hat` with the codes as `by_frequency(z_hat)` (batched Z d products)."""
+  return jnp.transpose((zf @ jnp.transpose(d_hat, (1, 2, 0))[..., None])[..., 0], (2, 0, 1))
 
 
 def kernel_constraint_proj(u: jax.Array, radius: int) -> jax.Array:
@@ -71,19 +81,21 @@ def sparse_prox(u: jax.Array, theta) -> jax.Array:
   return cogd.soft_threshold(u, theta)
 
 
-def filter_solve_factor(z_hat: jax.Array, rho) -> jax.Array:
+def filter_solve_factor(zf: jax.Array, rho) -> jax.Array:
   """`precompute_H_hat_D`: per frequency `(rho I_N + Z Z^H)^-1`, Z the (N, K) code spectrum.
+
+  Args:
+    zf: (H, Wr, N, K) code spectra `by_frequency(z_hat)`; rho: `gamma_D[1] / gamma_D[0]`.
 
   Returns:
     (H, Wr, N, N) inverses used by `filter_solve` (Woodbury: N x N instead of K x K).
   """
-  n = z_hat.shape[0]
-  zzh = jnp.einsum("ikhw,jkhw->hwij", z_hat, jnp.conj(z_hat))
-  eye = jnp.eye(n, dtype=z_hat.dtype)
-  return jnp.linalg.inv(rho * eye + zzh)
+  n = zf.shape[-2]
+  zzh = zf @ jnp.conj(jnp.swapaxes(zf, -1, -2))
+  return jnp.linalg.inv(rho * jnp.eye(n, dtype=zf.dtype) + zzh)
 
 
-def filter_solve(z_hat: jax.Array, factor: jax.Array, xi1_hat: jax.Array, xi2_hat: jax.Array,
+def filter_solve(zf: jax.Array, factor: jax.Array, xi1_hat: jax.Array, xi2_hat: jax.Array,
                  rho) -> jax.Array:
   """`solve_conv_term_D`: `argmin_d 1/2 ||Z d - xi1||^2 + rho/2 ||d - xi2||^2` per frequency.
 
@@ -91,15 +103,17 @@ def filter_solve(z_hat: jax.Array, factor: jax.Array, xi1_hat: jax.Array, xi2_ha
   `(Z^H Z + rho I)^-1 = (I - Z^H (rho I + Z Z^H)^-1 Z) / rho`.
 
   Args:
-    z_hat: (N, K, H, Wr) code spectra; factor: `filter_solve_factor(z_hat, rho)`.
+    zf: (H, Wr, N, K) code spectra `by_frequency(z_hat)`; factor: `filter_solve_factor`.
     xi1_hat: (N, H, Wr); xi2_hat: (K, H, Wr); rho: `gamma_D[1] / gamma_D[0]`.
 
   Returns:
     (K, H, Wr) filter spectra.
   """
-  w = jnp.einsum("nkhw,nhw->khw", jnp.conj(z_hat), xi1_hat) + rho * xi2_hat
-  y = jnp.einsum("hwij,jhw->ihw", factor, jnp.einsum("nkhw,khw->nhw", z_hat, w))
-  return (w - jnp.einsum("nkhw,nhw->khw", jnp.conj(z_hat), y)) / rho
+  zh = jnp.conj(jnp.swapaxes(zf, -1, -2))
+  x1 = jnp.transpose(xi1_hat, (1, 2, 0))[..., None]
+  w = zh @ x1 + rho * jnp.transpose(xi2_hat, (1, 2, 0))[..., None]
+  out = (w - zh @ (factor @ (zf @ w))) / rho
+  return jnp.transpose(out[..., 0], (2, 0, 1))
 
 
 def code_solve(d_hat: jax.Array, xi1_hat: jax.Array, xi2_hat: jax.Array, rho) -> jax.Array:
@@ -118,7 +132,7 @@ def code_solve(d_hat: jax.Array, xi1_hat: jax.Array, xi2_hat: jax.Array, rho) ->
   dc = jnp.conj(d_hat)
   c = dc[None] * xi1_hat[:, None] + rho * xi2_hat
   dtd = jnp.sum(jnp.real(dc * d_hat), 0)
-  s = jnp.einsum("khw,nkhw->nhw", d_hat, c) / (rho + dtd)
+  s = jnp.sum(d_hat[None] * c, axis=1) / (rho + dtd)
   return (c - dc[None] * s[:, None]) / rho
 
 

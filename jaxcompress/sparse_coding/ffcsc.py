@@ -188,17 +188,18 @@ def outer_iteration(state: _State, t, *, b, mask, m, mtb, radius, shape, lambdas
   (gd0, gd1), (gz0, gz1) = gammas
   rho_d, rho_z = gd1 / gd0, gz1 / gz0
   z_hat = admm.rfft2(state.z)
-  factor = admm.filter_solve_factor(z_hat, rho_d)
+  zf = admm.by_frequency(z_hat)
+  factor = admm.filter_solve_factor(zf, rho_d)
   obj_min = jnp.minimum(state.obj_filters, state.obj_codes)
   d_old, d_hat_old = state.d, admm.rfft2(state.d)
 
   def d_body(_, c):
     d, d_hat, (y1, y2) = c
-    v1 = admm.irfft2(admm.reconstruct_hat(d_hat, z_hat), shape)
+    v1 = admm.irfft2(admm.reconstruct_hat_by_frequency(d_hat, zf), shape)
     u1 = admm.data_prox(v1 - y1, m, mtb, lam_res / gd0)
     u2 = admm.kernel_constraint_proj(d - y2, radius)
     y1, y2 = y1 - (v1 - u1), y2 - (d - u2)
-    d_hat = admm.filter_solve(z_hat, factor, admm.rfft2(u1 + y1), admm.rfft2(u2 + y2), rho_d)
+    d_hat = admm.filter_solve(zf, factor, admm.rfft2(u1 + y1), admm.rfft2(u2 + y2), rho_d)
     return admm.irfft2(d_hat, shape), d_hat, (y1, y2)
 
   d, d_hat, dual_d = jax.lax.fori_loop(0, inner[0], d_body, (d_old, d_hat_old, state.dual_d))

@@ -35,8 +35,12 @@ class AdmmTest(chex.TestCase, parameterized.TestCase):
           admm.reconstruct_hat(admm.rfft2(d_), admm.rfft2(z_)), d_.shape[1:]))
       out = fn(jnp.asarray(d, dtype), jnp.asarray(z, dtype))
       self.assertEqual(out.dtype, dtype)
+      fn2 = self.variant(lambda d_, z_: admm.irfft2(admm.reconstruct_hat_by_frequency(
+          admm.rfft2(d_), admm.by_frequency(admm.rfft2(z_))), d_.shape[1:]))
+      out2 = fn2(jnp.asarray(d, dtype), jnp.asarray(z, dtype))
     ref = np.stack([sum(csc_refs.circ_conv(d[j], z[i, j]) for j in range(3)) for i in range(2)])
     np.testing.assert_allclose(out, ref, **_TOL[dtype])
+    np.testing.assert_allclose(out2, ref, **_TOL[dtype])
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(jnp.float32, jnp.float64)
@@ -45,8 +49,8 @@ class AdmmTest(chex.TestCase, parameterized.TestCase):
     rho = 3.0  # small rho: the data term matters
     with jax.enable_x64(dtype == jnp.float64):
       def fn(z_, a1, a2):
-        zh = admm.rfft2(z_)
-        return admm.irfft2(admm.filter_solve(zh, admm.filter_solve_factor(zh, rho),
+        zf = admm.by_frequency(admm.rfft2(z_))
+        return admm.irfft2(admm.filter_solve(zf, admm.filter_solve_factor(zf, rho),
                                              admm.rfft2(a1), admm.rfft2(a2), rho), z_.shape[2:])
       out = self.variant(fn)(*(jnp.asarray(v, dtype) for v in (z, xi1, xi2)))
     ref = csc_refs.dense_filter_solve(z, xi1, xi2, rho)
