@@ -61,6 +61,11 @@ def n_params(tree) -> int:
   return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
 
 
+def strip_gates(tree):
+  return {k: strip_gates(v) if hasattr(v, "items") else v for k, v in tree.items()
+          if "gate" not in k}
+
+
 def abstract_init(model, shape, **kwargs):
   x = jax.ShapeDtypeStruct(shape, jnp.float32)
   return jax.eval_shape(lambda v: model.init(jax.random.key(0), v, **kwargs), x)
@@ -143,10 +148,9 @@ class ArchitectureTest(parameterized.TestCase):
   def test_counts_layout_shapes_and_features(self, name):
     build, n400, n101, dim = OFFICIAL[name]
     model = models.build(name, num_classes=400)
-    full = abstract_init(model, CLIP)
+    full = dict(abstract_init(model, CLIP))
+    full["params"] = dict(full["params"])
     self.assertEqual(n_params(full["params"]), n400)
-    self.assertEqual(n_params(abstract_init(models.build(name, num_classes=101), CLIP)["params"]),
-                     n101)
     if ref is not None:
       tmodel = build(400)
       self.assertEqual(ref.n_params(tmodel), n400)
@@ -161,8 +165,11 @@ class ArchitectureTest(parameterized.TestCase):
     # The pretraining encoder: the same variables without `classifier`, pooled features out.
     bare_model = models.build(name, num_classes=400, include_top=False)
     bare = abstract_init(bare_model, CLIP)
-    full["params"] = {k: v for k, v in full["params"].items() if k != "classifier"}
+    head = full["params"].pop("classifier")
     self.assertEqual(shapes(bare), shapes(full))
+    # At 101 classes: the backbone and a head of 101 columns (kernel's last axis, bias).
+    per_class = sum(int(np.prod(v.shape[:-1])) for v in head.values())
+    self.assertEqual(n_params(bare["params"]) + 101 * per_class, n101)
     self.assertEqual(jax.eval_shape(bare_model.apply, bare, clip).shape, (2, dim))
 
   def test_i3d_at_224_pools_the_official_window(self):
@@ -183,10 +190,35 @@ class ArchitectureTest(parameterized.TestCase):
 
   def test_gate_slot_after_every_norm(self):
     layers = factory.FLOAT.replace(gate=factory.ChannelGate)
-    variables = abstract_init(video_resnet.r2plus1d_dsm(layers=layers), (1, 8, 32, 32, 3))
-    n_gates = sum(k.endswith("['mask']") for k in shapes(variables["params"]))
-    n_norms = sum(k.endswith("['mean']") for k in shapes(variables["batch_stats"]))
-    self.assertEqual(n_gates, n_norms)
+    for name in sorted(OFFICIAL):
+      variables = abstract_init(models.build(name, layers=layers), (1, 8, 32, 32, 3))
+      n_gates = sum(k.endswith("['mask']") for k in shapes(variables["params"]))
+      n_norms = sum(k.endswith("['mean']") for k in shapes(variables["batch_stats"]))
+      self.assertEqual(n_gates, n_norms, name)
+
+  def test_gates_mask_the_normalised_channels(self):
+    # Unit masks leave the block as it is; a zero mask on gate2 leaves act(shortcut) there.
+    mid = video_resnet.mid_channels(4, 6)
+    gated = video_resnet.BasicBlock(6, 2, factory.FLOAT.replace(gate=factory.ChannelGate),
+                                    mids=(mid, mid))
+    plain = gated.clone(layers=factory.FLOAT)
+    x = jnp.asarray(_inputs((2, 3, 5, 5, 4)))
+    variables = jax.jit(gated.init)(jax.random.key(0), x)
+    params = strip_gates(variables["params"])
+    # gate1, gate2, downsample_gate and the gates inside both (2+1)D convs.
+    self.assertLen([k for k in shapes(variables["params"]) if "gate" in k], 5)
+    fwd = jax.jit(lambda m, v, x: m.apply(v, x), static_argnums=0)
+    y = fwd(gated, variables, x)
+    np.testing.assert_allclose(y, fwd(plain, {**variables, "params": params}, x), rtol=1e-6)
+    shut = {**variables["params"], "gate2": {"mask": jnp.zeros(6).at[0].set(1.0)}}
+    y_shut = fwd(gated, {**variables, "params": shut}, x)
+    np.testing.assert_allclose(y_shut[..., 0], y[..., 0], rtol=1e-6)
+    # Closed channels carry relu(BN(1x1x1 stride-2 conv of x)) (eval BN: mean 0, var 1).
+    down = jax.lax.conv_general_dilated(x, params["downsample"]["kernel"], (2, 2, 2), "VALID",
+                                        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    bn = params["downsample_bn"]
+    want = np.maximum(down / np.sqrt(1 + 1e-5) * bn["scale"] + bn["bias"], 0)
+    np.testing.assert_allclose(y_shut[..., 1:], want[..., 1:], rtol=1e-5, atol=1e-6)
 
 
 def _inputs(shape, seed=0, dtype=np.float32):
