@@ -228,7 +228,7 @@ class TvVideoResNet(nn.Module):
 
 # ----------------------------------------------------------------- I3D (DSM src/model/i3d.py)
 def get_padding_shape(filter_shape, stride):
-  """The official `get_padding_shape`: TF-SAME (low, high) per axis, depth moved last (ConstantPad3d order)."""
+  """As the official function: TF-SAME (low, high) per axis, depth last (ConstantPad3d order)."""
   shape = []
   for k, s in zip(filter_shape, stride):
     along = max(k - s, 0)
