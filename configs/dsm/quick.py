@@ -11,7 +11,8 @@ motion class 90 % of the time, in the test videos it is independent (`moving_squ
    tested on the decorrelated test videos (video accuracy over 3 clips per video);
 4. `report`: `dsm_report.json` with `dsm_accuracy`, `moco_accuracy`, `random_init_accuracy`.
 
-Each pretraining stage also logs clip retrieval recall@k (test clips query training clips).
+No horizontal flips anywhere: a mirrored clip of a square moving right moves left, another
+class. Each pretraining stage also logs clip retrieval recall@k (test clips query training clips).
 Backbone: R3D-18's layout with one block per stage and width 16 on 8-frame 32x32 clips. The
 key-encoder momentum is 0.99 instead of the official 0.999 because the run is a few hundred
 steps long (at 0.999 the key encoder would stay mostly at its initialisation).
@@ -62,7 +63,7 @@ def pretrain(variant: str, epochs: int, num_train: int, num_test: int
   c.data.transform = "dsm_clips"
   moco = variant == "moco"
   c.data.transform_kwargs = ml_collections.ConfigDict(
-      dict(CLIP, flip=True, crop_padding=2, inter_video=moco, warp=not moco))
+      dict(CLIP, crop_padding=2, inter_video=moco, warp=not moco))
   c.dsm = ml_collections.ConfigDict(dict(variant=variant, embed_dim=128, temperature=0.07,
                                          queue_size=256, momentum=0.99, triplet_margin=0.5))
   c.num_epochs = epochs
@@ -87,11 +88,11 @@ def probe(epochs: int, num_train: int, num_test: int) -> ml_collections.ConfigDi
   _data(c, num_train, num_test)
   _model(c, 4)
   c.data.transform = "video_clip"
-  c.data.transform_kwargs = ml_collections.ConfigDict(dict(CLIP, flip=True))
+  c.data.transform_kwargs = ml_collections.ConfigDict(dict(CLIP, crop_padding=2))
   c.num_epochs = epochs
   c.log_every = 16
   c.optim.name = "sgd"
-  c.optim.learning_rate = 0.5
+  c.optim.learning_rate = 2.0  # on L2-normalised features (config.probe.normalize)
   c.optim.momentum = 0.9
   c.optim.weight_decay = 0.0
   c.optim.schedule = "cosine"
@@ -102,9 +103,10 @@ def probe(epochs: int, num_train: int, num_test: int) -> ml_collections.ConfigDi
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = common.parse_arg(arg, small=False)
+  args = common.parse_arg(arg, small=False, width=16)
+  MODEL["kwargs"]["width"] = args.width
   num_train, num_test = (256, 128) if args.small else (512, 256)
-  pre_epochs, probe_epochs = (4, 4) if args.small else (12, 8)
+  pre_epochs, probe_epochs = (4, 4) if args.small else (8, 8)
   c = ml_collections.ConfigDict()
   c.stage_order = ("pretrain_dsm", "pretrain_moco", "probe_dsm", "probe_moco", "probe_random",
                    "report")

@@ -156,7 +156,10 @@ def _video(example: dict[str, Any]) -> np.ndarray:
   if "video" not in example:
     raise ConfigError(f"A video transform needs examples with a 'video' entry (F, H, W, C), got "
                       f"keys {sorted(example)}; use a video source for config.data.name.")
-  video = np.asarray(example["video"])
+  video = example["video"]
+  # A lazily decoded video (data.video_lazy) decodes only the frames a clip indexes.
+  if not hasattr(video, "ndim"):
+    video = np.asarray(video)
   if video.ndim != 4:
     raise ConfigError(f"Videos must be (frames, height, width, channels), got {video.shape}.")
   return video

@@ -1,8 +1,9 @@
 """Offline scene-biased videos: a square moving in one of four directions over a scene.
 
 The toy check of scene bias in DSM (Wang et al., arXiv 2009.05757): the action class is the
-motion direction of a bright square (right, left, down, up, `SPEED` pixels per frame, wrapping
-around the frame), and each video also has one of four scenes (backgrounds of distinct colour
+motion direction of a bright square (right, left, down, up, wrapping around the frame; its speed,
+0 to `SPEED` pixels per frame, is redrawn every `SPEED_PERIOD` frames, so the motion changes
+over time within a video), and each video also has one of four scenes (backgrounds of distinct colour
 and texture). In the training split the scene agrees with the class with probability
 `scene_bias` (0.9 by default; otherwise a uniform scene), so a network can score well in
 training from the background alone; in the test split the scene is uniform and independent of
@@ -22,7 +23,8 @@ from jaxcompress.errors import ConfigError
 NUM_CLASSES = 4
 # (row, column) velocity of each class: right, left, down, up.
 DIRECTIONS = ((0, 1), (0, -1), (1, 0), (-1, 0))
-SPEED = 2
+SPEED = 3
+SPEED_PERIOD = 4
 # Scene colours (RGB, two tones each) and textures: horizontal stripes, vertical stripes,
 # checkerboard, diagonal stripes.
 SCENE_COLOURS = (((150, 40, 40), (90, 20, 20)), ((40, 140, 50), (20, 80, 30)),
@@ -57,9 +59,14 @@ def render(label: int, scene: int, num_frames: int, size: int, square: int,
   dr, dc = DIRECTIONS[label]
   offsets = np.arange(square)
   frames = np.repeat(background[None], num_frames, axis=0)
+  # Speed 0..SPEED px per step, redrawn every SPEED_PERIOD frames: clips of one video at other
+  # times move differently (the motion varies in time, the scene does not).
+  speeds = np.repeat(rng.integers(0, SPEED + 1, size=-(-num_frames // SPEED_PERIOD)),
+                     SPEED_PERIOD)[:num_frames]
+  travelled = np.concatenate([[0], np.cumsum(speeds[:-1])])
   for t in range(num_frames):
-    rows = (top + SPEED * dr * t + offsets) % size
-    cols = (left + SPEED * dc * t + offsets) % size
+    rows = (top + dr * travelled[t] + offsets) % size
+    cols = (left + dc * travelled[t] + offsets) % size
     frames[t][np.ix_(rows, cols)] = colour
   return np.clip(np.round(frames), 0, 255).astype(np.uint8)
 

@@ -6,6 +6,10 @@ gradient) and a linear layer on its pooled features is trained with cross-entrop
 is `config.model` built without its classifier (`include_top=False`); its parameters live under
 "backbone", the classifier under "head", so a pretraining stage hands its parameters over with
 `init_from = dict(stage=..., rename=(("^", "backbone/"),), exclude=".*classifier.*")`.
+
+`config.probe.normalize` (default True) L2-normalises the features before the classifier, so
+one learning rate suits backbones whose feature scales differ by orders of magnitude (a
+contrastive backbone's pooled features are not normalised by its pretraining head).
 """
 from __future__ import annotations
 
@@ -34,20 +38,24 @@ class LinearProbe(Method):
                                  layer_kwargs=dict(m.get("layer_kwargs", {})),
                                  include_top=False, **dict(m.get("kwargs", {})))
     self.head = nn.Dense(m.num_classes)
+    self.normalize = bool(config.get("probe", {}).get("normalize", True))
 
   def features(self, params: Any, model_state: Any, images: jax.Array) -> jax.Array:
     """Pooled backbone features in inference mode, held constant."""
     variables = {"params": params["backbone"], **model_state}
-    return jax.lax.stop_gradient(self.backbone.apply(variables, images, train=False))
+    feats = self.backbone.apply(variables, images, train=False).astype(jnp.float32)
+    if self.normalize:
+      feats = feats / jnp.maximum(jnp.linalg.norm(feats, axis=-1, keepdims=True), 1e-12)
+    return jax.lax.stop_gradient(feats)
 
   def init(self, rng: jax.Array, example_batch: Batch) -> TrainState:
     k_backbone, k_head = jax.random.split(rng)
     variables = self.backbone.init(k_backbone, example_batch["image"][:1], train=False)
     backbone = variables.pop("params")
     model_state = dict(flax.core.unfreeze(variables))
-    feats = self.backbone.apply({"params": backbone, **model_state},
-                                example_batch["image"][:1], train=False)
-    params = {"backbone": backbone, "head": self.head.init(k_head, feats)["params"]}
+    params = {"backbone": backbone}
+    feats = self.features(params, model_state, example_batch["image"][:1])
+    params["head"] = self.head.init(k_head, feats)["params"]
     # Only the head is optimised: the backbone is not an optimizer argument at all.
     self.tx = builder.make_optimizer(self.config.optim, params["head"], self.total_steps,
                                      self.steps_per_epoch)

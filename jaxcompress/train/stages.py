@@ -179,7 +179,9 @@ def _write_done(workdir: str, result: dict[str, Any]) -> None:
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
-  return {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
+  """The numeric scalars of a stage's metrics or report (names and tables are left out)."""
+  return {k: float(v) for k, v in metrics.items()
+          if np.ndim(v) == 0 and np.issubdtype(np.asarray(v).dtype, np.number)}
 
 
 def run_stages(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
