@@ -25,9 +25,11 @@ STATE_PREFIX = "state:"
 
 
 def source_labels(source: Any, key: str) -> np.ndarray:
-  """Every example's `key` value as an int64 array (the source's `labels` when it has them)."""
-  if key == "label" and hasattr(source, "labels"):
-    return np.asarray(source.labels).astype(np.int64)
+  """Every example's `key` value as an int64 array (the source's `labels`, `cameras` or
+  `domains` array when it has one, so image folders are not decoded to read their labels)."""
+  attribute = {"label": "labels", "camera": "cameras", "domain": "domains"}.get(key)
+  if attribute and hasattr(source, attribute):
+    return np.asarray(getattr(source, attribute)).astype(np.int64)
   return np.asarray([int(source[i][key]) for i in range(len(source))], np.int64)
 
 
