@@ -56,7 +56,9 @@ class Classification(Method):
 
   def loss_fn(self, params: Any, state: TrainState, batch: Batch) -> tuple[jax.Array, Any]:
     """Mean cross-entropy and (logits, new model_state)."""
-    logits, model_state = self.apply(params, state.model_state, batch["image"], train=True)
+    # A per-step dropout key (models without dropout ignore it).
+    logits, model_state = self.apply(params, state.model_state, batch["image"], train=True,
+                                     rngs={"dropout": state.step_rng(0xD50)})
     return jnp.mean(cross_entropy(logits, batch["label"])), (logits, model_state)
 
   def train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
