@@ -1,7 +1,7 @@
 """Image sets of the CoGD sparse-coding experiments, prepared as the released code does.
 
 Zhuo et al., "Cogradient Descent for Bilinear Optimization", CVPR 2020, arXiv 2006.09142;
-github.com/bczhangbczhang/CoGD, `CoGD-master.zip`: `CSC/image_helpers/CreateImages.m` with
+github.com/bczhangbczhang/CoGD, `CoGD-master.zip`: `CreateImages.m` (under `CSC/`) with
 `'local_cn'`, `ZERO_MEAN = 1`, `'gray'` (called by `CSC/learn_kernels_2D*.m`):
 
 1. grayscale in [0, 1] (`rgb2gray(double(I) / 255)` for colour, `/ 255` for gray), single;

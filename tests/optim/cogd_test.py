@@ -242,7 +242,7 @@ class BilinearTest(chex.TestCase):
 
 @pytest.mark.slow
 def test_synthetic_check_spread():
-  """The sheet's check on 64x128, 5% nonzero: final objectives of both variants over seeds."""
+  """Synthetic Eq. 1 with A* 64x128, x* 5% nonzero: final objectives of both variants."""
   gaps = []
   with jax.enable_x64(True):
     run = jax.jit(lambda a0, x0, b, v: cogd.run_bilinear(a0, x0, b, lam=0.1, mu=0.01,
