@@ -30,6 +30,7 @@ _BUILTIN = {
     "dmad_finetune_pix2pix": "jaxcompress.methods.dmad_finetune:Pix2PixFinetune",
     "dsm": "jaxcompress.methods.dsm:DSM",
     "linear_probe": "jaxcompress.methods.linear_probe:LinearProbe",
+    "ddan": "jaxcompress.methods.ddan:DDAN",
 }
 _REGISTERED: dict[str, Callable[..., Method]] = {}
 
@@ -40,6 +41,7 @@ _REPORTS = {
     "dmad_materialize": "jaxcompress.methods.dmad_stages:dmad_materialize",
     "dmad_report": "jaxcompress.methods.dmad_stages:dmad_report",
     "dsm_report": "jaxcompress.methods.dsm:dsm_report",
+    "ddan_report": "jaxcompress.methods.ddan:ddan_report",
 }
 
 
