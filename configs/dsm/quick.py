@@ -20,7 +20,8 @@ Command:
   python -m launch.main --config=configs/dsm/quick.py --workdir=/tmp/dsm_quick
 Hardware: any CPU (2 cores).
 Expected: dsm_accuracy > moco_accuracy and both > random_init_accuracy (see BENCHMARKS.md).
-Variants: `:small` (fewer steps and videos, for the slow test).
+Variants: `:small` (fewer steps and videos, for the slow test), `:quick` (a few steps of every
+stage), `:width=N` (backbone width).
 """
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ import ml_collections
 from configs import common
 
 CLIP = dict(clip_len=8, stride=1)
-MODEL = dict(name="r3d_18", kwargs=dict(width=16, stage_sizes=(1, 1, 1, 1)))
+# R3D-18's layout, one block per stage, `width` channels in the first stage.
+MODEL = "r3d_18"
+STAGE_SIZES = (1, 1, 1, 1)
 
 
 def _data(c: ml_collections.ConfigDict, num_train: int, num_test: int) -> None:
@@ -42,10 +45,10 @@ def _data(c: ml_collections.ConfigDict, num_train: int, num_test: int) -> None:
   c.num_devices = 1
 
 
-def _model(c: ml_collections.ConfigDict, num_classes: int) -> None:
-  c.model.name = MODEL["name"]
+def _model(c: ml_collections.ConfigDict, num_classes: int, width: int) -> None:
+  c.model.name = MODEL
   c.model.num_classes = num_classes
-  c.model.kwargs = ml_collections.ConfigDict(dict(MODEL["kwargs"]))
+  c.model.kwargs = ml_collections.ConfigDict(dict(width=width, stage_sizes=STAGE_SIZES))
 
 
 def _eval_data(num_test: int, clips: int) -> dict:
@@ -53,13 +56,13 @@ def _eval_data(num_test: int, clips: int) -> dict:
               transform="video_clip", transform_kwargs=dict(CLIP))
 
 
-def pretrain(variant: str, epochs: int, num_train: int, num_test: int
+def pretrain(variant: str, epochs: int, num_train: int, num_test: int, width: int
              ) -> ml_collections.ConfigDict:
   """One pretraining stage: "dsm" or "moco"."""
   c = common.base_config()
   c.method = "dsm"
   _data(c, num_train, num_test)
-  _model(c, 128)
+  _model(c, 128, width)
   c.data.transform = "dsm_clips"
   moco = variant == "moco"
   c.data.transform_kwargs = ml_collections.ConfigDict(
@@ -81,12 +84,12 @@ def pretrain(variant: str, epochs: int, num_train: int, num_test: int
   return c
 
 
-def probe(epochs: int, num_train: int, num_test: int) -> ml_collections.ConfigDict:
+def probe(epochs: int, num_train: int, num_test: int, width: int) -> ml_collections.ConfigDict:
   """A linear probe on a frozen backbone, tested on the decorrelated videos."""
   c = common.base_config()
   c.method = "linear_probe"
   _data(c, num_train, num_test)
-  _model(c, 4)
+  _model(c, 4, width)
   c.data.transform = "video_clip"
   c.data.transform_kwargs = ml_collections.ConfigDict(dict(CLIP, crop_padding=2))
   c.num_epochs = epochs
@@ -103,18 +106,22 @@ def probe(epochs: int, num_train: int, num_test: int) -> ml_collections.ConfigDi
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = common.parse_arg(arg, small=False, width=16)
-  MODEL["kwargs"]["width"] = args.width
-  num_train, num_test = (256, 128) if args.small else (512, 256)
-  pre_epochs, probe_epochs = (4, 4) if args.small else (8, 8)
+  args = common.parse_arg(arg, small=False, quick=False, width=16)
+  width = 4 if args.quick else args.width
+  if args.quick:  # a few steps of every stage (tests, colab smoke runs)
+    num_train, num_test, pre_epochs, probe_epochs = 32, 16, 1, 1
+  elif args.small:
+    num_train, num_test, pre_epochs, probe_epochs = 256, 128, 4, 4
+  else:
+    num_train, num_test, pre_epochs, probe_epochs = 512, 256, 8, 8
   c = ml_collections.ConfigDict()
   c.stage_order = ("pretrain_dsm", "pretrain_moco", "probe_dsm", "probe_moco", "probe_random",
                    "report")
-  stages = {"pretrain_dsm": pretrain("dsm", pre_epochs, num_train, num_test),
-            "pretrain_moco": pretrain("moco", pre_epochs, num_train, num_test)}
+  stages = {"pretrain_dsm": pretrain("dsm", pre_epochs, num_train, num_test, width),
+            "pretrain_moco": pretrain("moco", pre_epochs, num_train, num_test, width)}
   for name, source in (("probe_dsm", "pretrain_dsm"), ("probe_moco", "pretrain_moco"),
                        ("probe_random", None)):
-    p = probe(probe_epochs, num_train, num_test)
+    p = probe(probe_epochs, num_train, num_test, width)
     if source:
       p.init_from = ml_collections.ConfigDict(dict(
           stage=source, include=".*", exclude=".*classifier.*", rename=(("^", "backbone/"),),
