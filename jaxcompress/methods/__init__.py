@@ -30,6 +30,8 @@ _BUILTIN = {
     "dmad_finetune_pix2pix": "jaxcompress.methods.dmad_finetune:Pix2PixFinetune",
     "dsm": "jaxcompress.methods.dsm:DSM",
     "linear_probe": "jaxcompress.methods.linear_probe:LinearProbe",
+    "mebnet_source": "jaxcompress.methods.mebnet_source:MEBNetSource",
+    "mebnet": "jaxcompress.methods.mebnet:MEBNet",
     "ddan": "jaxcompress.methods.ddan:DDAN",
 }
 _REGISTERED: dict[str, Callable[..., Method]] = {}
@@ -41,6 +43,7 @@ _REPORTS = {
     "dmad_materialize": "jaxcompress.methods.dmad_stages:dmad_materialize",
     "dmad_report": "jaxcompress.methods.dmad_stages:dmad_report",
     "dsm_report": "jaxcompress.methods.dsm:dsm_report",
+    "mebnet_report": "jaxcompress.methods.mebnet:mebnet_report",
     "ddan_report": "jaxcompress.methods.ddan:ddan_report",
 }
 
