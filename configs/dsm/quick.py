@@ -100,7 +100,7 @@ def probe(epochs: int, num_train: int, num_test: int, width: int) -> ml_collecti
   c.num_epochs = epochs
   c.log_every = 16
   c.optim.name = "sgd"
-  c.optim.learning_rate = 2.0  # on L2-normalised features (config.probe.normalize)
+  c.optim.learning_rate = 0.1  # on batch-normalised features (methods/linear_probe.py)
   c.optim.momentum = 0.9
   c.optim.weight_decay = 0.0
   c.optim.schedule = "cosine"

@@ -130,9 +130,15 @@ def test_linear_probe_trains_only_its_head():
   for a, b in zip(jax.tree.leaves(state.params["backbone"]),
                   jax.tree.leaves(new_state.params["backbone"])):
     np.testing.assert_array_equal(a, b)
-  for a, b in zip(jax.tree.leaves(state.model_state), jax.tree.leaves(new_state.model_state)):
+  for a, b in zip(jax.tree.leaves(state.model_state["batch_stats"]["backbone"]),
+                  jax.tree.leaves(new_state.model_state["batch_stats"]["backbone"])):
     np.testing.assert_array_equal(a, b)
-  assert not np.allclose(state.params["head"]["kernel"], new_state.params["head"]["kernel"])
+  head, new_head = state.params["head"], new_state.params["head"]
+  assert not np.allclose(head["classifier"]["kernel"], new_head["classifier"]["kernel"])
+  # The head's affine-free batch norm standardises the features with its batch statistics.
+  assert set(head) == {"classifier"}
+  stats = new_state.model_state["batch_stats"]["head"]["bn"]
+  assert not np.allclose(stats["mean"], 0.0)
   out = probe.predict(new_state, _batch(2))
   assert out["logits"].shape == (4, 4) and out["features"].shape == (4, 32)
   assert np.isfinite(float(metrics["loss"]))
