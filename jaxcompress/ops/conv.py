@@ -29,7 +29,9 @@ blocked gradient, 0.76-1.34x PyTorch's oneDNN kernel's time) where a C++ compile
 on XLA's blocked convolution otherwise. Several CPU devices keep XLA's convolutions: neither
 call has an SPMD partitioning rule. Float ResNet-20 training step, one interleaved run
 (together with batch norm's recomputed normalised input, `ops.batch_norm`): 394 -> 464 img/s; RBNN
-ResNet-20 307 -> 339 (BENCHMARKS.md).
+ResNet-20 307 -> 339 (BENCHMARKS.md). 3-D (video) convolutions follow the same plan, with their
+float32 weight gradient on `native_conv3d`'s kernel and, first, the kernel taps that read only
+padding cut off (`conv3d`; R3D-18 training step: `benchmarks/video_step.py`).
 
 If YNNPACK convolutions are in use (the flag could not be set), the weight gradient is always
 the matmul formulation, which is what that regime needs. ResNet-20 training step, batch 128,
@@ -83,7 +85,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxcompress.ops import native_conv, onednn_conv, xla_cpu
+from jaxcompress.ops import conv3d, native_conv, native_conv3d, onednn_conv, xla_cpu
 from jaxcompress.ops import padding as padding_lib
 
 _IMPLS = ("auto", "lax", "matmul")
@@ -566,7 +568,9 @@ def _fast_conv_bwd(strides, pads, rhs_dil, precision, pet, plan, res, g):
   else:
     dlhs = _canonical_input_grad(g_out, rhs, pads, rhs_dil, precision, pet, plan.onednn)
   if plan.native_dw:
-    drhs = native_conv.conv_weight_grad(lhs, g_out, kshape, strides, pads, rhs_dil)
+    weight_grad = (native_conv.conv_weight_grad if lhs.ndim == 4
+                   else native_conv3d.conv3d_weight_grad)
+    drhs = weight_grad(lhs, g_out, kshape, strides, pads, rhs_dil)
   elif plan.matmul_dw:
     drhs = _weight_grad(lhs, g, kshape, strides, pads, rhs_dil, precision)
   else:
@@ -695,17 +699,19 @@ def _onednn_applies(lhs: jax.Array, rhs: jax.Array, strides: Sequence[int],
 
 
 def _native_dw_applies(lhs: jax.Array, rhs: jax.Array, pet: Any) -> bool:
-  """Whether a CPU convolution's weight gradient runs on `native_conv.conv_weight_grad`.
+  """Whether a CPU convolution's weight gradient runs on `native_conv.conv_weight_grad` (2-D)
+  or `native_conv3d.conv3d_weight_grad` (3-D).
 
-  2-D, float32 without a different accumulation type, one device (like the oneDNN custom call,
-  the FFI call has no SPMD partitioning rule), and `native_conv.available()` (a C++ compiler
-  built the kernel and its probe passed).
+  2-D or 3-D, float32 without a different accumulation type, one device (like the oneDNN
+  custom call, the FFI call has no SPMD partitioning rule), and the kernel's `available()` (a
+  C++ compiler built it and its probe passed).
   """
-  if lhs.ndim != 4 or lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32:
+  if lhs.ndim not in (4, 5) or lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32:
     return False
   if not (pet is None or pet == jnp.dtype(jnp.float32)):
     return False
-  return jax.device_count() == 1 and native_conv.available()
+  kernel = native_conv if lhs.ndim == 4 else native_conv3d
+  return jax.device_count() == 1 and kernel.available()
 
 
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
@@ -770,6 +776,10 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
     # (values ~1e24) in jaxlib 0.10.2, so the fast path never hands it negative padding.
     lhs = _pad_input(lhs, [(min(lo, 0), min(hi, 0)) for lo, hi in pads])
     pads = tuple((max(lo, 0), max(hi, 0)) for lo, hi in pads)
+  if nsp == 3 and impl == "auto":
+    # Video clips shrink to 1-2 frames in the deep stages: taps that read only padding there
+    # are cut from the kernel (`conv3d.trimmed_kernel`), the same convolution with less work.
+    rhs, pads = conv3d.trimmed_kernel(lhs.shape[1:-1], rhs, strides, pads, rhs_dil)
   pet = None if preferred_element_type is None else jnp.dtype(preferred_element_type)
   if depthwise:
     c = lhs.shape[-1]
