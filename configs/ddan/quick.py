@@ -46,11 +46,12 @@ def _source_kwargs(num_test_ids: int, target: int | None = None) -> dict:
   return kwargs
 
 
-def train(variant: str, epochs: int, num_targets: int, num_test_ids: int
+def train(variant: str, epochs: int, num_targets: int, num_test_ids: int, seed: int = 0
           ) -> ml_collections.ConfigDict:
   """One training stage ("baseline" or "ddan") evaluated on every unseen target."""
   c = common.base_config()
   c.method = "ddan"
+  c.seed = seed
   c.data.name = "synthetic_reid_dg"
   c.data.source_kwargs = ml_collections.ConfigDict(_source_kwargs(num_test_ids))
   c.data.mean = common.IMAGENET_MEAN
@@ -91,14 +92,14 @@ def train(variant: str, epochs: int, num_targets: int, num_test_ids: int
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = common.parse_arg(arg, small=False, epochs=0)
-  epochs = args.epochs or (4 if args.small else 24)
+  args = common.parse_arg(arg, small=False, epochs=0, seed=0)
+  epochs = args.epochs or (4 if args.small else 60)
   num_targets, num_test_ids = (2, 50) if args.small else (4, 100)
   c = ml_collections.ConfigDict()
   c.stage_order = ("baseline", "ddan", "report")
   c.stages = ml_collections.ConfigDict({
-      "baseline": train("baseline", epochs, num_targets, num_test_ids),
-      "ddan": train("ddan", epochs, num_targets, num_test_ids),
+      "baseline": train("baseline", epochs, num_targets, num_test_ids, args.seed),
+      "ddan": train("ddan", epochs, num_targets, num_test_ids, args.seed),
       "report": dict(report="ddan_report", inputs=("baseline", "ddan"),
                      targets=tuple(f"target{t}" for t in range(num_targets)), trials=0,
                      labels=dict(baseline="baseline", ddan="ddan")),

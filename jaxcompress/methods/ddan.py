@@ -61,7 +61,8 @@ _DROPOUT_SALT = 0xDDA
 
 
 def default_ddan_config() -> ml_collections.ConfigDict:
-  """`config.ddan` with the release's values (`run.sh`, `transmem.py`)."""
+  """`config.ddan` with the release's values (`run.sh`, `transmem.py`); not type-safe, so
+  `central` takes a name, an index or "wasserstein"."""
   return ml_collections.ConfigDict({
       "variant": "ddan",
       "ids_per_domain": memory_lib.DDAN_IDS_PER_DOMAIN,  # identities of each source, in order
@@ -76,7 +77,7 @@ def default_ddan_config() -> ml_collections.ConfigDict:
       "feature_dim": 1280, "dropout": 0.5, "d_hidden": 128,
       "pretrained": "",              # torchvision mobilenet_v2 state_dict (.pth) for E and T
       "d_optim": {},                 # overrides of config.optim for D
-  })
+  }, type_safe=False)
 
 
 def eval_name(target: Any, trial: int | None = None) -> str:
