@@ -47,7 +47,7 @@ from jaxcompress import reid
 from jaxcompress.data import augment as augment_lib
 from jaxcompress.data import reid_dg
 from jaxcompress.errors import ConfigError
-from jaxcompress.methods import ddan_central, ddan_nets
+from jaxcompress.methods import ddan_augment, ddan_central, ddan_nets
 from jaxcompress.methods.base import Batch, HookContext, Method, Metrics
 from jaxcompress.optim import builder
 from jaxcompress.reid import memory as memory_lib
@@ -58,6 +58,9 @@ WASSERSTEIN = "wasserstein"
 _NETS = ("encoder", "mapping", "discriminator")
 _TRAINED_BY_MODEL = ("encoder", "mapping")
 _DROPOUT_SALT = 0xDDA
+# Imported for its side effect: the recipe's rotation and colour jitter become named
+# augmentations of the image pipeline.
+del ddan_augment
 
 
 def default_ddan_config() -> ml_collections.ConfigDict:

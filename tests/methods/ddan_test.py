@@ -3,8 +3,8 @@
 One jitted step against a hand composition of the losses (NumPy references of the identity
 cross-entropy, the batch-hard triplet and the uniform confusion terms), the gradient routing
 (E from L_id + L_tri only, D from its own loss only, T from everything), the memory state and
-its epoch semantics, the baseline variant, the network split, the central-domain rule and the
-report.
+its epoch semantics, the baseline variant, the network split, the central-domain rule, the
+report and the recipe's rotation and colour-jitter augmentations.
 """
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ from scipy import optimize
 
 from configs import common
 from jaxcompress import reid
+from jaxcompress.data import augment
 from jaxcompress.errors import ConfigError
-from jaxcompress.methods import ddan, ddan_central, ddan_nets
+from jaxcompress.methods import ddan, ddan_augment, ddan_central, ddan_nets
 from jaxcompress.models import mobilenet_v2
 
 IDS = (3, 3, 2)           # identities of the three source domains
@@ -375,3 +376,53 @@ def test_report_averages_trials_then_targets(tmp_path):
   cfg.trials = 4
   with pytest.raises(ConfigError, match="trial3"):
     ddan.ddan_report(cfg, inputs, "", str(tmp_path))
+
+
+def _np_rotate_nearest(image, angle):
+  """PIL's inverse affine map for `rotate(angle)` about the centre, sampled at pixel centres
+  and floored (nearest), zero outside."""
+  h, w = image.shape[:2]
+  t = -np.radians(angle)
+  a, b, d, e = np.cos(t), np.sin(t), -np.sin(t), np.cos(t)
+  cx, cy = w / 2, h / 2
+  out = np.zeros_like(image)
+  for yo in range(h):
+    for xo in range(w):
+      x, y = xo + 0.5 - cx, yo + 0.5 - cy
+      xi, yi = int(np.floor(a * x + b * y + cx)), int(np.floor(d * x + e * y + cy))
+      if 0 <= xi < w and 0 <= yi < h:
+        out[yo, xo] = image[yi, xi]
+  return out
+
+
+def test_rotation_augmentation():
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, (32, 16, 3)).astype(np.uint8)
+  fn = augment.get_augmentation("ddan_rotation", degrees=(180.0, 180.0))
+  np.testing.assert_array_equal(fn(x, np.random.default_rng(1)), x[::-1, ::-1])
+  np.testing.assert_array_equal(ddan_augment.rotate(x, rng, 0.0), x)
+  angle = np.random.default_rng(2).uniform(-5.0, 5.0)
+  got = ddan_augment.rotate(x, np.random.default_rng(2), 5.0)
+  want = _np_rotate_nearest(x, angle)
+  assert got.shape == x.shape and got.dtype == np.uint8
+  assert np.mean(np.any(got != want, axis=-1)) < 0.02  # rounding at sampling boundaries only
+
+
+def test_color_jitter_augmentation():
+  rng = np.random.default_rng(3)
+  x = rng.integers(0, 256, (8, 6, 3)).astype(np.uint8)
+  xf = x.astype(np.float64)
+  got = ddan_augment.color_jitter(x, rng, brightness=(1.5, 1.5))
+  np.testing.assert_allclose(got, np.clip(xf * 1.5, 0, 255), atol=1)
+  grey = (xf @ np.asarray([0.299, 0.587, 0.114]))[..., None]
+  got = ddan_augment.color_jitter(x, rng, saturation=(0.5, 0.5))
+  np.testing.assert_allclose(got, np.clip(grey + 0.5 * (xf - grey), 0, 255), atol=2)
+  red = np.tile(np.asarray([200, 30, 30], np.uint8), (4, 4, 1))
+  green = ddan_augment.color_jitter(red, rng, hue=(1 / 3, 1 / 3))
+  assert np.all(green[..., 1] > 150) and np.all(green[..., 0] < 60)
+  jitter = augment.get_augmentation("ddan_color_jitter", brightness=(0.5, 2.0),
+                                    saturation=(0.5, 2.0), hue=(-0.1, 0.1))
+  np.testing.assert_array_equal(jitter(x, np.random.default_rng(4)),
+                                jitter(x, np.random.default_rng(4)))
+  with pytest.raises(ConfigError, match="uint8"):
+    jitter(xf, rng)
