@@ -23,8 +23,13 @@ Liu, Chen, Ji, Shao; AAAI 2021, arXiv 2007.13249). The step follows the official
 Central domain (`config.ddan.central`): a source name (resolved in `config.ddan.source_names`;
 the release's "cuhk_sysu"), an index, or "wasserstein": the paper's rule, the source with the
 smallest summed Sinkhorn distance to the others (`ddan_central.central_domain`), computed by the
-host at the start of training on `central_samples` images per source through the initial
-(ImageNet) E and T; the chosen index lives in `state.extra["central"]`.
+host at the start of training on `central_samples` images per source (their pooled mapping
+features f of the initial, ImageNet-initialised E and T, L2-normalised; the paper does not say
+which features it compares); the chosen index lives in `state.extra["central"]`.
+
+Networks (`ddan_nets`): E = MobileNetV2 blocks (`config.model.kwargs`: width_mult, setting),
+T with `feature_dim` channels and its BN neck, D with `d_hidden` units; E and T start from the
+torchvision MobileNetV2 file `config.ddan.pretrained` when given (`load_initial`).
 
 Identity memory candidates (`config.ddan.memory_mask`): "aligned" (each identity's own dataset)
 or "official_bug" (the release's misaligned blocks, 18,530 identities only).
@@ -109,9 +114,9 @@ class DDAN(Method):
                         "from the DG source (DGSource.id_domains).")
     self.id_domains = self._id_domains()
     self.central = self._resolve_central(o.central)
-    kwargs_ = dict(config.model.get("kwargs", {}) or {})
+    model_kwargs = dict(config.model.get("kwargs", {}) or {})
     self.nets = {
-        "encoder": ddan_nets.Encoder(**kwargs_),
+        "encoder": ddan_nets.Encoder(**model_kwargs),
         "mapping": ddan_nets.Mapping(self.num_ids, int(o.feature_dim), float(o.dropout)),
         "discriminator": ddan_nets.Discriminator(int(o.d_hidden)),
     }
