@@ -39,6 +39,11 @@ class EmaUpdateTest(parameterized.TestCase):
       np.testing.assert_allclose(step(e, p, jnp.asarray(m)), (1 - m) * np.ones(3), rtol=1e-4)
     self.assertLen(traces, 1)
 
+  def test_momentum_zero_copies_and_one_keeps(self):
+    ema, new = {"w": jnp.arange(3.0)}, {"w": jnp.full(3, 7.0)}
+    np.testing.assert_array_equal(selfsup.ema_update(ema, new, 0.0)["w"], new["w"])
+    np.testing.assert_array_equal(selfsup.ema_update(ema, new, 1.0)["w"], ema["w"])
+
   def test_float64(self):
     with jax.enable_x64(True):
       out = selfsup.ema_update(jnp.zeros(2, jnp.float64), jnp.full(2, 1 / 3, jnp.float64), 0.25)
