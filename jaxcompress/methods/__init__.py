@@ -33,6 +33,7 @@ _BUILTIN = {
     "mebnet_source": "jaxcompress.methods.mebnet_source:MEBNetSource",
     "mebnet": "jaxcompress.methods.mebnet:MEBNet",
     "ddan": "jaxcompress.methods.ddan:DDAN",
+    "dtdn": "jaxcompress.methods.dtdn:DTDN",
 }
 _REGISTERED: dict[str, Callable[..., Method]] = {}
 
@@ -45,6 +46,7 @@ _REPORTS = {
     "dsm_report": "jaxcompress.methods.dsm:dsm_report",
     "mebnet_report": "jaxcompress.methods.mebnet:mebnet_report",
     "ddan_report": "jaxcompress.methods.ddan:ddan_report",
+    "dtdn_report": "jaxcompress.methods.dtdn:dtdn_report",
 }
 
 
