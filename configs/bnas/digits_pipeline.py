@@ -7,7 +7,7 @@ command skips the finished search and resumes the retraining.
 Command:
   python -m launch.main --config=configs/bnas/digits_pipeline.py --workdir=/tmp/bnas_pipeline
 Hardware: any CPU (2 cores); see each stage's config for its wall time.
-Expected: retrain eval accuracy >= 0.95 on the 360 held-out digits (measured 0.958-0.983).
+Expected: retrain eval accuracy >= 0.97 on the 360 held-out digits (see BENCHMARKS.md).
 Variants: `:quick` (both stages in their quick form).
 """
 from configs import common

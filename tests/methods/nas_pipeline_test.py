@@ -2,9 +2,8 @@
 
 Checks what the README ("Each paper on a CPU in minutes") and the configs' `Expected:` lines promise
 for `configs/{pc_darts,bnas}/digits_pipeline.py`: the retrained evaluation network reaches >= 0.97
-(PC-DARTS) and >= 0.95 (BNAS: its retrained XNOR-search cell measured 0.9583-0.9833 over the
-float rounding changes of the engine) accuracy on the 360 held-out digits, and each pipeline
-(search and retraining together) finishes in under 15 minutes on a 2-core CPU.
+accuracy on the 360 held-out digits (BNAS retrains its XNOR cell for 30 epochs), and each
+pipeline (search and retraining together) finishes in under 15 minutes on a 2-core CPU.
 
 Slow (minutes each on a CPU); deselected by default. Run with
   python -m pytest -q -m slow tests/methods/nas_pipeline_test.py
@@ -22,7 +21,7 @@ from configs.pc_darts import digits_pipeline as pc_darts_pipeline
 from jaxcompress.train import loop
 
 # The digits pipelines' promised accuracy and wall time.
-_MIN_ACCURACY = {"pc_darts": 0.97, "bnas": 0.95}
+_MIN_ACCURACY = {"pc_darts": 0.97, "bnas": 0.97}
 _MAX_SECONDS = 15 * 60
 
 
