@@ -208,18 +208,18 @@ class DDAN(Method):
         torchvision_weights.convert_torchvision("mobilenet_v2", path))
     params, model_state = dict(state.params), dict(state.model_state)
     for name, loaded in (("encoder", enc), ("mapping", mapping)):
-      p = dict(params[name])
-      stats = dict(model_state[name].get("batch_stats", {}))
-      for module in loaded["params"]:
-        shapes = jax.tree.map(np.shape, (p.get(module), loaded["params"][module]))
-        if p.get(module) is None or shapes[0] != shapes[1]:
-          raise ConfigError(f"config.ddan.pretrained: {name}/{module} does not match the "
-                            "ImageNet MobileNetV2 (width 1.0, torchvision setting, "
-                            "feature_dim 1280); use that model or no pretrained file.")
-        p[module] = loaded["params"][module]
-        stats[module] = loaded["batch_stats"][module]
-      params[name] = p
-      model_state[name] = {**model_state[name], "batch_stats": stats}
+      trees = {"params": dict(params[name]),
+               "batch_stats": dict(model_state[name].get("batch_stats", {}))}
+      for col, tree in trees.items():
+        for module, value in loaded.get(col, {}).items():
+          have = tree.get(module)
+          if have is None or jax.tree.map(np.shape, have) != jax.tree.map(np.shape, value):
+            raise ConfigError(f"config.ddan.pretrained: {name}/{module} does not match the "
+                              "ImageNet MobileNetV2 (width 1.0, torchvision setting, "
+                              "feature_dim 1280); use that model or no pretrained file.")
+          tree[module] = value
+      params[name] = trees["params"]
+      model_state[name] = {**model_state[name], "batch_stats": trees["batch_stats"]}
     return state.replace(params=params, model_state=model_state)
 
   # -- central domain (host) -----------------------------------------------------------------

@@ -25,7 +25,7 @@ from jaxcompress import reid
 from jaxcompress.data import augment
 from jaxcompress.errors import ConfigError
 from jaxcompress.methods import ddan, ddan_augment, ddan_central, ddan_nets
-from jaxcompress.models import mobilenet_v2
+from jaxcompress.models import mobilenet_v2, torchvision_weights
 
 IDS = (3, 3, 2)           # identities of the three source domains
 SPE = 5                   # steps per epoch
@@ -426,3 +426,37 @@ def test_color_jitter_augmentation():
                                 jitter(x, np.random.default_rng(4)))
   with pytest.raises(ConfigError, match="uint8"):
     jitter(xf, rng)
+
+
+@pytest.mark.parametrize("feature_dim", [1280, 16])
+def test_pretrained_mobilenet_v2_fills_encoder_and_mapping(monkeypatch, feature_dim):
+  net = mobilenet_v2.MobileNetV2(num_classes=1000, setting=SETTING)
+  variables = jax.jit(functools.partial(net.init, train=False))(jax.random.key(9),
+                                                                 jnp.zeros((1, 16, 8, 3)))
+  rng = np.random.default_rng(10)
+  variables = jax.tree.map(lambda v: np.asarray(v) + rng.uniform(size=v.shape), variables)
+  monkeypatch.setattr(torchvision_weights, "convert_torchvision",
+                      lambda arch, path: dict(variables) if arch == "mobilenet_v2" else None)
+  c = _config()
+  c.ddan.update(dict(feature_dim=feature_dim, pretrained="mobilenet_v2-b0353104.pth"))
+  m = ddan.DDAN(c, steps_per_epoch=SPE, total_steps=SPE)
+  state = jax.jit(m.init)(jax.random.key(3), _batch())
+  if feature_dim != 1280:
+    with pytest.raises(ConfigError, match="mapping/head"):
+      m.load_initial(state)
+    return
+  loaded = m.load_initial(state)
+  for col, key in (("params", None), ("batch_stats", "batch_stats")):
+    src = variables[col]
+    enc = loaded.params["encoder"] if key is None else loaded.model_state["encoder"][key]
+    mapping = loaded.params["mapping"] if key is None else loaded.model_state["mapping"][key]
+    for module in src:
+      where = mapping if module in ("head", "head_bn") else enc
+      if module == "classifier":
+        assert module not in enc
+        continue
+      for a, b in zip(jax.tree.leaves(where[module]), jax.tree.leaves(src[module])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # New layers keep their initial values.
+  np.testing.assert_array_equal(loaded.params["mapping"]["classifier"]["kernel"],
+                                state.params["mapping"]["classifier"]["kernel"])
