@@ -491,6 +491,9 @@ class _Plan(NamedTuple):
   # Weight gradient on the native kernel (`native_conv.conv_weight_grad`) instead of XLA's
   # blocked convolution; set by `conv_general_dilated` where `_native_dw_applies`.
   native_dw: bool = False
+  # A 3-D convolution or the per-frame 2-D part of one (`conv3d`): a native weight gradient
+  # runs on `native_conv3d`'s kernel, which suits their large kernels.
+  video: bool = False
 
 
 def _cpu_plan(c_in: int, kshape: Sequence[int], strides: Sequence[int],
@@ -568,8 +571,8 @@ def _fast_conv_bwd(strides, pads, rhs_dil, precision, pet, plan, res, g):
   else:
     dlhs = _canonical_input_grad(g_out, rhs, pads, rhs_dil, precision, pet, plan.onednn)
   if plan.native_dw:
-    weight_grad = (native_conv.conv_weight_grad if lhs.ndim == 4
-                   else native_conv3d.conv3d_weight_grad)
+    weight_grad = (native_conv3d.video_weight_grad if plan.video
+                   else native_conv.conv_weight_grad)
     drhs = weight_grad(lhs, g_out, kshape, strides, pads, rhs_dil)
   elif plan.matmul_dw:
     drhs = _weight_grad(lhs, g, kshape, strides, pads, rhs_dil, precision)
@@ -698,19 +701,22 @@ def _onednn_applies(lhs: jax.Array, rhs: jax.Array, strides: Sequence[int],
           and onednn_conv.available())
 
 
-def _native_dw_applies(lhs: jax.Array, rhs: jax.Array, pet: Any) -> bool:
+def _native_dw_applies(lhs: jax.Array, rhs: jax.Array, pet: Any, video: bool = False) -> bool:
   """Whether a CPU convolution's weight gradient runs on `native_conv.conv_weight_grad` (2-D)
-  or `native_conv3d.conv3d_weight_grad` (3-D).
+  or, for video convolutions, `native_conv3d.video_weight_grad`.
 
-  2-D or 3-D, float32 without a different accumulation type, one device (like the oneDNN
-  custom call, the FFI call has no SPMD partitioning rule), and the kernel's `available()` (a
-  C++ compiler built it and its probe passed).
+  2-D, or 3-D with `video` (3-D ones and their per-frame 2-D parts, see `conv3d`), float32
+  without a different accumulation type, one device (like the oneDNN custom call, the FFI call
+  has no SPMD partitioning rule), and the kernel's `available()` (a C++ compiler built it and
+  its probe passed).
   """
-  if lhs.ndim not in (4, 5) or lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32:
+  if lhs.ndim != 4 and not (video and lhs.ndim == 5):
+    return False
+  if lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32:
     return False
   if not (pet is None or pet == jnp.dtype(jnp.float32)):
     return False
-  kernel = native_conv if lhs.ndim == 4 else native_conv3d
+  kernel = native_conv3d if video else native_conv
   return jax.device_count() == 1 and kernel.available()
 
 
@@ -776,11 +782,35 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
     # (values ~1e24) in jaxlib 0.10.2, so the fast path never hands it negative padding.
     lhs = _pad_input(lhs, [(min(lo, 0), min(hi, 0)) for lo, hi in pads])
     pads = tuple((max(lo, 0), max(hi, 0)) for lo, hi in pads)
+  pet = None if preferred_element_type is None else jnp.dtype(preferred_element_type)
   if nsp == 3 and impl == "auto":
     # Video clips shrink to 1-2 frames in the deep stages: taps that read only padding there
     # are cut from the kernel (`conv3d.trimmed_kernel`), the same convolution with less work.
     rhs, pads = conv3d.trimmed_kernel(lhs.shape[1:-1], rhs, strides, pads, rhs_dil)
-  pet = None if preferred_element_type is None else jnp.dtype(preferred_element_type)
+    if rhs.shape[0] == 1:
+      # One temporal tap left: the 2-D convolution of the frames it reads.
+      out = _cpu_conv(conv3d.frames_as_images(lhs, strides[0], pads[0]), rhs[0], strides[1:],
+                      pads[1:], rhs_dil[1:], depthwise, precision, pet, impl, video=True)
+      return conv3d.images_as_frames(out, lhs.shape[0])
+  return _cpu_conv(lhs, rhs, strides, pads, rhs_dil, depthwise, precision, pet, impl,
+                   video=nsp == 3)
+
+
+def _cpu_conv(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, ...],
+              pads: tuple[tuple[int, int], ...], rhs_dil: tuple[int, ...], depthwise: bool,
+              precision: Any, pet: Any, impl: str, video: bool) -> jax.Array:
+  """A channel-last CPU convolution with non-negative padding, on the planned kernels.
+
+  Args:
+    lhs, rhs, strides, pads, rhs_dil, precision, pet: as `_fast_conv`.
+    depthwise: one input channel per group (`rhs` is [*kshape, 1, out]).
+    impl: "auto" or "matmul" (`set_conv_impl`).
+    video: the convolution is (a per-frame part of) a 3-D one: `conv3d.adjust_plan` may move
+      its parts off oneDNN / XLA for layers with few output pixels.
+
+  Returns:
+    The convolution output.
+  """
   if depthwise:
     c = lhs.shape[-1]
     multiplier = rhs.shape[-1] // c
@@ -802,9 +832,13 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                      xla_cpu.eigen_convolutions())
     if _onednn_applies(lhs, rhs, strides, pads, rhs_dil, pet):
       plan = plan._replace(onednn=True)
-    if not plan.matmul_dw and _native_dw_applies(lhs, rhs, pet):
+    if not plan.matmul_dw and _native_dw_applies(lhs, rhs, pet, video):
       plan = plan._replace(native_dw=True)
+    if video:
+      plan = conv3d.adjust_plan(plan, lhs.shape, rhs.shape, strides, pads, rhs_dil)._replace(
+          video=True)
   return _fast_conv(lhs, rhs, strides, pads, rhs_dil, precision, pet, plan)
+
 
 Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
 """`flax.linen.Conv` using `conv_general_dilated` above; instances are plain `nn.Conv` modules

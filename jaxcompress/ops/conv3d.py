@@ -9,15 +9,20 @@ at some output position and shifts the padding to match, so the forward pass and
 do only the work that can be non-zero: the gradient of the cut taps is zero, which the slice's
 own transpose supplies. `jaxcompress.ops.conv.conv_general_dilated` applies it to every 3-D
 channel-last convolution on CPU, before choosing kernels for the parts (oneDNN forward and input
-gradient, the native weight gradient of `native_conv3d`).
+gradient, the native weight gradient of `native_conv3d`). A kernel left with one temporal tap
+runs as the 2-D convolution of the frames it reads (`frames_as_images`): XLA:CPU's own 3-D
+convolution took 147 ms for the (1, 3, 3) kernel of a 2x2-pixel stage-4 layer (batch 2, 512
+channels) where its 2-D convolution, like the full 3x3x3 one, takes a few ms.
 
 Measured on the R3D-18 training step at batch 2 of 8x112x112 clips: `benchmarks/video_step.py`.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 
 
@@ -96,3 +101,84 @@ def trimmed_kernel(lhs_spatial: Sequence[int], rhs: jax.Array, strides: Sequence
   start = [t[0] for t in taps] + [0, 0]
   limit = [t[1] for t in taps] + list(rhs.shape[nsp:])
   return lax.slice(rhs, start, limit), new_pads
+
+
+def frames_as_images(lhs: jax.Array, stride: int, pads: tuple[int, int]) -> jax.Array:
+  """The input frames that a one-tap temporal kernel reads, as a batch of images.
+
+  With one temporal tap, output frame p reads (padded) input frame p * stride, so the 3-D
+  convolution is a 2-D convolution of those frames with the kernel's only tap.
+
+  Args:
+    lhs: input clips [n, t, h, w, c].
+    stride: temporal stride.
+    pads: temporal (low, high) padding (non-negative; padded frames are zero).
+
+  Returns:
+    [n * t_out, h, w, c], clip-major (`images_as_frames` inverts the reshape).
+  """
+  lo, hi = pads
+  if lo or hi:
+    lhs = lax.pad(lhs, jnp.zeros((), lhs.dtype),
+                  [(0, 0, 0), (lo, hi, 0)] + [(0, 0, 0)] * 3)
+  frames = (lhs.shape[1] - 1) // stride + 1
+  if stride > 1:
+    lhs = lax.slice_in_dim(lhs, 0, (frames - 1) * stride + 1, stride, axis=1)
+  return lhs.reshape((-1,) + lhs.shape[2:])
+
+
+def images_as_frames(out: jax.Array, clips: int) -> jax.Array:
+  """[n * t_out, h', w', o] per-frame outputs back to clips [n, t_out, h', w', o]."""
+  return out.reshape((clips, -1) + out.shape[1:])
+
+
+# Layers with fewer output pixels (batch x frames x height x width) than this are "weight bound":
+# a 3x3 kernel of 512 channels (9.4 MB) does 2 x pixels FLOPs per weight. Measured at R3D-18's
+# stage-4 shapes (batch 2, 4x4 pixels, 512 -> 512; ms, best of 7, one process): forward
+# XLA 1.6, oneDNN 2.2-13.7 (it reorders the kernel on every call); input gradient col2im 1.7,
+# XLA 4.4-4.9, oneDNN 19-35. With 256 channels (2.4 MB) oneDNN kept up with XLA, and from 784
+# pixels on (stage 2) it was 3-4x faster than XLA in both parts.
+_FEW_PIXELS = 256
+_COL2IM_PIXELS = 128
+_ONEDNN_MAX_WEIGHT_BYTES = 4 << 20
+
+
+def adjust_plan(plan: Any, lhs_shape: Sequence[int], rhs_shape: Sequence[int],
+                strides: Sequence[int], pads: Sequence[tuple[int, int]],
+                rhs_dil: Sequence[int]) -> Any:
+  """The CPU plan (`conv._Plan`) of a video convolution, fitted to layers with few pixels.
+
+  A clip's deep layers have a few dozen output pixels and kernels of several MB, unlike any
+  2-D layer the plan was measured on (`conv._cpu_plan`); there
+    * oneDNN's per-call kernel reorder outweighs the convolution for kernels over 4 MB under
+      256 output pixels: XLA's convolution instead;
+    * under 128 pixels the input gradient is col2im (one matmul and a scatter of its rows);
+    * an input smaller than the kernel's window made XLA:CPU's convolution take 155-320 ms
+      instead of 1 ms (2x2 pixels, 3x3 kernel, 512 channels): the forward pass is im2col.
+  The weight gradient keeps its plan (the native kernel reads the kernel-sized result once per
+  group of frames).
+
+  Args:
+    plan: the plan `conv` chose from the 2-D rules (a NamedTuple with `onednn`, `matmul_fwd`,
+      `matmul_dx`).
+    lhs_shape: input shape [n, *spatial, c] (per-frame images for a one-tap temporal kernel).
+    rhs_shape: kernel shape [*kshape, in, out].
+    strides, pads, rhs_dil: strides, non-negative padding, dilation.
+
+  Returns:
+    The plan, with those parts moved.
+  """
+  kshape = rhs_shape[:-2]
+  out_sp = [(x + lo + hi - (k - 1) * d - 1) // s + 1 for x, k, s, d, (lo, hi)
+            in zip(lhs_shape[1:-1], kshape, strides, rhs_dil, pads)]
+  pixels = lhs_shape[0] * math.prod(out_sp)
+  if pixels >= _FEW_PIXELS:
+    return plan
+  weight_bytes = 4 * math.prod(rhs_shape)
+  if plan.onednn and weight_bytes > _ONEDNN_MAX_WEIGHT_BYTES:
+    plan = plan._replace(onednn=False)
+  if pixels < _COL2IM_PIXELS:
+    plan = plan._replace(matmul_dx=True)
+  if any(x < (k - 1) * d + 1 for x, k, d in zip(lhs_shape[1:-1], kshape, rhs_dil)):
+    plan = plan._replace(matmul_fwd=True)
+  return plan

@@ -36,6 +36,10 @@ CASES = [
     ("pointwise_s2", (2, 4, 6, 6, 8), (1, 1, 1, 8, 16), (2, 2, 2), "VALID", None, 1),
     ("temporal_k3", (2, 6, 4, 4, 6), (3, 1, 1, 6, 5), (2, 1, 1), ((1, 1), (0, 0), (0, 0)), None, 1),
     ("one_frame", (2, 1, 5, 5, 8), (3, 3, 3, 8, 8), (1, 1, 1), ((1, 1),) * 3, None, 1),
+    ("frames_smaller_than_kernel", (2, 1, 2, 2, 8), (3, 3, 3, 8, 8), (1, 1, 1), ((1, 1),) * 3,
+     None, 1),
+    ("spatial_tpad_s2", (2, 5, 6, 6, 3), (1, 3, 3, 3, 4), (2, 1, 2), ((1, 2), (1, 1), (0, 1)),
+     (2, 1, 1), 1),
     ("two_frames_s2", (3, 2, 6, 6, 4), (3, 3, 3, 4, 8), (2, 2, 2), ((1, 1),) * 3, None, 1),
     ("negative_pad", (2, 6, 7, 6, 3), (3, 3, 3, 3, 4), (1, 1, 1), ((-1, 2), (1, -1), (0, 0)),
      None, 1),
@@ -162,7 +166,7 @@ class Conv3dMatchesLaxTest(parameterized.TestCase):
                      2)
     self.assertNotIn(native_conv3d.FFI_TARGET, hlo())  # 8 devices: XLA's
 
-  def test_cut_taps_have_zero_gradient_and_the_one_frame_conv_is_2d(self):
+  def test_cut_taps_have_zero_gradient_and_one_tap_runs_in_2d(self):
     # R3D-18's stage-4 layer on an 8-frame clip: one input frame, 3 temporal taps, padding 1.
     case = ("stage4", (2, 1, 4, 4, 16), (3, 3, 3, 16, 16), (1, 1, 1), ((1, 1),) * 3, None, 1)
     lhs, rhs, cot = _inputs(case, jnp.float32)
@@ -173,7 +177,38 @@ class Conv3dMatchesLaxTest(parameterized.TestCase):
     hlo = jax.jit(lambda a, b: _fast_conv(a, b, *case[3:])).lower(lhs, rhs).compile().as_text()
     convs = [line for line in hlo.splitlines() if " convolution(" in line]
     self.assertLen(convs, 1)
-    self.assertIn("window={size=1x3x3", convs[0])
+    self.assertIn("window={size=3x3 ", convs[0])  # a 2-D convolution of the frames
+
+
+class FewPixelPlanTest(absltest.TestCase):
+
+  def test_adjust_plan_follows_the_measured_rule(self):
+    onednn = conv_ops._Plan(False, False, False, onednn=True, native_dw=True)  # pylint: disable=protected-access
+    same = ((1, 1), (1, 1))
+    adjust = lambda lhs, rhs: conv3d.adjust_plan(onednn, lhs, rhs, (1, 1), same, (1, 1))
+    # R3D-18 stage 4 (batch 2, 4x4 pixels, 9.4 MB kernel): XLA forward, col2im input gradient.
+    self.assertEqual(adjust((2, 4, 4, 512), (3, 3, 512, 512)),
+                     onednn._replace(onednn=False, matmul_dx=True))
+    # Input smaller than the window: im2col forward too.
+    self.assertEqual(adjust((2, 2, 2, 512), (3, 3, 512, 512)),
+                     onednn._replace(onednn=False, matmul_dx=True, matmul_fwd=True))
+    # A 2.4 MB kernel stays on oneDNN; 98 pixels: col2im.
+    self.assertEqual(adjust((2, 7, 7, 256), (3, 3, 256, 256)), onednn._replace(matmul_dx=True))
+    # 128-255 pixels: only the kernel size rule; from 256 pixels on, the plan as it was.
+    self.assertEqual(adjust((4, 6, 6, 512), (3, 3, 512, 512)), onednn._replace(onednn=False))
+    self.assertEqual(adjust((4, 8, 8, 512), (3, 3, 512, 512)), onednn)
+
+  def test_large_kernel_on_few_pixels_matches_lax(self):
+    # The plan above, end to end: a one-frame clip through a 3x3x3, 512-channel layer.
+    case = ("deep", (1, 1, 2, 3, 512), (3, 3, 3, 512, 512), (1, 1, 1), ((1, 1),) * 3, None, 1)
+    lhs, rhs, cot = _inputs(case, jnp.float32)
+    with _one_device()[0], _one_device()[1]:
+      got = _value_and_grads(_fast_conv, case, lhs, rhs, cot)
+    want = _value_and_grads(_ref_conv, case, lhs, rhs, cot)
+    for name, g, w in zip(("out", "d_lhs", "d_rhs"), got, want):
+      scale = float(jnp.max(jnp.abs(w))) + 1.0
+      np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=2e-5, atol=2e-5 * scale,
+                                 err_msg=name)
 
 
 class TrimTapsTest(parameterized.TestCase):
@@ -266,6 +301,16 @@ class NativeConv3dWeightGradTest(parameterized.TestCase):
       self.assertEqual(got.dtype, jnp.float32)
       np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=atol)
 
+  def test_per_frame_images_take_the_3d_kernel(self):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 5, 4, 24)).astype(np.float32)
+    g = rng.standard_normal((3, 3, 4, 40)).astype(np.float32)
+    params = ((3, 3), (2, 1), ((1, 1), (1, 1)), (1, 1))
+    got = jax.jit(lambda a, b: native_conv3d.video_weight_grad(a, b, *params))(x, g)
+    want = _numpy_weight_grad(x[:, None], g[:, None], (1, 3, 3), (1, 2, 1),
+                              ((0, 0), (1, 1), (1, 1)), (1, 1, 1))[0]
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-4)
+
   def test_bit_identical_from_call_to_call(self):
     # Every dw element is summed by one thread in a fixed order.
     rng = np.random.default_rng(7)
@@ -309,10 +354,12 @@ class NativeConv3dWeightGradTest(parameterized.TestCase):
     w = jnp.zeros((3, 3, 3, 16, 16), jnp.float32)
     applies = conv_ops._native_dw_applies  # pylint: disable=protected-access
     with mock.patch.object(jax, "device_count", return_value=1):
-      self.assertTrue(applies(x, w, None))
-      self.assertFalse(applies(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), None))
-      self.assertFalse(applies(x, w, jnp.dtype(jnp.float64)))
-    self.assertFalse(applies(x, w, None))  # 8 test devices: no SPMD rule for the call
+      self.assertTrue(applies(x, w, None, video=True))
+      self.assertTrue(applies(x[:, 0], w[0], None, video=True))  # a per-frame 2-D part
+      self.assertFalse(applies(x, w, None))  # 3-D convolutions always come as video ones
+      self.assertFalse(applies(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), None, True))
+      self.assertFalse(applies(x, w, jnp.dtype(jnp.float64), video=True))
+    self.assertFalse(applies(x, w, None, video=True))  # 8 test devices: no SPMD rule
 
 
 class ChecksAndFallbackTest(absltest.TestCase):
