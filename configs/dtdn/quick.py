@@ -12,7 +12,12 @@ Report (`reid_report.json`): source_only_accuracy and dtdn_accuracy = target ran
 (standard query / gallery protocol).
 Command:
   python -m launch.main --config=configs/dtdn/quick.py --workdir=/tmp/dtdn_quick
-Hardware: any CPU (2 cores).
+Hardware: any CPU (2 cores); about 3.5 minutes of CPU time (user + sys).
+Measured (seed 0, 14 epochs of 20 steps): source_only_accuracy 0.794, dtdn_accuracy 0.563 — the
+paper's direction (DTDN > source-only) is NOT reached on this toy: after the switch the exemplar
+memory term (about 70, weight 0.3) dominates the source terms (weight 0.35) and the source
+classifier, which also sees mixed-in nuisance parts of other samples, stays far behind the
+baseline's at the same budget.
 Variants: `:small` (fewer persons and epochs, for the slow test).
 """
 from __future__ import annotations
