@@ -25,3 +25,22 @@ def test_small_variant():
   c = quick.get_config("small")
   assert c.stages.dtdn.num_epochs < quick.get_config().stages.dtdn.num_epochs
   assert c.stages.dtdn.dtdn.switch_epoch < c.stages.dtdn.num_epochs
+
+
+def test_reid_paper_rows():
+  from configs.dtdn import reid_paper  # pylint: disable=g-import-not-at-top
+  for arg, src, tgt, ids, n_t in (("duke_market", "dukemtmc_reid", "market1501", 702, 12936),
+                                  ("market_duke", "market1501", "dukemtmc_reid", 751, 16522)):
+    c = reid_paper.get_config(arg)
+    dt = c.stages.dtdn
+    assert dt.data.name == src and dt.data.streams.target.name == tgt
+    assert dt.model.num_classes == ids and dt.dtdn.num_target == n_t
+    assert dt.num_epochs == 40 and dt.data.batch_size == 128 and dt.dtdn.switch_epoch == 12
+    assert dt.optim.nesterov and dt.optim.weight_decay == 5e-4
+    table = dict(dt.optim.lr_table)
+    # Release adjust_lr: warm-up, the hard-coded 0.1, lr, lr / 10, then 1e-5 and 1e-6.
+    assert table[5] == 0.0004 and table[10] == table[14] == 0.1 and table[15] == 0.08
+    assert table[20] == 0.008 and table[21] == 1e-5 and table[31] == 1e-6
+    back = dict(dt.optim.groups[0]["lr_table"])
+    assert abs(back[10] - 0.01) < 1e-12
+    assert dt.steps_per_epoch == -(-max(16522, 12936) // 128)
