@@ -183,7 +183,8 @@ class Conv3dMatchesLaxTest(parameterized.TestCase):
 class FewPixelPlanTest(absltest.TestCase):
 
   def test_adjust_plan_follows_the_measured_rule(self):
-    onednn = conv_ops._Plan(False, False, False, onednn=True, native_dw=True)  # pylint: disable=protected-access
+    plan_t = conv_ops._Plan  # pylint: disable=protected-access
+    onednn = plan_t(False, False, False, onednn=True, native_dw=True)
     same = ((1, 1), (1, 1))
     adjust = lambda lhs, rhs: conv3d.adjust_plan(onednn, lhs, rhs, (1, 1), same, (1, 1))
     # R3D-18 stage 4 (batch 2, 4x4 pixels, 9.4 MB kernel): XLA forward, col2im input gradient.

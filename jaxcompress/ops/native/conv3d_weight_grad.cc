@@ -110,7 +110,8 @@ void TapBlock(const Geom& g, const float* in, const float* gy, float* dw, const 
   float* out = dw + (((job.a * g.kh + job.i) * g.kw + job.j) * g.c + c0) * g.o + job.o0;
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < V; ++v)
-      acc[r][v] = kFull ? *(const vec_u*)(out + r * g.o + kLanes * v) : LoadPartial(out + r * g.o, lanes);
+      acc[r][v] = kFull ? *(const vec_u*)(out + r * g.o + kLanes * v)
+                        : LoadPartial(out + r * g.o, lanes);
   for (int64_t p = 0; p < np; ++p) {
     const float* in_f = in + pairs[p].in + c0;
     const float* gy_f = gy + pairs[p].gy + job.o0;
@@ -121,7 +122,8 @@ void TapBlock(const Geom& g, const float* in, const float* gy, float* dw, const 
         const float* ip = in_row + (x * g.sw + job.j * g.dw - g.pl) * g.c;
         const float* gp = gy_row + x * g.o;
         vec gv[V];
-        for (int v = 0; v < V; ++v) gv[v] = kFull ? *(const vec_u*)(gp + kLanes * v) : LoadPartial(gp, lanes);
+        for (int v = 0; v < V; ++v)
+          gv[v] = kFull ? *(const vec_u*)(gp + kLanes * v) : LoadPartial(gp, lanes);
         for (int r = 0; r < R; ++r) {
           const float s = ip[r];
           for (int v = 0; v < V; ++v) acc[r][v] += s * gv[v];
