@@ -116,7 +116,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if args.quick:  # a few steps of every stage (tests, colab smoke runs)
     num_train, num_test, pre_epochs, probe_epochs = 32, 16, 1, 1
   elif args.small:
-    num_train, num_test, pre_epochs, probe_epochs = 256, 128, 4, 4
+    num_train, num_test, pre_epochs, probe_epochs = 192, 96, 3, 2
   else:
     num_train, num_test, pre_epochs, probe_epochs = 512, 256, 16, 8
   c = ml_collections.ConfigDict()
