@@ -78,7 +78,7 @@ def _np_triplet(f, labels, margin=0.3):
 @pytest.fixture(scope="module")
 def setup():
   m = ddan.DDAN(_config(), steps_per_epoch=SPE, total_steps=4 * SPE)
-  state = m.init(jax.random.key(0), _batch())
+  state = jax.jit(m.init)(jax.random.key(0), _batch())
   return m, state, jax.jit(m.train_step)
 
 
@@ -141,30 +141,33 @@ def test_gradients_reach_each_network_from_its_terms_only(setup, epoch):
   w_mem = 0.05 if epoch >= 3 else 0.0
   labels, domains = b["label"], b["domain"]
 
-  def hand(trained, terms):
+  def terms(trained):
+    """(L_id, L_tri, L_adv, L_mem) at `trained`, as the release composes them."""
     logits, f, f_d, d_logits = _forward(m, state, b, trained)
-    parts = {"id": reid.cross_entropy_label_smooth(logits, labels, 0.0),
-             "tri": reid.triplet_loss(f, labels), "adv": reid.uniform_confusion_loss(d_logits)}
+    mem = jnp.zeros(())
     if w_mem:
-      parts["mem"] = reid.identity_memory_loss(state.extra["memory"], f_d, labels, domains,
-                                               m.id_domains, epoch, 0, knn=2, central=1)[0]
-    weights = {"id": 1.0, "tri": 1.0, "adv": 0.18, "mem": w_mem}
-    return sum(weights[k] * parts[k] for k in terms if k in parts)
+      mem = reid.identity_memory_loss(state.extra["memory"], f_d, labels, domains,
+                                      m.id_domains, epoch, 0, knn=2, central=1)[0]
+    return jnp.stack([reid.cross_entropy_label_smooth(logits, labels, 0.0),
+                      reid.triplet_loss(f, labels), reid.uniform_confusion_loss(d_logits), mem])
 
   trained = {n: state.params[n] for n in ("encoder", "mapping")}
-  g_all, g_task = jax.jit(lambda t: (jax.grad(hand)(t, ("id", "tri", "adv", "mem")),
-                                      jax.grad(hand)(t, ("id", "tri"))))(trained)
+  # One Jacobian: the gradient of every term, combined with the release's weights below.
+  values, jac = jax.jit(lambda t: (terms(t), jax.jacrev(terms)(t)))(trained)
+  weights = np.asarray([1.0, 1.0, 0.18, w_mem])
+  g_all = jax.tree.map(lambda j: np.tensordot(weights, np.asarray(j), 1), jac)
+  g_task = jax.tree.map(lambda j: np.asarray(j[0] + j[1]), jac)
   for name, want in (("encoder", g_task["encoder"]), ("mapping", g_all["mapping"])):
     got = _updates(state, new_state, name)
     for a, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-      np.testing.assert_allclose(a, np.asarray(w), rtol=2e-3, atol=2e-5)
-  # The adversarial (and memory) terms do move the mapping.
-  diff = jax.tree.map(lambda a, c: np.abs(np.asarray(a) - np.asarray(c)).max(),
-                      g_all["mapping"], g_task["mapping"])
+      np.testing.assert_allclose(a, w, rtol=2e-3, atol=2e-5)
+  # The adversarial (and memory) terms do move the mapping, and never the encoder.
+  diff = jax.tree.map(lambda a, c: np.abs(a - c).max(), g_all["mapping"], g_task["mapping"])
   assert max(jax.tree.leaves(diff)) > 1e-6
-  if w_mem:
-    np.testing.assert_allclose(float(metrics["loss"]), float(hand(trained, ("id", "tri", "adv",
-                                                                            "mem"))), rtol=1e-4)
+  for j in jax.tree.leaves(jac["encoder"]):
+    assert np.all(np.asarray(j[2:]) == 0)
+  np.testing.assert_allclose(float(metrics["loss"]), float(weights @ np.asarray(values)),
+                             rtol=1e-4)
 
   # D: only its own cross-entropy on the detached features.
   _, _, f_d, _ = _forward_jit(m, state, b, trained)
@@ -207,39 +210,54 @@ def test_memory_advances_with_the_epoch_means(setup):
   assert float(s2.extra["memory"].count[y]) == 2
 
 
-def test_baseline_is_id_plus_triplet_only():
+def test_baseline_is_id_plus_triplet_only(setup):
+  full_state = setup[1]
   m = ddan.DDAN(_config("baseline"), steps_per_epoch=SPE, total_steps=SPE)
   b = _batch(4)
-  state = m.init(jax.random.key(1), b)
-  assert set(state.params) == {"encoder", "mapping"} and state.extra == {}
-  assert set(state.opt_state) == {"model"}
-  _, metrics = jax.jit(m.train_step)(state, b)
+  abstract = jax.eval_shape(m.init, jax.random.key(1), b)  # traces init: builds m.tx
+  assert set(abstract.params) == {"encoder", "mapping"} and abstract.extra == {}
+  assert set(abstract.opt_state) == {"model"}
+  # The DDAN state without D and memory is a baseline state (same E, T and optimizer).
+  nets = ("encoder", "mapping")
+  state = full_state.replace(params={n: full_state.params[n] for n in nets},
+                             model_state={n: full_state.model_state[n] for n in nets},
+                             opt_state={"model": full_state.opt_state["model"]}, extra={})
+  assert jax.tree.structure(state) == jax.tree.structure(abstract)
+  (_, metrics), out = jax.jit(lambda s, x: (m.train_step(s, x), m.predict(s, x)))(state, b)
   assert set(metrics) == {"loss", "id", "tri", "accuracy"}
   np.testing.assert_allclose(float(metrics["loss"]), float(metrics["id"] + metrics["tri"]),
                              rtol=1e-6)
-  out = m.predict(state, b)["features"]
-  assert out.shape == (8, 16)
+  assert out["features"].shape == (8, 16)
 
 
-def test_encoder_and_mapping_are_mobilenet_v2_split():
-  net = mobilenet_v2.MobileNetV2(num_classes=5, setting=SETTING)
-  x = jax.random.normal(jax.random.key(5), (2, 16, 8, 3))
-  variables = jax.jit(functools.partial(net.init, train=False))(jax.random.key(6), x)
-  # Move the BN statistics off their defaults so that the split is really exercised.
+@pytest.fixture(scope="module")
+def mnv2():
+  """A tiny MobileNetV2 and its variables, every one moved off its initial value (BN
+  statistics included) so that a split really has to carry each of them."""
+  net = mobilenet_v2.MobileNetV2(num_classes=1000, setting=SETTING)
+  variables = jax.jit(functools.partial(net.init, train=False))(jax.random.key(6),
+                                                                 jnp.zeros((1, 16, 8, 3)))
   rng = np.random.default_rng(7)
-  variables = jax.tree.map(lambda v: np.asarray(v) + 0.1 * rng.uniform(size=v.shape), variables)
-  enc_vars, map_vars = ddan_nets.split_torchvision_weights(dict(variables))
+  return net, jax.tree.map(lambda v: np.asarray(v) + 0.1 * rng.uniform(size=v.shape), variables)
+
+
+def test_encoder_and_mapping_are_mobilenet_v2_split(mnv2):
+  net, variables = mnv2
   enc = ddan_nets.Encoder(setting=SETTING)
   mapping = ddan_nets.Mapping(num_classes=5, features=1280, dropout=0.0)
-  e = jax.jit(functools.partial(enc.apply, train=False))(enc_vars, x)
+
+  @jax.jit
+  def run(variables, x):
+    enc_vars, map_vars = ddan_nets.split_torchvision_weights(variables)
+    e = enc.apply(enc_vars, x, train=False)
+    init = mapping.init(jax.random.key(8), e, train=False)
+    _, f, _ = mapping.apply({c: {**init[c], **map_vars[c]} for c in init}, e, train=False)
+    cls = variables["params"]["classifier"]
+    return e, f @ cls["kernel"] + cls["bias"], net.apply(variables, x, train=False)
+
+  e, got, want = run(dict(variables), jax.random.normal(jax.random.key(5), (2, 16, 8, 3)))
   assert e.shape == (2, 4, 2, 16)  # the last block's output: the 1x1 head belongs to T
-  init = mapping.init(jax.random.key(8), e, train=False)
-  full = {c: {**init[c], **map_vars[c]} for c in init}
-  _, f, _ = jax.jit(functools.partial(mapping.apply, train=False))(full, e)
-  cls = variables["params"]["classifier"]
-  want = np.asarray(jax.jit(functools.partial(net.apply, train=False))(variables, x))
-  np.testing.assert_allclose(np.asarray(f @ cls["kernel"] + cls["bias"]), want, rtol=1e-4,
-                             atol=1e-5)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)
 
 
 def _np_sinkhorn(x, y, eps, max_iter, thresh):
@@ -297,10 +315,11 @@ class _Source:
             "domain": int(self.domains[i])}
 
 
-def test_wasserstein_central_is_chosen_once_on_the_host():
+def test_wasserstein_central_is_chosen_once_on_the_host(setup):
   m = ddan.DDAN(_config(central="wasserstein"), steps_per_epoch=SPE, total_steps=SPE)
-  state = m.init(jax.random.key(2), _batch())
-  assert int(state.extra["central"]) == -1
+  assert m.central == -1  # what init puts in state.extra["central"]
+  state = setup[1]
+  state = state.replace(extra={**state.extra, "central": jnp.asarray(-1, jnp.int32)})
   context = types.SimpleNamespace(train_source=_Source(), writer=None)
   new = m.on_epoch_start(state, 0, context)
   want, _ = m.wasserstein_central(state, _Source())
@@ -309,9 +328,8 @@ def test_wasserstein_central_is_chosen_once_on_the_host():
   assert m.on_epoch_start(new, 1, context) is new
 
 
-def test_source_layout_must_match_ids_per_domain():
-  m = ddan.DDAN(_config(), steps_per_epoch=SPE, total_steps=SPE)
-  state = m.init(jax.random.key(2), _batch())
+def test_source_layout_must_match_ids_per_domain(setup):
+  m, state, _ = setup
   source = _Source()
   source.id_domains = np.repeat(np.arange(3), (2, 3, 3))
   with pytest.raises(ConfigError, match="ids_per_domain"):
@@ -429,22 +447,19 @@ def test_color_jitter_augmentation():
 
 
 @pytest.mark.parametrize("feature_dim", [1280, 16])
-def test_pretrained_mobilenet_v2_fills_encoder_and_mapping(monkeypatch, feature_dim):
-  net = mobilenet_v2.MobileNetV2(num_classes=1000, setting=SETTING)
-  variables = jax.jit(functools.partial(net.init, train=False))(jax.random.key(9),
-                                                                 jnp.zeros((1, 16, 8, 3)))
-  rng = np.random.default_rng(10)
-  variables = jax.tree.map(lambda v: np.asarray(v) + rng.uniform(size=v.shape), variables)
+def test_pretrained_mobilenet_v2_fills_encoder_and_mapping(setup, mnv2, monkeypatch,
+                                                           feature_dim):
+  variables = mnv2[1]
   monkeypatch.setattr(torchvision_weights, "convert_torchvision",
                       lambda arch, path: dict(variables) if arch == "mobilenet_v2" else None)
   c = _config()
   c.ddan.update(dict(feature_dim=feature_dim, pretrained="mobilenet_v2-b0353104.pth"))
   m = ddan.DDAN(c, steps_per_epoch=SPE, total_steps=SPE)
-  state = jax.jit(m.init)(jax.random.key(3), _batch())
-  if feature_dim != 1280:
+  if feature_dim != 1280:  # the fixture's 16-wide mapping cannot take the 1280-wide head
     with pytest.raises(ConfigError, match="mapping/head"):
-      m.load_initial(state)
+      m.load_initial(setup[1])
     return
+  state = jax.eval_shape(m.init, jax.random.key(3), _batch())  # shapes are all it reads
   loaded = m.load_initial(state)
   for col, key in (("params", None), ("batch_stats", "batch_stats")):
     src = variables[col]
@@ -458,5 +473,5 @@ def test_pretrained_mobilenet_v2_fills_encoder_and_mapping(monkeypatch, feature_
       for a, b in zip(jax.tree.leaves(where[module]), jax.tree.leaves(src[module])):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # New layers keep their initial values.
-  np.testing.assert_array_equal(loaded.params["mapping"]["classifier"]["kernel"],
-                                state.params["mapping"]["classifier"]["kernel"])
+  for module in ("bn", "classifier"):
+    assert loaded.params["mapping"][module] is state.params["mapping"][module]
