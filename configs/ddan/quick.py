@@ -32,8 +32,8 @@ from jaxcompress.methods import ddan
 
 NUM_SOURCES = 5
 IDS_PER_SOURCE = 50
-# MobileNetV2's stages with the stride of the 96-channel... stage kept and the 160-channel one
-# removed: 64x32 inputs end at 4x2 instead of 2x1.
+# MobileNetV2's stages without the stride of the 160-channel stage: 64x32 inputs end at 4x2
+# (stride 16) instead of 2x1.
 SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
            (6, 160, 3, 1), (6, 320, 1, 1))
 
