@@ -47,6 +47,7 @@ _REPORTS = {
     "mebnet_report": "jaxcompress.methods.mebnet:mebnet_report",
     "ddan_report": "jaxcompress.methods.ddan:ddan_report",
     "dtdn_report": "jaxcompress.methods.dtdn:dtdn_report",
+    "cogd_csc": "jaxcompress.sparse_coding.stages:cogd_csc",
 }
 
 

@@ -1,0 +1,39 @@
+"""CoGD convolutional sparse coding on CPU: FFCSC with and without the released CoGD rule.
+
+Cogradient descent (Zhuo, Zhang et al., CVPR 2020, arXiv 2006.09142; official MATLAB code
+bczhangbczhang/CoGD): the FFCSC solver (Fourier-domain ADMM, 100 filters of 11 x 11) on 10 of
+scikit-image's photographs prepared as the release prepares its sets (grey, local contrast
+normalisation, zero mean, padded to 110 x 110), once without a correction ("ffcsc"), once with
+the released rule as shipped ("cogd": `matlab_heuristic`, uint8 saturation on) and once with the
+released rule without its uint8 saturation ("cogd_unsaturated"). One report stage runs all
+three (`jaxcompress/sparse_coding/stages.py`) and writes `cogd_report.json` with PSNR_bt,
+SSIM_bt and the final objective of each.
+Command:
+  python -m launch.main --config=configs/cogd/quick.py --workdir=/tmp/cogd_quick
+Hardware: any CPU (2 cores), float64.
+Expected: see BENCHMARKS.md (the shipped rule changes one filter entry per iteration, so it
+matches FFCSC; the unsaturated rule moves the result).
+Variants: `:inpainting` (75 % of the pixels kept), `:iters=N` (outer iterations, default 10),
+`:small` (4 images of 64 x 64, 3 iterations: the slow test).
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  args = common.parse_arg(arg, inpainting=False, iters=10, small=False)
+  csc = dict(task="inpainting" if args.inpainting else "reconstruction", images="skimage",
+             num_images=10, image_size=100, num_iters=args.iters)
+  if args.small:
+    csc.update(num_images=4, image_size=64, num_iters=3, num_filters=24)
+  stage = ml_collections.ConfigDict(dict(
+      report="cogd_csc", csc=csc,
+      hooks=dict(ffcsc=dict(correction="none"), cogd=dict(correction="matlab_heuristic"),
+                 cogd_unsaturated=dict(correction="matlab_heuristic", saturate=False))))
+  c = ml_collections.ConfigDict()
+  c.stage_order = ("csc",)
+  c.stages = ml_collections.ConfigDict({"csc": stage})
+  return c
