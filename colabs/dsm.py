@@ -24,7 +24,7 @@
 # test videos. The same run is one command:
 # `python -m launch.main --config=configs/dsm/quick.py --workdir=...`; `QUICKSTART_ARG=quick`,
 # used by the tests, shrinks it to a few steps per stage, too few to learn anything. The paper's
-# rows are `configs/dsm/i3d_ucf101_*.py` and `configs/dsm/c3d_ucf101_retrieval.py`.
+# rows are `configs/dsm/i3d_ucf101.py` (`:dsm`, `:moco`, `:triplet`, `:random`) and `configs/dsm/c3d_ucf101_retrieval.py`.
 
 # %%
 # Makes `jaxcompress` importable: from an installed wheel (`pip install jaxcompress-*.whl`), or

@@ -9,12 +9,13 @@ import pytest
 from jaxcompress import methods, models
 from jaxcompress.data import sources, transforms
 
-ROWS = ["i3d_ucf101_dsm", "i3d_ucf101_moco", "i3d_ucf101_triplet", "i3d_ucf101_random",
+ROWS = ["i3d_ucf101:dsm", "i3d_ucf101:moco", "i3d_ucf101:triplet", "i3d_ucf101:random",
         "c3d_ucf101_retrieval", "quick"]
 
 
 def _config(name):
-  return importlib.import_module(f"configs.dsm.{name}").get_config()
+  module, _, arg = name.partition(":")
+  return importlib.import_module(f"configs.dsm.{module}").get_config(arg or None)
 
 
 @pytest.mark.parametrize("name", ROWS)
@@ -32,8 +33,8 @@ def test_every_stage_names_known_parts(name):
     assert transforms.get(s.data.transform, train=True, **s.data.transform_kwargs)
 
 
-@pytest.mark.parametrize("name,variant", [("i3d_ucf101_dsm", "dsm"), ("i3d_ucf101_moco", "moco"),
-                                          ("i3d_ucf101_triplet", "triplet")])
+@pytest.mark.parametrize("name,variant", [("i3d_ucf101:dsm", "dsm"), ("i3d_ucf101:moco", "moco"),
+                                          ("i3d_ucf101:triplet", "triplet")])
 def test_pretraining_recipe(name, variant):
   p = _config(name).stages.pretrain
   assert (p.method, p.dsm.variant, p.model.name) == ("dsm", variant, "i3d")
@@ -46,7 +47,7 @@ def test_pretraining_recipe(name, variant):
   assert kw.warp == (variant != "moco") and kw.inter_video == (variant == "moco")
 
 
-@pytest.mark.parametrize("name", ["i3d_ucf101_dsm", "i3d_ucf101_random"])
+@pytest.mark.parametrize("name", ["i3d_ucf101:dsm", "i3d_ucf101:random"])
 def test_finetuning_recipe(name):
   c = _config(name)
   for stage, classes in (("ucf101", 101), ("hmdb51", 51)):
@@ -57,7 +58,7 @@ def test_finetuning_recipe(name):
     assert f.num_epochs == 45 and f.data.batch_size == 4
     assert (f.data.transform_kwargs.clip_len, f.data.transform_kwargs.stride) == (64, 1)
     assert f.evals.eval.type == "video_classification"
-    if name == "i3d_ucf101_dsm":
+    if name == "i3d_ucf101:dsm":
       assert f.init_from.stage == "pretrain" and "classifier" in f.init_from.exclude
     else:
       assert "init_from" not in f
@@ -71,3 +72,8 @@ def test_quick_report_keys_and_budget():
   # Same budget for DSM and MoCo.
   assert c.stages.pretrain_dsm.num_epochs == c.stages.pretrain_moco.num_epochs
   assert "init_from" not in c.stages.probe_random
+
+
+def test_unknown_row_is_named():
+  with pytest.raises(ValueError, match="random"):
+    _config("i3d_ucf101:simclr")
