@@ -8,7 +8,7 @@ Stages, in order (`jaxcompress.train.stages`):
   * "adapt": "mebnet" on the unlabelled target train split (`train.sh`): the experts start from
     their pretraining stages (`paths_from` -> `mebnet.init.expert<i>`), pseudo labels from the
     per-epoch clustering feed the PK sampler, every epoch ends with every expert's target mAP
-    (experts.jsonl) and the evaluated expert's retrieval evaluation.
+    (experts.jsonl); the evaluated expert's retrieval evaluation at the end.
   * "report": `reid_report.json` (`mebnet_report`) with source_only_map and adapted_map.
 """
 from __future__ import annotations
@@ -103,7 +103,9 @@ def adapt_stage(experts: list[dict[str, Any]], *, target: dict[str, Any], init_s
   c.num_epochs = epochs
   c.optim = ml_collections.ConfigDict(dict(optim))
   c.log_every = max(1, iters // 2)
-  c.eval_every = -1  # every epoch
+  # The evaluated expert at the end; every expert's mAP after each epoch comes from the epoch
+  # hook (expert_eval_splits, experts.jsonl).
+  c.eval_every = 10**9
   c.checkpoint_every = -1
   c.evals = ml_collections.ConfigDict({"target": _retrieval(target)})
   return c

@@ -51,8 +51,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 gallery_per_id=4, image_size=(64, 32))
   source = dict(name="synthetic_reid", source_kwargs=dict(domain="source", **kwargs))
   target = dict(name="synthetic_reid", source_kwargs=dict(domain="target", **kwargs))
-  pre_epochs, iters = (6, 20) if args.small else (10, 25)
-  adapt_epochs, adapt_iters = (3, 20) if args.small else (5, 30)
+  pre_epochs, iters = (5, 16) if args.small else (10, 25)
+  adapt_epochs, adapt_iters = (3, 16) if args.small else (5, 30)
   return _stages.mebnet_stages(
       EXPERTS, source=source, target=target,
       pretrain=dict(num_classes=ids, epochs=pre_epochs, iters=iters, batch_size=32,

@@ -361,7 +361,7 @@ def test_report(tmp_path):
 
   inputs = {"s0": stage("s0", 0.2), "s1": stage("s1", 0.3),
             "adapt": stage("adapt", 0.45, 1, rows=[
-                {"expert0": {"mAP": 0.1}, "expert1": {"mAP": 0.2}},
+                {"expert0": {"mAP": 0.1}, "expert1": {"mAP": 0.5}},
                 {"expert0": {"mAP": 0.35}, "expert1": {"mAP": 0.45}}])}
   cfg = ml_collections.ConfigDict(dict(source_stages=("s0", "s1"), adapted_stage="adapt",
                                        labels=("a", "b")))
@@ -371,3 +371,4 @@ def test_report(tmp_path):
   assert (report["source_only_map"], report["adapted_map"]) == (0.3, 0.45)
   assert (report["a_source_only_map"], report["a_adapted_map"]) == (0.2, 0.35)
   assert (report["best_source_only_map"], report["best_adapted_map"]) == (0.3, 0.45)
+  assert report["selected_adapted_map"] == 0.5
