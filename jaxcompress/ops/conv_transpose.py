@@ -21,28 +21,39 @@ y = (dF/dz)^T x. Since <x, F(z; K)> is linear in each of x, z and K:
 
 Both are ordinary convolutions, so on CPU they go where `jaxcompress.ops.conv` sends ordinary
 convolutions: the input gradient through `conv.conv_general_dilated` (oneDNN's forward kernel for
-large float32 ones), the kernel gradient as XLA's canonical channel-last weight-gradient
-convolution (`conv._blocked_weight_grad`). The forward pass is computed polyphase: output phase
-a (positions s * j + a) is a stride-1 convolution of x with the kernel taps u of that phase,
-u * d = a + q_lo (mod s) (k/s taps per dimension instead of k on an s-times dilated input),
-through `conv.conv_general_dilated`; the phases are interleaved into y.
+large float32 ones), the kernel gradient as batch-chunked patch matmuls (`conv._weight_grad`).
+The forward pass is computed polyphase: output phase a (positions s * j + a) is a stride-1
+convolution of x with the kernel taps u of that phase, u * d = a + q_lo (mod s) (about k / s taps
+per dimension instead of k on an s-times dilated input), through `conv.conv_general_dilated`;
+the phases are interleaved into y. Outputs narrower than 16 channels keep XLA's lhs-dilated
+forward convolution (`_POLYPHASE_MIN_FEATURES`).
 
-Forward + gradients at the CycleGAN generator's shapes (3x3, stride 2, batch 1, float32, ms,
-best of 5, one process, 2-core AVX-512 Xeon under load; PyTorch 2.13 `conv_transpose2d`, 1
-thread, channels-last, same run):
+Measured per layer, batch 1, float32, ms (best of 9, interleaved, one process, 2-core AVX-512
+Xeon at load average 13-16; PyTorch 2.13 `ConvTranspose2d`, 1 thread, channels-last, same run;
+"f+b" = forward and the input, kernel and bias gradients):
 
-  ==========================  =====================  ==========  =======
-  layer (input)               `nn.ConvTranspose`     this        PyTorch
-  ==========================  =====================  ==========  =======
-  32x32, 256->128             ~830                   14          27
-  64x64, 128->64              ~1590                  36          46
-  64x64, 256->128             ~20,500                198         133
-  128x128, 128->64            ~28,600                89          185
-  ==========================  =====================  ==========  =======
+  ======================================  ==================  ===========  ===========
+  layer (input, channels)                 nn.ConvTranspose    this         PyTorch
+                                          fwd / f+b           fwd / f+b    fwd / f+b
+  ======================================  ==================  ===========  ===========
+  CycleGAN 128 up1 (32x32, 256->128)      5.5 / 707           4.0 / 18     5.6 / 36
+  CycleGAN 128 up2 (64x64, 128->64)       6.9 / 1,248         5.0 / 16     4.6 / 32
+  CycleGAN 256 up1 (64x64, 256->128)      21 / 14,608         17 / 59      18 / 83
+  CycleGAN 256 up2 (128x128, 128->64)     53 / 10,626         25 / 83      20 / 122
+  pix2pix up1 (1x1, 512->512, k4)         9.9 / 33            6.8 / 40     13 / 61
+  pix2pix up2 (2x2, 1024->512)            175 / 333           52 / 68      57 / 197
+  pix2pix up4 (8x8, 1024->512)            103 / 892           108 / 195    97 / 333
+  pix2pix up5 (16x16, 1024->256)          45 / 1,901          35 / 80      39 / 119
+  pix2pix up6 (32x32, 512->128)           35 / 2,269          26 / 81      20 / 72
+  pix2pix up7 (64x64, 256->64)            35 / 5,355          21 / 69      22 / 99
+  pix2pix head (128x128, 128->3)          3.9 / 155           3.9 / 8.6    8.1 / 20
+  ======================================  ==================  ===========  ===========
 
-The native C++ weight-gradient kernel (`native_conv`) was 1.6-4x slower than XLA's here: it
-splits work over images, and these GAN batches hold one image. The polyphase forward was
-1.1-2.1x faster than XLA's lhs-dilated convolution (its phases run on oneDNN).
+Kernel-gradient candidates, same layers and machine (forward + gradients, two runs): XLA's
+canonical weight-gradient convolution (`conv._blocked_weight_grad`) was 1.2-2.1x slower than the
+matmuls on the CycleGAN layers and mixed on pix2pix's (0.7-1.6x); the native kernel
+(`native_conv`) was 1.0-5x slower everywhere but the 1x1-input layer: it splits its work over
+images, and these GAN batches hold one.
 
 On GPU/TPU (checked at trace time), with `conv.set_conv_impl("lax")`, for non-channel-last
 dimension numbers, non-float or mixed dtypes and a `preferred_element_type`, this is exactly
@@ -227,8 +238,8 @@ def _fast_transpose_bwd(strides, pads, rhs_dil, out_spatial, precision, res, g):
                                      dimension_numbers=_channel_last_dn(nsp),
                                      precision=precision)
   # dL/dK: F's weight gradient with input g and output cotangent x (module docstring), as
-  # batch-chunked patch matmuls (`conv._weight_grad`): at the GAN layers' shapes (batch 1)
-  # 1.1-2x faster than XLA's weight-gradient convolution and than the native kernel.
+  # batch-chunked patch matmuls (`conv._weight_grad`), measured fastest at the GAN layers'
+  # shapes (module docstring).
   # pylint: disable-next=protected-access
   dk = conv_ops._weight_grad(g, x, kernel.shape[:nsp], strides, pads, rhs_dil, precision)
   return dx.astype(x.dtype), dk.astype(kernel.dtype)
@@ -295,6 +306,8 @@ def conv_transpose(lhs: jax.Array, rhs: jax.Array, strides: Sequence[int],
   extra = [(max(lo - r, 0), max(hi - r, 0)) for (lo, hi), r in zip(pads, reach)]
   q = tuple((r - lo + elo, r - hi + ehi) for (lo, hi), r, (elo, ehi) in zip(pads, reach, extra))
   core = tuple(z - elo - ehi for z, (elo, ehi) in zip(out_spatial, extra))
+  if min(core) < 1:
+    return lax_path()  # every output reads padding only: nothing for the fast path to do
   spatial = tuple(range(nsp))
   kernel = rhs if transpose_kernel else jnp.swapaxes(jnp.flip(rhs, spatial), -1, -2)
   y = _fast_transpose(lhs, kernel, strides, q, rhs_dil, core, precision)
