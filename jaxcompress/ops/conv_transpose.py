@@ -7,8 +7,8 @@ U-Net (Isola et al., arXiv 1611.07004; same file, `UnetSkipConnectionBlock`: `Co
 stride=2, padding=1)`) and DMAD's mobile generator (arXiv 2011.08382). On XLA:CPU, `jax.vjp` of
 `lax.conv_transpose` (an lhs-dilated convolution) writes its kernel gradient as a convolution
 with both lhs and window dilation, which XLA:CPU runs as a generic loop nest: at 128x128 inputs
-the second upsampling layer's kernel gradient took 1.07 s against 7 ms for its input gradient,
-and at 256x256 13 s per layer (BENCHMARKS.md, `benchmarks/gan_step.py`).
+the kernel gradient of an upsampling layer costs orders of magnitude more than its input
+gradient (BENCHMARKS.md, `benchmarks/gan_step.py`).
 
 A transposed convolution is the input gradient of a strided convolution. Let F(z; K) be the
 channel-last convolution with HWIO kernel K ([*k, f, c]), strides s, padding q and kernel
@@ -28,32 +28,8 @@ per dimension instead of k on an s-times dilated input), through `conv.conv_gene
 the phases are interleaved into y. Outputs narrower than 16 channels keep XLA's lhs-dilated
 forward convolution (`_POLYPHASE_MIN_FEATURES`).
 
-Measured per layer, batch 1, float32, ms (best of 9, interleaved, one process, 2-core AVX-512
-Xeon at load average 13-16; PyTorch 2.13 `ConvTranspose2d`, 1 thread, channels-last, same run;
-"f+b" = forward and the input, kernel and bias gradients):
-
-  ======================================  ==================  ===========  ===========
-  layer (input, channels)                 nn.ConvTranspose    this         PyTorch
-                                          fwd / f+b           fwd / f+b    fwd / f+b
-  ======================================  ==================  ===========  ===========
-  CycleGAN 128 up1 (32x32, 256->128)      5.5 / 707           4.0 / 18     5.6 / 36
-  CycleGAN 128 up2 (64x64, 128->64)       6.9 / 1,248         5.0 / 16     4.6 / 32
-  CycleGAN 256 up1 (64x64, 256->128)      21 / 14,608         17 / 59      18 / 83
-  CycleGAN 256 up2 (128x128, 128->64)     53 / 10,626         25 / 83      20 / 122
-  pix2pix up1 (1x1, 512->512, k4)         9.9 / 33            6.8 / 40     13 / 61
-  pix2pix up2 (2x2, 1024->512)            175 / 333           52 / 68      57 / 197
-  pix2pix up4 (8x8, 1024->512)            103 / 892           108 / 195    97 / 333
-  pix2pix up5 (16x16, 1024->256)          45 / 1,901          35 / 80      39 / 119
-  pix2pix up6 (32x32, 512->128)           35 / 2,269          26 / 81      20 / 72
-  pix2pix up7 (64x64, 256->64)            35 / 5,355          21 / 69      22 / 99
-  pix2pix head (128x128, 128->3)          3.9 / 155           3.9 / 8.6    8.1 / 20
-  ======================================  ==================  ===========  ===========
-
-Kernel-gradient candidates, same layers and machine (forward + gradients, two runs): XLA's
-canonical weight-gradient convolution (`conv._blocked_weight_grad`) was 1.2-2.1x slower than the
-matmuls on the CycleGAN layers and mixed on pix2pix's (0.7-1.6x); the native kernel
-(`native_conv`) was 1.0-5x slower everywhere but the 1x1-input layer: it splits its work over
-images, and these GAN batches hold one.
+Per-layer timings against `nn.ConvTranspose` and PyTorch, and the kernel-gradient candidates
+that were tried, are in BENCHMARKS.md ("Transposed convolutions of the GAN generators").
 
 On GPU/TPU (checked at trace time), with `conv.set_conv_impl("lax")`, for non-channel-last
 dimension numbers, non-float or mixed dtypes and a `preferred_element_type`, this is exactly
