@@ -57,6 +57,15 @@ def _default_conv() -> ModuleFactory:
   return conv_ops.Conv
 
 
+def _default_conv_transpose() -> ModuleFactory:
+  # nn.ConvTranspose whose CPU gradients are ordinary convolutions (jaxcompress/ops/
+  # conv_transpose.py): same parameters and values; XLA:CPU ran nn.ConvTranspose's kernel
+  # gradient as a generic loop nest (CycleGAN step 0.41x -> 0.76x PyTorch at 128x128,
+  # 0.11x -> 0.43x at 256x256, benchmarks/gan_step.py). Exactly nn.ConvTranspose on GPU/TPU.
+  from jaxcompress.ops import conv_transpose as ct_ops  # pylint: disable=g-import-not-at-top
+  return ct_ops.ConvTranspose
+
+
 def _default_norm() -> ModuleFactory:
   # nn.BatchNorm with a closed-form backward on CPU (jaxcompress/ops/batch_norm.py): same
   # parameters, statistics and values; ResNet-20 training step +4-7% img/s on the 2-core CPU
@@ -90,7 +99,7 @@ class Layers:
   first_conv: ModuleFactory = dataclasses.field(default_factory=_default_conv)
   last_dense: ModuleFactory = nn.Dense
   last_conv: ModuleFactory = dataclasses.field(default_factory=_default_conv)
-  conv_transpose: ModuleFactory = nn.ConvTranspose
+  conv_transpose: ModuleFactory = dataclasses.field(default_factory=_default_conv_transpose)
   norm: ModuleFactory = dataclasses.field(default_factory=_default_norm)
   act: Callable[[jax.Array], jax.Array] = nn.relu
   bn_scale_init: float = 1.0
