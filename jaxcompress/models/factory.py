@@ -59,9 +59,8 @@ def _default_conv() -> ModuleFactory:
 
 def _default_conv_transpose() -> ModuleFactory:
   # nn.ConvTranspose whose CPU gradients are ordinary convolutions (jaxcompress/ops/
-  # conv_transpose.py): same parameters and values; XLA:CPU ran nn.ConvTranspose's kernel
-  # gradient as a generic loop nest (CycleGAN step 0.41x -> 0.76x PyTorch at 128x128,
-  # 0.11x -> 0.43x at 256x256, benchmarks/gan_step.py). Exactly nn.ConvTranspose on GPU/TPU.
+  # conv_transpose.py): same parameters and values; XLA:CPU runs nn.ConvTranspose's kernel
+  # gradient as a generic loop nest (timings: BENCHMARKS.md). Exactly nn.ConvTranspose on GPU/TPU.
   from jaxcompress.ops import conv_transpose as ct_ops  # pylint: disable=g-import-not-at-top
   return ct_ops.ConvTranspose
 

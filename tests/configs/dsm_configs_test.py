@@ -77,3 +77,12 @@ def test_quick_report_keys_and_budget():
 def test_unknown_row_is_named():
   with pytest.raises(ValueError, match="random"):
     _config("i3d_ucf101:simclr")
+
+
+def test_quick_flag_keeps_the_row_and_shortens_every_stage():
+  full, quick = _config("i3d_ucf101:moco"), _config("i3d_ucf101:moco,quick")
+  assert quick.stage_order == full.stage_order
+  assert quick.stages.pretrain.dsm.variant == "moco"
+  assert all(quick.stages[n].num_epochs == 1 for n in quick.stage_order if n in quick.stages
+             and not quick.stages[n].get("report"))
+  assert full.stages.ucf101.num_epochs > 1

@@ -151,7 +151,7 @@ class Pix2PixTest(absltest.TestCase):
     state = self.state
     rng = np.random.default_rng(0)
     l1 = []
-    for _ in range(200):
+    for _ in range(300):
       state, metrics = self.step(state, _batch(self.a, self.b, rng.choice(len(self.a), 2, False)))
       l1.append(float(metrics["G_L1"]))
     first, last = np.mean(l1[:20]), np.mean(l1[-20:])
