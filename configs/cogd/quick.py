@@ -3,8 +3,8 @@
 Cogradient descent (Zhuo, Zhang et al., CVPR 2020, arXiv 2006.09142; official MATLAB code
 bczhangbczhang/CoGD): the FFCSC solver (Fourier-domain ADMM, 100 filters of 11 x 11) on 10 of
 scikit-image's photographs prepared as the release prepares its sets (grey, local contrast
-normalisation, zero mean, padded to 110 x 110), once without a correction ("ffcsc"), once with
-the released rule as shipped ("cogd": `matlab_heuristic`, uint8 saturation on) and once with the
+normalisation, zero mean, padded to 110 x 110), once without a correction ("none"), once with
+the released rule as shipped ("matlab_heuristic", uint8 saturation on) and once with the
 released rule without its uint8 saturation ("cogd_unsaturated"). One report stage runs all
 three (`jaxcompress/sparse_coding/stages.py`) and writes `cogd_report.json` with PSNR_bt,
 SSIM_bt and the final objective of each.
@@ -22,18 +22,22 @@ import ml_collections
 
 from configs import common
 
+HOOKS = dict(none=dict(correction="none"), matlab_heuristic=dict(correction="matlab_heuristic"),
+             matlab_heuristic_unsaturated=dict(correction="matlab_heuristic", saturate=False))
+
+
+def csc_stage(task: str, iters: int, small: bool) -> ml_collections.ConfigDict:
+  """One report stage: the three hooks on one task over the offline photographs."""
+  csc = dict(task=task, images="skimage", num_images=10, image_size=100, num_iters=iters)
+  if small:
+    csc.update(num_images=4, image_size=64, num_iters=3, num_filters=24)
+  return ml_collections.ConfigDict(dict(report="cogd_csc", csc=csc, hooks=HOOKS))
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, inpainting=False, iters=10, small=False)
-  csc = dict(task="inpainting" if args.inpainting else "reconstruction", images="skimage",
-             num_images=10, image_size=100, num_iters=args.iters)
-  if args.small:
-    csc.update(num_images=4, image_size=64, num_iters=3, num_filters=24)
-  stage = ml_collections.ConfigDict(dict(
-      report="cogd_csc", csc=csc,
-      hooks=dict(ffcsc=dict(correction="none"), cogd=dict(correction="matlab_heuristic"),
-                 cogd_unsaturated=dict(correction="matlab_heuristic", saturate=False))))
+  task = "inpainting" if args.inpainting else "reconstruction"
   c = ml_collections.ConfigDict()
   c.stage_order = ("csc",)
-  c.stages = ml_collections.ConfigDict({"csc": stage})
+  c.stages = ml_collections.ConfigDict({"csc": csc_stage(task, args.iters, args.small)})
   return c

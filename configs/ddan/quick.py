@@ -16,18 +16,13 @@ without adaptation on unseen target domains. Stages:
 CPU-sized changes to the release's recipe (everything else as `run.sh`): 64x32 images, a
 MobileNetV2 at width 0.5 without the stride of its 160-channel stage (a 4x2 map before the
 head), a 256-wide mapping, batch 64 = 16 persons x 4, no ImageNet weights (so SGD 0.1 for
-every layer, no 0.01 backbone rate), pad-4 crop and flip only, 100 epochs with the learning rate x0.1 at epochs 40 and 80 as in the release; the
-memory term starts at epoch 3 as in the release.
+every layer, no 0.01 backbone rate), pad-4 crop and flip only, 100 epochs with the learning rate x0.1 at epochs 40 and 80 as in the
+release; the memory term starts at epoch 3 as in the release.
 Command:
   python -m launch.main --config=configs/ddan/quick.py --workdir=/tmp/ddan_quick
 Hardware: any CPU (2 cores).
-Expected (seed 0, measured, 455 s CPU time on 2 cores): baseline_rank1 0.805 (mAP 0.804),
-ddan_rank1 0.8075 (mAP 0.761): a tie at this size, not the paper's gain. `:ablation` shows that
-the two terms act differently here: without the adversarial term (memory only) 0.86 (mAP 0.844),
-without the memory term (adversarial only) 0.82 (mAP 0.779). The discriminator stays ahead
-(accuracy about 0.87 against a 0.8 prior), likely because T, a single 1x1 convolution, has to
-remove the domain by itself. Runs with 60 epochs (seeds 0 / 1) gave 0.83 / 0.84 for the baseline and
-0.78 / 0.71 for DDAN.
+Expected: see BENCHMARKS.md ("Re-identification quick configs"): at this size DDAN ties its
+baseline; the ablation stages show what each of its two terms does on the toy.
 Variants: `:small` (fewer epochs and target persons, for the slow test); `:ablation` adds
 `ddan_no_adv` (adv_weight 0) and `ddan_no_mem` (mem_weight 0) stages (twice the time);
 `:seed=N`, `:epochs=N`.

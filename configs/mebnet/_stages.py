@@ -86,9 +86,8 @@ def adapt_stage(experts: list[dict[str, Any]], *, target: dict[str, Any], init_s
   c.data.transform = "mebnet_views"  # one independently augmented view per expert
   c.data.transform_kwargs = ml_collections.ConfigDict(dict(num_views=len(experts),
                                                            augment=list(augment)))
-  # PK over the pseudo labels the epoch hook writes into the state ("pseudo_pk": PK that also
-  # serves the shape-only batch the engine draws before any label exists).
-  c.data.sampler = ml_collections.ConfigDict(dict(name="pseudo_pk", num_instances=num_instances,
+  # PK over the pseudo labels the epoch hook writes into the state.
+  c.data.sampler = ml_collections.ConfigDict(dict(name="pk", num_instances=num_instances,
                                                   labels="state:pseudo_labels"))
   c.num_devices = 1
   del c["model"]  # the experts are config.mebnet.experts

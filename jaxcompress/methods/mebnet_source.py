@@ -30,7 +30,7 @@ import numpy as np
 
 from jaxcompress import reid
 from jaxcompress.data import augment as augment_lib
-from jaxcompress.data import samplers, transforms
+from jaxcompress.data import transforms
 from jaxcompress.errors import ConfigError
 from jaxcompress.methods.base import Batch, Method, Metrics
 from jaxcompress.methods.mebnet_nets import build_net
@@ -84,25 +84,6 @@ def _warmup_multistep(cfg: ml_collections.ConfigDict, total_steps: int,
 
 
 builder.register_schedule("mebnet_warmup_multistep", _warmup_multistep, override=True)
-
-
-class PseudoLabelPK(samplers.PK):
-  """"pseudo_pk": PK batches over labels a method writes into its state
-  (`config.data.sampler.labels = "state:<key>"`). The engine draws a shape-only example batch
-  before the state (and so any label) exists; without labels this sampler gives that batch a
-  uniform order instead of failing."""
-
-  def epoch_order(self, epoch: int, num_examples: int, global_batch_size: int,
-                  num_batches: int | None = None, labels: np.ndarray | None = None,
-                  seed: int = 0) -> np.ndarray:
-    if labels is None:
-      return samplers.Uniform().epoch_order(epoch, num_examples, global_batch_size,
-                                            num_batches, None, seed)
-    return super().epoch_order(epoch, num_examples, global_batch_size, num_batches, labels,
-                               seed)
-
-
-samplers.register("pseudo_pk")(PseudoLabelPK)
 
 
 @transforms.register("mebnet_views")

@@ -66,7 +66,12 @@ class EpochOrder:
 
   def __call__(self, epoch: int, num_examples: int) -> np.ndarray:
     if epoch not in self._cache:
-      self._cache = {epoch: self.sampler.epoch_order(
+      sampler = self.sampler
+      if self.state_key is not None and self.labels is None:
+        # The engine draws a shape-only example batch before the state, and so any label from
+        # it, exists; that batch (never trained on: `refresh` restarts the stream) is uniform.
+        sampler = samplers.Uniform()
+      self._cache = {epoch: sampler.epoch_order(
           epoch, num_examples, self.global_batch_size, num_batches=self.num_batches,
           labels=self.labels, seed=self.seed)}
     return self._cache[epoch]

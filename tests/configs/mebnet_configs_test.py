@@ -79,7 +79,7 @@ def test_brainstorming_recipe(name):
   assert a.method == "mebnet" and a.data.name == target
   assert (a.num_epochs, a.steps_per_epoch) == (40, 800)
   assert (a.data.batch_size, a.data.sampler.num_instances) == (64, 4)
-  assert (a.data.sampler.name, a.data.sampler.labels) == ("pseudo_pk", "state:pseudo_labels")
+  assert (a.data.sampler.name, a.data.sampler.labels) == ("pk", "state:pseudo_labels")
   o = a.optim
   assert (o.name, o.learning_rate, o.weight_decay, o.schedule) == ("adam", 3.5e-4, 5e-4,
                                                                    "constant")

@@ -167,6 +167,6 @@ def test_errors_name_the_problem():
     samplers.get("uniform").epoch_order(0, 4, 3, labels=np.array([0, -1, 1, -1]))
   with pytest.raises(errors.ConfigError, match="one integer label per example"):
     samplers.get("uniform").epoch_order(0, 4, 2, labels=np.zeros(5, np.int64))
-  # Built-ins; methods may register more (MEB-Net's "pseudo_pk") when they are imported.
+  # Built-ins; methods may register more when they are imported.
   assert {"pk", "sequential", "uniform"} <= set(samplers.names())
   assert samplers.names() == sorted(samplers.names())

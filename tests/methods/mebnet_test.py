@@ -14,7 +14,7 @@ import pytest
 
 from configs import common
 from jaxcompress import reid
-from jaxcompress.data import samplers, transforms
+from jaxcompress.data import transforms
 from jaxcompress.errors import ConfigError
 from jaxcompress.methods import mebnet, mebnet_cluster, mebnet_nets, mebnet_source
 from jaxcompress.optim import builder
@@ -326,15 +326,6 @@ def test_pretraining_schedule_is_the_release_warmup_multistep():
     want = 3.5e-4 * factor * 0.1 ** sum(epoch >= m for m in (40, 70))
     for step in range(3 * epoch, 3 * epoch + 3):
       np.testing.assert_allclose(schedule(jnp.asarray(step)), want, rtol=1e-5)
-
-
-def test_pseudo_pk_is_pk_with_labels_and_uniform_before():
-  sampler = samplers.get("pseudo_pk", num_instances=2)
-  labels = np.repeat(np.arange(6), 3)
-  np.testing.assert_array_equal(sampler.epoch_order(1, 18, 6, 2, labels, seed=4),
-                                samplers.PK(2).epoch_order(1, 18, 6, 2, labels, seed=4))
-  np.testing.assert_array_equal(sampler.epoch_order(1, 18, 6, 2, None, seed=4),
-                                samplers.Uniform().epoch_order(1, 18, 6, 2, None, seed=4))
 
 
 def test_config_errors():

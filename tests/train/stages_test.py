@@ -167,6 +167,19 @@ def test_pseudo_labels_from_a_host_hook_steer_the_next_epoch_and_survive_resumpt
   np.testing.assert_array_equal(np.asarray(resumed["state"].extra["seen"]), seen)
 
 
+def test_pk_batches_over_labels_from_the_state(tmp_path):
+  # PK needs labels, and the engine draws its shape-only example batch before the state (and so
+  # any label) exists: that batch is uniform, every trained batch is PK over the hook's labels.
+  c = pseudo_config()
+  c.data.sampler = ml_collections.ConfigDict({"name": "pk", "num_instances": 4,
+                                              "labels": "state:pseudo"})
+  seen = np.asarray(loop.run(c, str(tmp_path))["state"].extra["seen"])
+  parity = np.arange(NUM_EXAMPLES) % 2
+  for epoch in range(4):
+    assert seen[epoch].sum() == 16
+    assert np.all(seen[epoch][parity != epoch % 2] == 0), epoch
+
+
 def test_labels_from_the_state_need_a_fixed_epoch_length(tmp_path):
   c = pseudo_config()
   c.steps_per_epoch = -1
