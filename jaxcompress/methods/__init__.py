@@ -34,6 +34,8 @@ _BUILTIN = {
     "mebnet": "jaxcompress.methods.mebnet:MEBNet",
     "ddan": "jaxcompress.methods.ddan:DDAN",
     "dtdn": "jaxcompress.methods.dtdn:DTDN",
+    "cogd_prune": "jaxcompress.methods.cogd_prune:CoGDPrune",
+    "cogd_finetune": "jaxcompress.methods.cogd_prune:CoGDFinetune",
 }
 _REGISTERED: dict[str, Callable[..., Method]] = {}
 
@@ -48,6 +50,8 @@ _REPORTS = {
     "ddan_report": "jaxcompress.methods.ddan:ddan_report",
     "dtdn_report": "jaxcompress.methods.dtdn:dtdn_report",
     "cogd_csc": "jaxcompress.sparse_coding.stages:cogd_csc",
+    "cogd_materialize": "jaxcompress.methods.cogd_prune_stages:cogd_materialize",
+    "cogd_prune_report": "jaxcompress.methods.cogd_prune_stages:cogd_prune_report",
 }
 
 

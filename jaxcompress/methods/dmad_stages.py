@@ -29,6 +29,7 @@ from jaxcompress.gan.base import build_network
 from jaxcompress.methods import dmad_finetune
 from jaxcompress.methods.dmad_search import generator_macs
 from jaxcompress.train import checkpoint as checkpoint_lib
+from jaxcompress.train import stages as stages_lib
 
 VARIABLES_FILE = "student.msgpack"
 
@@ -81,19 +82,6 @@ def dmad_materialize(config: ml_collections.ConfigDict, inputs: Mapping[str, str
   return summary
 
 
-def _last_eval(workdir: str) -> dict[str, float]:
-  """The last "eval" row of a run's metrics.jsonl."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  row: dict[str, float] = {}
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      for line in f:
-        entry = json.loads(line)
-        if entry.get("split") == "eval":
-          row = entry
-  return row
-
-
 def dmad_report(config: ml_collections.ConfigDict, inputs: Mapping[str, str], stage_dir: str,
                 root: str) -> dict[str, Any]:
   """`dmad_report.json` in the run's workdir: sizes and quality of teacher and students.
@@ -131,7 +119,7 @@ def dmad_report(config: ml_collections.ConfigDict, inputs: Mapping[str, str], st
   metric = d.get("report_metric", "")
   report["metric"] = metric
   for label, workdir in inputs.items():
-    row = _last_eval(workdir)
+    row = stages_lib.last_eval(workdir)
     for key, value in row.items():
       # The last evaluation's value (never a "best_" one), plain or from a named evaluator.
       if metric and not key.startswith("best_") and key.split("/")[-1] == metric:

@@ -49,6 +49,19 @@ from jaxcompress.train.state import TrainState
 DONE_FILE = "stage_done.json"
 
 
+def last_eval(workdir: str) -> dict[str, Any]:
+  """The last "eval" row of a run's metrics.jsonl ({} when it has none), for report stages."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  row: dict[str, Any] = {}
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      for line in f:
+        entry = json.loads(line)
+        if entry.get("split") == "eval":
+          row = entry
+  return row
+
+
 def stage_order(config: ml_collections.ConfigDict) -> list[str]:
   """The stage names in run order (`config.stage_order`), checked against `config.stages`."""
   names = list(config.stages.keys())
