@@ -38,6 +38,7 @@ def test_config_loads_and_names_registered_parts(module, arg):
 
 def _check_run(config):
   assert config.method in methods.names()
+  methods.get(config.method)  # as the engine does: a method module may register its transforms
   transforms.load_providers()  # registers task-specific sources (super-resolution)
   assert config.data.name in sources.names()
   if config.data.get("transform"):

@@ -12,7 +12,9 @@ Command:
   python -m launch.main --config=configs/cogd/csc_quick.py --workdir=/tmp/cogd_csc_quick
 Hardware: any CPU (2 cores), float64.
 Expected: see BENCHMARKS.md ("CoGD sparse coding").
-Variants: `:iters=N` (outer iterations, default 10), `:small` (4 images of 64 x 64, 3 iterations).
+Variants: `:iters=N` (outer iterations, default 10), `:small` (4 images of 64 x 64, 3 iterations),
+`:quick` (2 images of 32 x 32, 8 filters of 5 x 5, 2 iterations, hooks `none` and
+`matlab_heuristic`: seconds, a smoke run).
 """
 from __future__ import annotations
 
@@ -25,9 +27,9 @@ TASKS = ("reconstruction", "inpainting")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = common.parse_arg(arg, iters=10, small=False)
+  args = common.parse_arg(arg, iters=10, small=False, quick=False)
   c = ml_collections.ConfigDict()
   c.stage_order = TASKS
   c.stages = ml_collections.ConfigDict(
-      {task: quick.csc_stage(task, args.iters, args.small) for task in TASKS})
+      {task: quick.csc_stage(task, args.iters, args.small, args.quick) for task in TASKS})
   return c

@@ -14,7 +14,8 @@ Hardware: any CPU (2 cores), float64.
 Expected: see BENCHMARKS.md (the shipped rule changes one filter entry per iteration, so it
 matches FFCSC; the unsaturated rule moves the result).
 Variants: `:inpainting` (75 % of the pixels kept), `:iters=N` (outer iterations, default 10),
-`:small` (4 images of 64 x 64, 3 iterations: the slow test).
+`:small` (4 images of 64 x 64, 3 iterations: the slow test), `:quick` (2 images of 32 x 32,
+8 filters of 5 x 5, 2 iterations, the first two hooks: seconds, a smoke run).
 """
 from __future__ import annotations
 
@@ -26,18 +27,25 @@ HOOKS = dict(none=dict(correction="none"), matlab_heuristic=dict(correction="mat
              matlab_heuristic_unsaturated=dict(correction="matlab_heuristic", saturate=False))
 
 
-def csc_stage(task: str, iters: int, small: bool) -> ml_collections.ConfigDict:
+def csc_stage(task: str, iters: int, small: bool, quick: bool = False
+              ) -> ml_collections.ConfigDict:
   """One report stage: the three hooks on one task over the offline photographs."""
   csc = dict(task=task, images="skimage", num_images=10, image_size=100, num_iters=iters)
   if small:
     csc.update(num_images=4, image_size=64, num_iters=3, num_filters=24)
-  return ml_collections.ConfigDict(dict(report="cogd_csc", csc=csc, hooks=HOOKS))
+  hooks = HOOKS
+  if quick:  # seconds: a smoke run of the whole path, too short to learn filters
+    csc.update(num_images=2, image_size=32, num_iters=2, num_filters=8, filter_size=5,
+               num_iters_d=3, num_iters_z=3)
+    hooks = {k: HOOKS[k] for k in ("none", "matlab_heuristic")}
+  return ml_collections.ConfigDict(dict(report="cogd_csc", csc=csc, hooks=hooks))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = common.parse_arg(arg, inpainting=False, iters=10, small=False)
+  args = common.parse_arg(arg, inpainting=False, iters=10, small=False, quick=False)
   task = "inpainting" if args.inpainting else "reconstruction"
   c = ml_collections.ConfigDict()
   c.stage_order = ("csc",)
-  c.stages = ml_collections.ConfigDict({"csc": csc_stage(task, args.iters, args.small)})
+  c.stages = ml_collections.ConfigDict({"csc": csc_stage(task, args.iters, args.small,
+                                                         args.quick)})
   return c

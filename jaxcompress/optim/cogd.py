@@ -32,6 +32,7 @@ diagnostic (gradient norms of both factors per iteration).
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple
 
 import jax
@@ -185,8 +186,15 @@ def csc_correction(variant: str = "matlab_heuristic", task: str = "reconstructio
     saturate, released_decoding: sub-flags of `matlab_heuristic` (see module docstring).
 
   Returns:
-    `fn(d, d_old, z, z_old, residual, t, num_iters) -> d`.
+    `fn(d, d_old, z, z_old, residual, t, num_iters) -> d`; the same function object for the same
+    arguments, so a solver jitted with the hook as a static argument compiles once per hook.
   """
+  return _csc_correction(variant, task, bool(saturate), bool(released_decoding))
+
+
+@functools.lru_cache(maxsize=None)
+def _csc_correction(variant: str, task: str, saturate: bool, released_decoding: bool
+                    ) -> Correction:
   _check_variant(variant)
   if task not in ("reconstruction", "inpainting"):
     raise ValueError(f"unknown CSC task {task!r}; use 'reconstruction' or 'inpainting'.")

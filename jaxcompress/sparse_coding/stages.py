@@ -4,8 +4,9 @@ Convolutional sparse coding has no gradient-step training loop: the FFCSC solver
 correction) is one jitted ADMM program (`sparse_coding.ffcsc.learn_filters`), so it runs as a
 report stage of the staged engine (`jaxcompress.train.stages`), one command like every paper:
 each entry of `config.hooks` is one `run_csc` experiment with `config.csc` as the shared keys.
-Each stage writes `cogd_report.json` (PSNR_bt / SSIM_bt / final objective / time per hook) in its
-own directory and adds its rows to `cogd_table.json` in the run's workdir, the paper's table as
+Each stage writes `cogd_report.json` (PSNR_bt / SSIM_bt / final objective / time per hook), and
+per hook `<hook>_history.json` (objective, PSNR, roll-backs, filter and code changes per
+iteration) and `<hook>_result.npz` (learned filters, reconstructions) in its own directory and adds its rows to `cogd_table.json` in the run's workdir, the paper's table as
 `{task: {hook: {"psnr": float, "ssim": float}}}`, so a run with one stage per task (reconstruction,
 inpainting) fills the whole table.
 """
@@ -16,6 +17,7 @@ import os
 from typing import Any, Mapping
 
 import ml_collections
+import numpy as np
 
 from jaxcompress.sparse_coding.run import run_csc
 
@@ -45,7 +47,10 @@ def cogd_csc(config: ml_collections.ConfigDict, inputs: Mapping[str, str], stage
                    f"{label}/objective": out["objective"][-1],
                    f"{label}/wall_time_s": out["wall_time_s"]})
     with open(os.path.join(stage_dir, f"{label}_history.json"), "w", encoding="utf-8") as f:
-      json.dump({k: out[k] for k in ("objective", "psnr_history", "rolled_back")}, f)
+      json.dump({k: out[k] for k in ("objective", "psnr_history", "rolled_back",
+                                     "filter_change", "code_change")}, f)
+    np.savez(os.path.join(stage_dir, f"{label}_result.npz"), filters=out["filters"],
+             reconstruction=out["reconstruction"])
   _write_json(os.path.join(stage_dir, "cogd_report.json"), report)
   table_path = os.path.join(root, "cogd_table.json")
   table: dict[str, Any] = {}
