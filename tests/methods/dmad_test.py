@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import pytest
 from absl.testing import absltest
 
 from configs.dmad import quick_cyclegan
@@ -123,6 +124,8 @@ class SearchTest(absltest.TestCase):
 
 class FinetuneAndStagesTest(absltest.TestCase):
 
+  # Runs the whole :quick pipeline (about a minute on 2 cores); the colab test runs it too.
+  @pytest.mark.slow
   def test_quick_pipeline_writes_an_honest_report_and_distills_through_the_teacher_d(self):
     workdir = tempfile.mkdtemp()
     config = quick_cyclegan.get_config("quick")
