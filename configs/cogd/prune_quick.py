@@ -18,7 +18,7 @@ Command:
 Hardware: any CPU (2 cores).
 Expected: see BENCHMARKS.md ("CoGD channel pruning").
 Variants: `:variant=none` (plain alternation, no correction), `:target=F` (FLOPs fraction kept),
-`:epochs=N` (epochs of each training stage, default 20), `:small` (2 epochs each: the slow test).
+`:epochs=N` (epochs of each training stage, default 20), `:l1=F` (the masks' l1 weight, 1e-3), `:small` (2 epochs each: the slow test).
 """
 from __future__ import annotations
 
@@ -37,10 +37,10 @@ def _stage(method: str, epochs: int) -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, variant="matlab_heuristic", target=0.5, epochs=20, small=False,
-                          quick=False)
+                          quick=False, l1=1e-3)
   epochs = 2 if args.small else args.epochs
   cogd = ml_collections.ConfigDict(dict(variant=args.variant, flops_target=args.target,
-                                        input_shape=(8, 8, 1), lambda_l1=1e-3, mask_lr=0.05))
+                                        input_shape=(8, 8, 1), lambda_l1=args.l1, mask_lr=0.05))
   unpruned = _stage("classification", epochs)
   search = _stage("cogd_prune", epochs)
   search.cogd = cogd
