@@ -14,10 +14,11 @@ the machine hits all alike:
   * jaxcompress: the step as the library runs it (`jaxcompress.ops.conv` on CPU: oneDNN forward
     and input gradients, the native 3-D weight gradient `ops.native_conv3d`, kernel taps that read
     only padding cut off and the few-pixel plan of `ops.conv3d`);
-  * + ops.max_pool (proposed): the same with the stem's max pool on `ops.max_pool` (its
-    gradient without XLA's select-and-scatter), as `video_layers.max_pool` would run it;
-  * before: the step with the code before `ops.conv3d` / `ops.native_conv3d` (3-D weight
-    gradients on XLA's blocked convolution, no tap trimming, the 2-D plan for every part);
+  * flax max_pool: the same with `video_layers.max_pool` on `flax.linen.max_pool` (gradient by
+    XLA's select-and-scatter) instead of `ops.max_pool`, the pooling before it was adopted;
+  * before: the step with the code before `ops.conv3d` / `ops.native_conv3d` / `ops.max_pool`
+    (3-D weight gradients on XLA's blocked convolution, no tap trimming, the 2-D plan for every
+    part, flax's max pool);
   * torch, torch channels_last_3d.
 The table shows clips/s at the best and the median repetition; the last line is
 `ratio <jaxcompress / fastest torch>` of the best repetitions (> 1: jaxcompress is faster), and
@@ -51,7 +52,7 @@ from jaxcompress.ops import conv3d, max_pool, native_conv3d  # noqa: E402
 
 NUM_CLASSES = 101
 TORCH_LABELS = ("torch", "torch channels_last_3d")
-POOL_LABEL = "+ ops.max_pool (proposed)"
+POOL_LABEL = "flax max_pool"
 
 
 _NATIVE_DW_APPLIES = conv_ops._native_dw_applies  # pylint: disable=protected-access
@@ -62,15 +63,18 @@ def _no_video_native_dw(lhs: jax.Array, rhs: jax.Array, pet: Any, video: bool = 
   return not video and _NATIVE_DW_APPLIES(lhs, rhs, pet)
 
 
-# The code before `ops.conv3d` / `ops.native_conv3d`: no tap trimming, 3-D weight gradients on
-# XLA's blocked convolution, the 2-D plan for every part. (1x1x1 convolutions still take the
-# per-frame route, as unpadded matmuls either way.)
+# `video_layers.max_pool` pooling with flax's max_pool, as before `ops.max_pool` was adopted.
+OPS_POOL = ((max_pool, "max_pool",
+             lambda x, window, strides, padding: video_layers.nn.max_pool(
+                 x, window, strides, padding=padding)),)
+
+# The code before `ops.conv3d` / `ops.native_conv3d` / `ops.max_pool`: no tap trimming, 3-D weight
+# gradients on XLA's blocked convolution, the 2-D plan for every part, flax's pool. (1x1x1
+# convolutions still take the per-frame route, as unpadded matmuls either way.)
 BEFORE = ((conv_ops, "_native_dw_applies", _no_video_native_dw),
           (conv3d, "trimmed_kernel", lambda lhs_spatial, rhs, strides, pads, dil: (rhs, pads)),
-          (conv3d, "adjust_plan", lambda plan, *args: plan))
-# `video_layers.max_pool` pooling with `ops.max_pool` (a proposed one-line change there).
-OPS_POOL = ((video_layers.nn, "max_pool",
-             lambda x, window, strides, padding: max_pool.max_pool(x, window, strides, padding)),)
+          (conv3d, "adjust_plan", lambda plan, *args: plan),
+          *OPS_POOL)
 
 
 def make_jax_step(batch: int, frames: int, size: int, label: str,

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcompress.models import factory
+from jaxcompress.ops import max_pool as max_pool_ops
 
 Initializer = Callable[..., jax.Array]
 Pads = Sequence[tuple[int, int]]
@@ -177,7 +178,8 @@ def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int],
         out -= 1
       extra = max((out - 1) * s + k - (size + lo + hi), 0)
     pads.append((lo, hi + extra))
-  return nn.max_pool(x, tuple(window), tuple(strides), padding=tuple(pads))
+  # Values of nn.max_pool; on CPU its gradient avoids XLA's scalar select-and-scatter loop.
+  return max_pool_ops.max_pool(x, tuple(window), tuple(strides), tuple(pads))
 
 
 def global_pool(x: jax.Array) -> jax.Array:

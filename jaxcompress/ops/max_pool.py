@@ -1,10 +1,10 @@
 """Max pooling whose CPU gradient is a sum of strided scatters instead of XLA's select-and-scatter.
 
 `flax.linen.max_pool` is `lax.reduce_window(max)`; its gradient is XLA's `select_and_scatter_add`,
-which XLA:CPU runs as a scalar loop over every window. For the 3x3x3, stride-2 pool after the
-stem of Hara et al.'s 3-D ResNet (R3D-18 in DSM, `jaxcompress.models.video_resnet`; batch 2 of
-8x56x56x64 ReLU outputs) the pooled gradient took 300 ms, PyTorch's `MaxPool3d` backward
-145-245 ms, this one 21 ms (best of 7, one process, 2-core Xeon under load).
+which XLA:CPU runs as a scalar loop over every window: for the 3x3x3, stride-2 pool after the
+stem of Hara et al.'s 3-D ResNet (R3D-18 in DSM, `jaxcompress.models.video_resnet`) it cost more
+than PyTorch's `MaxPool3d` backward (timings: BENCHMARKS.md, `benchmarks/video_step.py`). The
+video models pool through it (`models.video_layers.max_pool`).
 
 `max_pool` keeps, next to the pooled values, the index of the tap that won each window
 (`int8`: the first maximum in the window's row-major order, the tie rule of XLA's `ge`
