@@ -4,9 +4,9 @@ Cogradient descent (Zhuo, Zhang et al., CVPR 2020, arXiv 2006.09142) names netwo
 third application of Eq. 1, min over (A, x) of `L(A, x) + lambda ||x||_1`: A the weights and x
 the soft channel masks (the sparse factor), `ChannelGate`s after the normalisations the
 `config.cogd.gates` pattern selects. The official pruning code was never released, so which
-variable carries the mask, the loss and its constants are unconfirmed (the paper sheet's section
-3); this method follows the released sparse-coding solver's structure (`jaxcompress.optim.cogd`)
-on a network instead of a dictionary:
+variable carries the mask, the loss and its constants are unconfirmed (the paper gives no
+equations for them); this method follows the released sparse-coding solver's structure
+(`jaxcompress.optim.cogd`) on a network instead of a dictionary:
 
 1. x-step: `x <- S_{lr_x lambda}(x - lr_x grad_x L(A_t, x_t))` (proximal gradient, soft threshold);
 2. A-step: the configured optimizer on `grad_A L(A_t, x_{t+1})` (Gauss-Seidel, two gradients

@@ -64,7 +64,7 @@ def _check_adam(c):
 
 
 @pytest.mark.parametrize("name,model,scale,bits,patch", STUDENTS)
-def test_student_config_matches_sheet(name, model, scale, bits, patch):
+def test_student_config_matches_the_paper(name, model, scale, bits, patch):
   c = _load(name)
   assert c.method == "pams"
   _check_model(c, model, scale)
