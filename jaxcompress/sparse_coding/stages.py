@@ -61,7 +61,20 @@ def cogd_csc(config: ml_collections.ConfigDict, inputs: Mapping[str, str], stage
       label: {"psnr": report[f"{label}/psnr"], "ssim": report[f"{label}/ssim"]}
       for label in config.hooks})
   _write_json(table_path, table)
+  print(format_table(table), flush=True)
   return report
+
+
+def format_table(table: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+  """`cogd_table.json` as the paper's table: one row per task, PSNR_bt / SSIM_bt per hook."""
+  hooks = sorted({h for rows in table.values() for h in rows},
+                 key=lambda h: (h != "none", h))
+  lines = ["| task | " + " | ".join(hooks) + " |", "|---" * (len(hooks) + 1) + "|"]
+  for task, rows in table.items():
+    cells = [f"{rows[h]['psnr']:.2f} / {rows[h]['ssim']:.4f}" if h in rows else "-"
+             for h in hooks]
+    lines.append(f"| {task} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
 
 
 def _write_json(path: str, value: Any) -> None:

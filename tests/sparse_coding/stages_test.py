@@ -40,10 +40,14 @@ def test_report_stage_runs_every_hook(tmp_path):
   assert methods.get_report("cogd_csc")
 
 
-def test_csc_quick_fills_both_tasks_of_the_table(tmp_path):
+def test_csc_quick_fills_both_tasks_of_the_table(tmp_path, capsys):
   config = _tiny(csc_quick.get_config())
   loop.run(config, str(tmp_path))
   table = _json(tmp_path / "cogd_table.json")
+  printed = capsys.readouterr().out
+  assert "| task | none | matlab_heuristic | matlab_heuristic_unsaturated |" in printed
+  row = table["inpainting"]["none"]
+  assert f"| inpainting | {row['psnr']:.2f} / {row['ssim']:.4f} |" in printed
   assert sorted(table) == ["inpainting", "reconstruction"]
   for task in table:
     assert sorted(table[task]) == sorted(HOOKS)
