@@ -22,7 +22,8 @@ equations for them); this method follows the released sparse-coding solver's str
 Config block `config.cogd`: variant ("matlab_heuristic"), saturate (True), lambda_l1 (1e-4),
 mask_lr (0.1), gates (regex over gate names, default every block's inner gate "gate1$"),
 flops_target (fraction of the unpruned MACs to keep) and input_shape ((H, W, C) of one example, to
-count MACs), both used by `cogd_materialize`.
+count MACs), both used by `cogd_materialize`; torchvision (a torchvision ImageNet state_dict file
+for `config.model.name`, e.g. resnet50: the search starts from it, masks at 1).
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ from jaxcompress.train.state import TrainState
 MASK = "mask"
 STUDENT_FILE = "student.json"
 DEFAULTS = dict(variant="matlab_heuristic", saturate=True, lambda_l1=1e-4, mask_lr=0.1,
-                gates=r"gate1$", flops_target=0.5, input_shape=())
+                gates=r"gate1$", flops_target=0.5, input_shape=(), torchvision="")
 
 
 def cogd_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -157,6 +158,26 @@ class CoGDPrune(Classification):
         "loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
         "mask_l1": jnp.sum(jnp.abs(mask_values)), "mask_zero": jnp.mean(mask_values == 0),
         "grad_norm_a": grad_norm_a, "grad_norm_x": grad_norm_x}
+
+
+  def load_initial(self, state: TrainState) -> TrainState:
+    """The torchvision weights of `config.cogd.torchvision`, when given (masks stay at 1)."""
+    path = self.cogd["torchvision"]
+    if not path:
+      return state
+    from jaxcompress.models import torchvision_weights  # pylint: disable=g-import-not-at-top
+    converted = torchvision_weights.convert_torchvision(
+        self.config.model.name, path, num_classes=self.config.model.num_classes)
+    flat = traverse_util.flatten_dict(flax.core.unfreeze(jax.device_get(
+        {"params": state.params, **state.model_state})))
+    for key, value in traverse_util.flatten_dict(converted).items():
+      if key not in flat or flat[key].shape != value.shape:
+        raise ConfigError(f"{path}: {'/'.join(key)} does not fit the gated "
+                          f"{self.config.model.name}; give the torchvision file of that model.")
+      flat[key] = value
+    variables = traverse_util.unflatten_dict(flat)
+    params = variables.pop("params")
+    return state.replace(params=params, model_state={**state.model_state, **variables})
 
 
 def load_student(path: str) -> dict[str, Any]:

@@ -191,3 +191,42 @@ def test_small_prune_quick_reaches_its_target_and_reports_both_accuracies(tmp_pa
   for label in ("unpruned", "search", "finetune"):
     assert 0.2 < report[f"{label}/accuracy"] <= 1.0, label
   assert time.process_time() - cpu0 < 300
+
+
+def test_resnet50_rows_target_the_readme_flops_and_gate_both_inner_convs():
+  from configs.cogd import resnet50_imagenet  # pylint: disable=g-import-not-at-top
+  for row, flops in resnet50_imagenet.ROWS.items():
+    c = resnet50_imagenet.get_config(f"row={row}")
+    assert c.stages.search.cogd.flops_target == pytest.approx(flops / 4.09)
+    assert c.stage_order == ("search", "cut", "finetune", "report")
+  m = cogd_prune.CoGDPrune(c.stages.search)
+  assert len(m.gates) == 2 * (3 + 4 + 6 + 3)  # gate1 and gate2 of every bottleneck
+  plain = models.build("resnet50", num_classes=1000)
+  macs = summary(plain, jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32), train=False)
+  assert macs.total_macs == pytest.approx(4.09e9, rel=0.01)  # the README's baseline FLOPs
+  with pytest.raises(ValueError, match="row="):
+    resnet50_imagenet.get_config("row=0.6")
+
+
+@pytest.mark.slow
+def test_search_starts_from_a_torchvision_file(tmp_path):
+  import os  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  torch = pytest.importorskip("torch")
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "models"))
+  import torchvision_weights_test as tvt  # pylint: disable=g-import-not-at-top
+
+  from configs.cogd import resnet50_imagenet  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(0)
+  net = tvt.ResNet(tvt.Bottleneck, [3, 4, 6, 3]).eval()
+  path = str(tmp_path / "resnet50.pth")
+  torch.save(net.state_dict(), path)
+  c = resnet50_imagenet.get_config().stages.search
+  c.cogd.torchvision = path
+  m = cogd_prune.CoGDPrune(c)
+  x = np.random.default_rng(0).normal(size=(1, 64, 64, 3)).astype(np.float32)
+  state = m.load_initial(m.init(jax.random.key(0), {"image": jnp.asarray(x)}))
+  logits = m.predict(state, {"image": jnp.asarray(x)})["logits"]
+  with torch.no_grad():
+    want = net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+  np.testing.assert_allclose(logits, want, rtol=1e-3, atol=1e-3)  # masks at 1: torchvision's
