@@ -69,9 +69,11 @@ def test_step_is_x_step_then_a_step_at_the_new_masks_then_the_correction(variant
     for gate, (conv, *_) in m.gates.items():
       key = (*conv.split("/"), "kernel")
       shape = want[key].shape
-      want[key] = np.asarray(cogd_lib.pull_back_columns(
+      corrected = np.asarray(cogd_lib.pull_back_columns(
           want[key].reshape(-1, shape[-1]), p0[key].reshape(-1, shape[-1]),
           px[(*gate.split("/"), "mask")], 1.0, 10)).reshape(shape)
+      assert not np.allclose(corrected, want[key])  # the correction moves every gated kernel
+      want[key] = corrected
   got = _flat(new.params)
   for k in want:
     np.testing.assert_allclose(got[k], want[k], rtol=2e-4, atol=2e-6, err_msg=str(k))
@@ -79,20 +81,6 @@ def test_step_is_x_step_then_a_step_at_the_new_masks_then_the_correction(variant
   np.testing.assert_allclose(float(metrics["mask_l1"]), np.abs(masks).sum(), rtol=1e-5)
   assert float(metrics["mask_l1"]) < masks.size  # shrunk from the all-ones init
   assert np.isfinite(float(metrics["grad_norm_a"])) and float(metrics["grad_norm_x"]) > 0
-
-
-def test_correction_changes_the_step_and_only_gated_kernels():
-  m_none, state = _method(variant="none")
-  m_cogd, _ = _method(variant="matlab_heuristic")
-  batch = _batch(seed=1)
-  a = _flat(jax.jit(m_none.train_step)(state, batch)[0].params)
-  b = _flat(jax.jit(m_cogd.train_step)(state, batch)[0].params)
-  gated = {(*conv.split("/"), "kernel") for conv, *_ in m_cogd.gates.values()}
-  for k in a:
-    if k in gated:
-      continue
-    np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-7, err_msg=str(k))
-  assert any(not np.allclose(a[k], b[k]) for k in gated)
 
 
 def test_gates_follow_the_pattern():

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from jaxcompress.train import compilation_cache
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -40,6 +42,7 @@ def test_default_dir_names_the_cpu():
   assert path == compilation_cache.default_dir()  # stable across calls
 
 
+@pytest.mark.slow  # two launcher runs in subprocesses
 def test_launcher_fills_the_given_cache_and_reuses_it(tmp_path):
   cache = tmp_path / "cache"
   env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
@@ -64,6 +67,7 @@ def test_launcher_fills_the_given_cache_and_reuses_it(tmp_path):
   assert sorted(os.listdir(cache)) == entries
 
 
+@pytest.mark.slow  # a launcher run in a subprocess
 def test_onednn_programs_run_uncached_without_a_warning(tmp_path):
   cache = tmp_path / "cache"
   env = {k: v for k, v in os.environ.items()
