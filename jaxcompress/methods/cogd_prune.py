@@ -88,12 +88,6 @@ def gate_modules(model: Any) -> dict[str, tuple[str, ...]]:
   return out
 
 
-def _get(tree: Any, path: str) -> Any:
-  for part in path.split("/"):
-    tree = tree[part]
-  return tree
-
-
 class CoGDPrune(Classification):
   """Classification with CoGD on soft channel masks (module docstring)."""
 
@@ -114,17 +108,17 @@ class CoGDPrune(Classification):
       raise ConfigError(f"config.cogd.gates = {self.cogd['gates']!r} selects none of the model's "
                         f"gates {sorted(gate_modules(self.model))}.")
 
-  def _split(self, params: Any) -> tuple[dict[tuple, jax.Array], dict[tuple, jax.Array]]:
+  @staticmethod
+  def _masks(params: Any) -> dict[tuple[str, ...], jax.Array]:
+    """The mask leaves of `params` by flattened path."""
     flat = traverse_util.flatten_dict(flax.core.unfreeze(params))
-    masks = {k: v for k, v in flat.items() if k[-1] == MASK}
-    return masks, {k: v for k, v in flat.items() if k[-1] != MASK}
+    return {k: v for k, v in flat.items() if k[-1] == MASK}
 
   def train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
     c = self.cogd
     grad_loss = jax.grad(lambda p: self.loss_fn(p, state, batch)[0])
     # (1) x-step at (A_t, x_t): proximal gradient on the masks.
-    masks, _ = self._split(state.params)
-    g_x, _ = self._split(grad_loss(state.params))
+    masks, g_x = self._masks(state.params), self._masks(grad_loss(state.params))
     lr_x, lam = c["mask_lr"], c["lambda_l1"]
     new_masks = {k: cogd_lib.soft_threshold(m - lr_x * g_x[k], lr_x * lam)
                  for k, m in masks.items()}
