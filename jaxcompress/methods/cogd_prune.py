@@ -27,8 +27,6 @@ for `config.model.name`, e.g. resnet50: the search starts from it, masks at 1).
 """
 from __future__ import annotations
 
-import json
-import os
 import re
 from typing import Any
 
@@ -44,10 +42,10 @@ from jaxcompress.methods.base import Batch, Metrics
 from jaxcompress.methods.classification import Classification
 from jaxcompress.models import factory
 from jaxcompress.optim import cogd as cogd_lib
+from jaxcompress.prune import student as student_lib
 from jaxcompress.train.state import TrainState
 
 MASK = "mask"
-STUDENT_FILE = "student.json"
 DEFAULTS = dict(variant="matlab_heuristic", saturate=True, lambda_l1=1e-4, mask_lr=0.1,
                 gates=r"gate1$", flops_target=0.5, input_shape=(), torchvision="")
 
@@ -176,11 +174,7 @@ class CoGDPrune(Classification):
 
 def load_student(path: str) -> dict[str, Any]:
   """`cogd_materialize`'s description: {"widths", "variables_file", "macs", ...}."""
-  if not path or not os.path.exists(path):
-    raise ConfigError(f"config.cogd.student = {path!r} does not exist: run the cogd_materialize "
-                      "stage first (paths_from=(('cogd.student', '<stage>', 'student.json'),)).")
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  return student_lib.load_student(path, "cogd.student", "cogd_materialize")
 
 
 class CoGDFinetune(Classification):
@@ -195,14 +189,12 @@ class CoGDFinetune(Classification):
                               **{**dict(m.get("kwargs", {})), "widths": self.student["widths"]})
 
   def load_initial(self, state: TrainState) -> TrainState:
-    path = os.path.join(os.path.dirname(self.student_path), self.student["variables_file"])
-    with open(path, "rb") as f:
-      saved = flax.serialization.msgpack_restore(f.read())
+    saved = student_lib.load_student_variables(self.student_path, self.student)
     params = flax.serialization.from_state_dict(jax.device_get(state.params), saved["params"])
     model_state = flax.serialization.from_state_dict(jax.device_get(state.model_state),
                                                      saved["model_state"])
     shapes = jax.tree.map(jnp.shape, (params, model_state))
     if shapes != jax.tree.map(jnp.shape, (state.params, state.model_state)):
-      raise ConfigError(f"{path} does not match the network of {self.student_path}; rerun the "
+      raise ConfigError(f"The variables beside {self.student_path} do not match its network; rerun the "
                         "cogd_materialize stage.")
     return state.replace(params=params, model_state=model_state)

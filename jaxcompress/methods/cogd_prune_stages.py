@@ -26,11 +26,11 @@ import numpy as np
 from jaxcompress import models, prune
 from jaxcompress.errors import ConfigError
 from jaxcompress.methods import cogd_prune
+from jaxcompress.prune import student as student_lib
 from jaxcompress.summary import summary
 from jaxcompress.train import checkpoint as checkpoint_lib
 from jaxcompress.train import stages as stages_lib
 
-VARIABLES_FILE = "student.msgpack"
 REPORT_FILE = "cogd_prune_report.json"
 
 
@@ -139,7 +139,7 @@ def cogd_materialize(config: ml_collections.ConfigDict, inputs: Mapping[str, str
   variables = dict(variables)
   small_params = variables.pop("params")
   info = {"widths": {k: int(v) for k, v in dict(small.widths).items()},
-          "variables_file": VARIABLES_FILE, "unpruned_macs": unpruned,
+          "unpruned_macs": unpruned,
           "pruned_macs": _macs(small, shape),
           "target_macs": float(opts["flops_target"]) * unpruned,
           "flops_target": float(opts["flops_target"]),
@@ -149,13 +149,9 @@ def cogd_materialize(config: ml_collections.ConfigDict, inputs: Mapping[str, str
           "removed_channels": int(sum((~k).sum() for k in keep.values())),
           "gated_channels": int(sum(k.size for k in keep.values())),
           "zero_masks": int(sum((m == 0).sum() for m in masks.values()))}
-  os.makedirs(stage_dir, exist_ok=True)
-  with open(os.path.join(stage_dir, VARIABLES_FILE), "wb") as f:
-    f.write(flax.serialization.msgpack_serialize(
-        jax.tree.map(np.asarray, {"params": small_params, "model_state": variables})))
-  with open(os.path.join(stage_dir, cogd_prune.STUDENT_FILE), "w", encoding="utf-8") as f:
-    json.dump(info, f, indent=2)
-  return {k: v for k, v in info.items() if k not in ("widths", "variables_file")}
+  student_lib.write_student(stage_dir, info,
+                            {"params": small_params, "model_state": variables})
+  return {k: v for k, v in info.items() if k != "widths"}
 
 
 def cogd_prune_report(config: ml_collections.ConfigDict, inputs: Mapping[str, str],

@@ -29,8 +29,6 @@ disc_tap ["hidden1"], disc_last_tap ["hidden3"].
 """
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
 
 import flax
@@ -45,19 +43,14 @@ from jaxcompress.gan.base import build_network
 from jaxcompress.methods.base import Batch
 from jaxcompress.methods.cyclegan import CycleGAN
 from jaxcompress.methods.pix2pix import Pix2Pix
+from jaxcompress.prune import student as student_lib
 from jaxcompress.train import checkpoint as checkpoint_lib
 from jaxcompress.train.state import TrainState
-
-STUDENT_FILE = "student.json"
 
 
 def load_student(path: str) -> dict[str, Any]:
   """The materialize stage's description: {"widths": {G: ...}, "variables_file", ...}."""
-  if not path or not os.path.exists(path):
-    raise ConfigError(f"config.dmad.student = {path!r} does not exist: run the dmad_materialize "
-                      "stage first (it writes student.json) or point to its output.")
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  return student_lib.load_student(path, "dmad.student", "dmad_materialize")
 
 
 class _Distill:
@@ -112,9 +105,7 @@ class _Distill:
   def load_initial(self, state: TrainState) -> TrainState:
     """The materialized student (G from the materialize stage, D from the search) and the
     teacher stage's final variables, read from their files."""
-    path = os.path.join(os.path.dirname(self.dmad.student), self.student["variables_file"])
-    with open(path, "rb") as f:
-      saved = flax.serialization.msgpack_restore(f.read())
+    saved = student_lib.load_student_variables(self.dmad.student, self.student)
     params = _checked(jax.device_get(state.params), saved["params"], "student params")
     model_state = _checked(jax.device_get(state.model_state), saved["model_state"],
                            "student model state")

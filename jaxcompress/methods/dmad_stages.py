@@ -17,7 +17,6 @@ import json
 import os
 from typing import Any, Mapping
 
-import flax
 import jax
 import ml_collections
 import numpy as np
@@ -28,10 +27,9 @@ from jaxcompress.errors import ConfigError
 from jaxcompress.gan.base import build_network
 from jaxcompress.methods import dmad_finetune
 from jaxcompress.methods.dmad_search import generator_macs
+from jaxcompress.prune import student as student_lib
 from jaxcompress.train import checkpoint as checkpoint_lib
 from jaxcompress.train import stages as stages_lib
-
-VARIABLES_FILE = "student.msgpack"
 
 
 def _count(tree: Any) -> int:
@@ -73,12 +71,8 @@ def dmad_materialize(config: ml_collections.ConfigDict, inputs: Mapping[str, str
     widths[g] = dict(small.widths)
     summary[f"{g}/macs"] = generator_macs(small, size, 3)
     summary[f"{g}/params"] = _count(params[g])
-  os.makedirs(stage_dir, exist_ok=True)
-  with open(os.path.join(stage_dir, VARIABLES_FILE), "wb") as f:
-    f.write(flax.serialization.msgpack_serialize(
-        jax.tree.map(np.asarray, {"params": params, "model_state": model_state})))
-  with open(os.path.join(stage_dir, dmad_finetune.STUDENT_FILE), "w", encoding="utf-8") as f:
-    json.dump({"widths": widths, "variables_file": VARIABLES_FILE, **summary}, f, indent=2)
+  student_lib.write_student(stage_dir, {"widths": widths, **summary},
+                            {"params": params, "model_state": model_state})
   return summary
 
 
