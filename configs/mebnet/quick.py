@@ -16,7 +16,8 @@ Command:
   python -m launch.main --config=configs/mebnet/quick.py --workdir=/tmp/mebnet_quick
 Hardware: any CPU (2 cores).
 Expected: adapted_map > source_only_map in reid_report.json (see BENCHMARKS.md for the values).
-Variants: `:small` (fewer persons and steps, for the slow test).
+Variants: `:small` (fewer persons and steps, for the slow test), `:quick` (a few steps of every
+stage with narrower experts, for the tests and colab smoke runs; too few to adapt anything).
 """
 from __future__ import annotations
 
@@ -44,17 +45,30 @@ ADAPT_AUGMENT = PRETRAIN_AUGMENT + [("random_erasing", {"probability": 0.5,
                                                         "value": ERASE_FILL})]
 
 
+def _narrow(experts: dict[str, dict]) -> dict[str, dict]:
+  """The experts at a fraction of their width (`:quick`): compile and run in seconds."""
+  narrow = {k: dict(v, kwargs=dict(v["kwargs"])) for k, v in experts.items()}
+  narrow["resnet"]["kwargs"]["width"] = 8
+  narrow["densenet"]["kwargs"].update(growth_rate=4, block_config=(1, 1, 1, 1),
+                                      num_init_features=8)
+  narrow["mobilenet"]["kwargs"]["width_mult"] = 0.25
+  for v in narrow.values():
+    v["head"] = dict(num_features=32)
+  return narrow
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = common.parse_arg(arg, small=False)
-  ids = 50 if args.small else 100
+  args = common.parse_arg(arg, small=False, quick=False)
+  ids = 16 if args.quick else 50 if args.small else 100
+  experts = _narrow(EXPERTS) if args.quick else EXPERTS
   kwargs = dict(num_ids=ids, images_per_id=8, num_test_ids=ids, query_per_id=2,
                 gallery_per_id=4, image_size=(64, 32))
   source = dict(name="synthetic_reid", source_kwargs=dict(domain="source", **kwargs))
   target = dict(name="synthetic_reid", source_kwargs=dict(domain="target", **kwargs))
-  pre_epochs, iters = (5, 16) if args.small else (10, 25)
-  adapt_epochs, adapt_iters = (3, 16) if args.small else (5, 30)
+  pre_epochs, iters = (3, 2) if args.quick else (5, 16) if args.small else (10, 25)
+  adapt_epochs, adapt_iters = (2, 2) if args.quick else (3, 16) if args.small else (5, 30)
   return _stages.mebnet_stages(
-      EXPERTS, source=source, target=target,
+      experts, source=source, target=target,
       pretrain=dict(num_classes=ids, epochs=pre_epochs, iters=iters, batch_size=32,
                     num_instances=4, augment=PRETRAIN_AUGMENT,
                     optim=dict(name="adam", learning_rate=1e-3, weight_decay=5e-4,
