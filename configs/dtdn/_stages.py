@@ -56,7 +56,9 @@ def train_stage(variant: str, *, source: dict[str, Any], target: dict[str, Any],
   c.steps_per_call = 1
   c.eval_every = 10**9  # at the end only (the release's best-epoch pick reads the test set)
   c.checkpoint_every = 10**9
-  data = dict(name=target["name"], source_kwargs=dict(target.get("source_kwargs", {})))
+  # The target test data may be read at another size than the training stream (random crops).
+  eval_kwargs = target.get("eval_source_kwargs", target.get("source_kwargs", {}))
+  data = dict(name=target["name"], source_kwargs=dict(eval_kwargs))
   if target.get("data_dir"):
     data["data_dir"] = target["data_dir"]
   if retrieval:

@@ -17,7 +17,7 @@ _PROVIDERS = ("jaxcompress.data.sr", "jaxcompress.data.imagenet", "jaxcompress.d
               "jaxcompress.data.video", "jaxcompress.data.video_offline",
               "jaxcompress.data.video_folders",
               "jaxcompress.data.reid_folders", "jaxcompress.data.reid_dg",
-              "jaxcompress.data.reid_offline")
+              "jaxcompress.data.reid_offline", "jaxcompress.data.office_folders")
 
 
 def register(name: str) -> Callable[[Callable[..., ExampleFn]], Callable[..., ExampleFn]]:
