@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "tensorboardX>=2.6,<3",
     "tqdm>=4.66,<5",
     "absl-py>=2.1",
+    "flatbuffers>=24.3",  # jax.export serialization (quant.write_artefact)
 ]
 
 setuptools.setup(

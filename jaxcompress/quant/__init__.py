@@ -6,9 +6,12 @@ XNOR-Net's `xnor_sign`, RBNN's `rbnn_sign` / `rbnn_schedule`, and the RBNN rotat
 Level 2: linen layers (`BinaryConv`, `BinaryDense`, `RBNNConv`); the model factory pairs them into
 its "rbnn" / "binary" layer sets. `get(name, bits=..., role=...)` is the one resolver of quantizer
 names: the estimators (`names()`) and the k-bit quantizers of `quantizers` (`quantizer_names()`).
+Converted models: `export` / `serve_fn` (packed 1-bit and integer layers), and `write_artefact` /
+`load_artefact` (the serving function as a serialized StableHLO program that jax alone can load).
 """
 from __future__ import annotations
 
+from jaxcompress.quant.artefact import ServingArtefact, load_artefact, write_artefact
 from jaxcompress.quant.estimators import (
                                       approx_sign,
                                       bits_of,
