@@ -29,7 +29,6 @@ Where the method here differs from the official code (the rows' docstrings repea
     paper's ~150 updates over 200 epochs); at batch 4 the official loop counts samples against
     dataset size x batch x epochs, so its bound stops near 0.31 (`dmad.official_total`);
   * the last checkpoint of each stage is the result, not the one with the best test FID;
-  * the search stage takes one MACs target for both CycleGAN generators (`dmad.macs_target`);
   * Pix2Pix attention is distilled at the U-Net's two 64x64 taps ("down2", "up6_norm"): the
     official code also distils the two 16x16 ones ("down4", "up4_norm") against the teacher D's
     map resized through an 8-bit image, which `dmad_finetune` does not reproduce;
@@ -95,11 +94,15 @@ def _distill(lambda_attention: float, taps: tuple[str, ...]) -> dict:
           "distill_taps": taps, "disc_tap": "hidden1", "disc_last_tap": "hidden3"}
 
 
-def _search(lambda_mask: float, lambda_update: float, macs_target_g: float, **extra) -> dict:
+def _search(lambda_mask: float, lambda_update: float, macs_target_g: float | dict[str, float],
+            **extra) -> dict:
   """Search keys: `--mask_weight_decay`, `--lambda_update_coeff`, the MACs target in G (thop
-  MACs / 1000^3 as the official early stop), cube bound updated every epoch."""
+  MACs / 1000^3 as the official early stop; {generator: G} for per-direction targets), cube
+  bound updated every epoch."""
+  target = ({g: v * 1e9 for g, v in macs_target_g.items()} if isinstance(macs_target_g, dict)
+            else macs_target_g * 1e9)
   return {"lambda_mask": lambda_mask, "lambda_update": lambda_update, "rule": "cube",
-          "update_every": 1, "macs_target": macs_target_g * 1e9, "macs_input_size": 256,
+          "update_every": 1, "macs_target": target, "macs_input_size": 256,
           "threshold": 0, **extra}
 
 
@@ -141,7 +144,7 @@ def cyclegan_row(task: str, direction: str, *, mobile: bool = False) -> ml_colle
     teacher = _common.network("mobile_resnet_generator", ngf=64, n_blocks=9, output_nc=3)
     base.model.generator = _common.network("mobile_resnet_generator", ngf=32, n_blocks=9,
                                            output_nc=3)
-    search = _search(2e-3, 5.0, 2.5, sampling_gates=CYCLEGAN_SAMPLING_GATES,
+    search = _search(2e-3, 5.0, {"G_A": 2.5, "G_B": 4.0}, sampling_gates=CYCLEGAN_SAMPLING_GATES,
                      sampling_coeff=200.0)
   else:
     search = _search(1e-3, 1.0, 4.0, sampling_gates=CYCLEGAN_SAMPLING_GATES,

@@ -8,11 +8,11 @@ The run (`_paper.cyclegan_row(..., mobile=True)`, settings of SJLeo/DMAD
 `scripts/mobile_cyclegan/horse2zebra/{train,finetune}.sh`): teacher (GAN Compression's mobile
 ResNet generator at the teacher width `--pretrain_ngf` 64, 18.3 G MACs, the model
 `models/MobileCycleGAN.py` distils from), mask search on the mobile generator at ngf 32
-(4.93 G MACs; lambda_mask 2e-3, group coefficient 5, upconv masks x200, early stop at 2.5 G),
+(4.93 G MACs; lambda_mask 2e-3, group coefficient 5, upconv masks x200, early stop of G_A at
+2.5 G and of G_B at 4.0 G, as the official search),
 materialize, fine-tuning with co-attention (100) and discriminator (1e-4) distillation and
 without, report. PatchGAN ndf 64, LSGAN, pools of 50, batch 1, 100 + 100 epochs per stage,
-1334 steps per epoch. The official search stops G_A at 2.5 G and G_B at 4.0 G; the search here
-takes one target, 2.5 G (G_A's, the generator of this row), for both.
+1334 steps per epoch.
 
 Data preparation: as configs/dmad/horse2zebra.py (TFDS `cycle_gan/horse2zebra`, pytorch-fid's
 Inception weights, DMAD's real_stat_B.npz).

@@ -34,7 +34,8 @@ same and for batch 4 leaves the bound above 0.3 at the end.
 
 Config block `config.dmad`: lambda_mask, lambda_update [1.0], sampling_gates (regex),
 sampling_coeff [100], sampling_kind ["bound"], kind ["relu"], official_clamp [False],
-rule ["cube"], update_every [1] (epochs), macs_target (MACs; <= 0: no early stop),
+rule ["cube"], update_every [1] (epochs), macs_target (MACs, one for every generator or
+{generator: MACs}; <= 0: no early stop),
 macs_input_size [256], threshold [0], frozen_threshold [None], official_total [False].
 The final report writes `dmad_search.json` (bound, stopped flags, implied MACs and widths).
 """
@@ -44,7 +45,7 @@ import functools
 import json
 import os
 import re
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -98,7 +99,7 @@ class _MaskSearch:
     self.official_clamp = bool(d.get("official_clamp", False))
     self.rule = d.get("rule", "cube")
     self.update_every = int(d.get("update_every", 1))
-    self.macs_target = float(d.get("macs_target", 0) or 0)
+    self.macs_targets = self._targets(d.get("macs_target", 0))
     self.threshold = float(d.get("threshold", 0))
     self.frozen_threshold = d.get("frozen_threshold", None)
     if self.update_every < 1 or self.lambda_mask < 0:
@@ -203,7 +204,7 @@ class _MaskSearch:
       if not bool(stopped[g]):
         macs = self.implied_macs(g, masks, b)
         log[f"implied_macs_{g}"] = macs
-        if 0 < self.macs_target and macs <= self.macs_target:
+        if 0 < self.macs_targets[g] and macs <= self.macs_targets[g]:
           g_params = prune.binarize_masks(g_params, b)
           stopped[g] = np.asarray(True)
         elif self.frozen_threshold is not None:
@@ -219,6 +220,18 @@ class _MaskSearch:
             "bound": {g: jnp.asarray(v, jnp.float32) for g, v in bounds.items()}}
     return state.replace(params=new_params, model_state=model_state,
                          extra={**state.extra, "dmad": dmad})
+
+  def _targets(self, target: Any) -> dict[str, float]:
+    """`dmad.macs_target` per generator: one number for all, or {generator: MACs} (the official
+    `--AtoB_macs_threshold` / `--BtoA_macs_threshold`); a generator left out never stops early."""
+    if isinstance(target, (Mapping, ml_collections.ConfigDict)):
+      target = dict(target)
+      unknown = sorted(set(target) - set(self.GENERATORS))
+      if unknown:
+        raise ConfigError(f"config.dmad.macs_target names {unknown}; this method's generators "
+                          f"are {list(self.GENERATORS)}.")
+      return {g: float(target.get(g, 0) or 0) for g in self.GENERATORS}
+    return {g: float(target or 0) for g in self.GENERATORS}
 
   def _freeze_sparse(self, g_params: Any, masks: dict[str, np.ndarray], bound: float) -> Any:
     """Official Pix2Pix `update_sparsity_factor`: binarise the gates sparser than the threshold."""

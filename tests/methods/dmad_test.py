@@ -21,6 +21,7 @@ from absl.testing import absltest
 
 from configs.dmad import quick_cyclegan
 from jaxcompress import distill, prune
+from jaxcompress.errors import ConfigError
 from jaxcompress.methods import dmad_search
 from jaxcompress.methods.dmad_finetune import CycleGANFinetune
 from jaxcompress.methods.dmad_search import CycleGANSearch
@@ -87,7 +88,7 @@ class SearchTest(absltest.TestCase):
     self.assertGreater(float(want), 0.0)
 
   def test_bound_update_recomputes_coefficients_and_sets_the_schedule_bound(self):
-    self.method.macs_target = 0.0  # no early stop
+    self.method.macs_targets = {"G_A": 0.0, "G_B": 0.0}  # no early stop
     state = self.state.replace(step=jnp.asarray(30))
     new = self.method.on_epoch_end(state, 0, _Context())
     want_bound = float(prune.dmad_bound(30, 100))
@@ -104,15 +105,25 @@ class SearchTest(absltest.TestCase):
   def test_early_stop_binarises_masks_and_pins_the_bound_at_zero(self):
     masks = prune.mask_params(self.state.params["G_A"])
     macs = self.method.implied_macs("G_A", {k: np.asarray(v) for k, v in masks.items()}, 0.1)
-    self.method.macs_target = float(macs)
+    # Per-generator targets (the official --AtoB / --BtoA thresholds): G_B's is out of reach.
+    self.method.macs_targets = self.method._targets({"G_A": float(macs), "G_B": 1.0})
     state = self.state.replace(extra={**self.state.extra, "dmad": {
         **self.state.extra["dmad"], "bound": {g: jnp.asarray(0.1) for g in ("G_A", "G_B")}}})
     new = self.method.on_epoch_end(state.replace(step=jnp.asarray(10)), 0, _Context())
     self.assertTrue(bool(new.extra["dmad"]["stopped"]["G_A"]))
     self.assertEqual(float(new.extra["dmad"]["bound"]["G_A"]), 0.0)
+    self.assertFalse(bool(new.extra["dmad"]["stopped"]["G_B"]))
+    self.assertGreater(float(new.extra["dmad"]["bound"]["G_B"]), 0.0)
     for k, m in prune.mask_params(new.params["G_A"]).items():
       old = np.asarray(masks[k])
       np.testing.assert_array_equal(np.asarray(m), np.where(old > -0.1, 1.0, -1.0), err_msg=k)
+
+  def test_macs_target_is_one_number_or_one_per_generator(self):
+    self.assertEqual(self.method._targets(3e9), {"G_A": 3e9, "G_B": 3e9})
+    self.assertEqual(self.method._targets(ml_collections.ConfigDict({"G_A": 2.5e9})),
+                     {"G_A": 2.5e9, "G_B": 0.0})
+    with self.assertRaisesRegex(ConfigError, "generators are"):
+      self.method._targets({"G": 1e9})
 
   def test_implied_macs_follow_the_channels_above_minus_bound(self):
     masks = {k: np.asarray(v) for k, v in prune.mask_params(self.state.params["G_A"]).items()}
