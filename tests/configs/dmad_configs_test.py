@@ -35,7 +35,8 @@ MOBILE_PIX2PIX_BOUND_MASKS = {"stem_gate", "up1_gate", "up2_gate"}   # no model.
 
 # name: (script folder, generator, search ngf, TFDS task / dataset, direction, batch,
 #        --mask_weight_decay, --lambda_update_coeff, --upconv_coeff (None: no --upconv_bound),
-#        --AtoB_macs_threshold (G), --frozen_threshold (None: unused), attention distill,
+#        --AtoB_macs_threshold (G; {generator: G} where the script sets AtoB and BtoA apart),
+#        --frozen_threshold (None: unused), attention distill,
 #        the bound-penalty masks)
 SCRIPTS = {
     "horse2zebra": ("cyclegan/horse2zebra", RESNET, 64, "horse2zebra", "AtoB", 1,
@@ -47,7 +48,8 @@ SCRIPTS = {
     "winter2summer": ("cyclegan/summer2winter", RESNET, 64, "summer2winter_yosemite", "BtoA", 1,
                       1e-3, 1.0, 100.0, 4.0, None, 100.0, CYCLEGAN_BOUND_MASKS),
     "horse2zebra_mobile": ("mobile_cyclegan/horse2zebra", MOBILE, 32, "horse2zebra", "AtoB", 1,
-                           2e-3, 5.0, 200.0, 2.5, None, 100.0, CYCLEGAN_BOUND_MASKS),
+                           2e-3, 5.0, 200.0, {"G_A": 2.5, "G_B": 4.0}, None, 100.0,
+                           CYCLEGAN_BOUND_MASKS),
     "edges2shoes": ("pix2pix/edges2shoes", UNET, 48, "edges2shoes", "AtoB", 4,
                     1e-2, 0.0, None, 3.0, 0.8, 10.0, set()),
     "edges2shoes_mobile": ("mobile_pix2pix/edges2shoes", MOBILE, 48, "edges2shoes", "AtoB", 1,
@@ -156,7 +158,10 @@ def test_config_is_the_official_script(name):
   m = c.stages.search.dmad
   assert (m.lambda_mask, m.lambda_update, m.rule, m.update_every) == (
       lambda_mask, lambda_update, "cube", 1)
-  assert m.macs_target == target_g * 1e9 and m.macs_input_size == 256 and m.threshold == 0
+  want = ({g: v * 1e9 for g, v in target_g.items()} if isinstance(target_g, dict)
+          else target_g * 1e9)
+  got = m.macs_target.to_dict() if hasattr(m.macs_target, "to_dict") else m.macs_target
+  assert got == want and m.macs_input_size == 256 and m.threshold == 0
   assert m.get("frozen_threshold", None) == frozen
   if upconv is not None:
     assert m.sampling_coeff == upconv
@@ -269,7 +274,9 @@ def test_macs_of_the_teachers_and_the_search_start():
   # Each target lies under the network the search starts from.
   for name in SCRIPTS:
     s = _module(name).get_config().stages.search
-    assert s.dmad.macs_target < generator_macs(build_network(s.model.generator), 256, 3)
+    target = s.dmad.macs_target
+    for t in (target.to_dict().values() if hasattr(target, "to_dict") else [target]):
+      assert t < generator_macs(build_network(s.model.generator), 256, 3)
 
 
 def test_pix2pix_student_is_set_by_its_widths_under_the_teacher_block(tmp_path):
@@ -305,7 +312,7 @@ def test_quick_variant_builds_the_search_stage(module, kind):
   method = setup.method
   assert s.method == f"dmad_{kind}"
   assert (setup.steps_per_epoch, setup.total_steps) == (2, 4)
-  assert method.macs_target == module.MACS_TARGET
+  assert method.macs_targets == {g: module.MACS_TARGET for g in method.GENERATORS}
   generators = ("G_A", "G_B") if kind == "cyclegan" else ("G",)
   assert set(method.roles) == set(generators)
   for g in generators:
