@@ -47,6 +47,11 @@ CASES = [
     ("wide", (2, 5, 5, 40), 128, (1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1)),
     ("batch_1_5x5", (1, 11, 9, 7), 48, (5, 5), (1, 1), ((2, 2), (2, 2)), (1, 1)),
     ("window_misses_rows", (2, 4, 4, 2), 16, (3, 3), (3, 3), ((0, 4), (4, 0)), (1, 1)),
+    # Row ranges shared out across threads: one image's rows split (a GAN batch of one), and
+    # ranges that end inside an image (3 images x 12 rows).
+    ("batch_1_rows_split", (1, 32, 12, 16), 32, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),
+    ("ranges_inside_images", (3, 12, 7, 8), 16, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),
+    ("batch_1_rows_split_s2", (1, 33, 10, 5), 24, (4, 4), (2, 2), ((1, 1), (1, 1)), (1, 1)),
 ]
 
 
@@ -88,16 +93,17 @@ class NativeConvWeightGradTest(parameterized.TestCase):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-3)
 
   def test_bit_identical_from_call_to_call(self):
-    # Each thread sums a fixed range of images and the ranges are added in order, so the
+    # Each thread sums a fixed range of output rows and the ranges are added in order, so the
     # result does not depend on thread timing (training runs repeat exactly).
     rng = np.random.default_rng(7)
-    x = jnp.asarray(rng.standard_normal((64, 16, 16, 16)).astype(np.float32))
-    g = jnp.asarray(rng.standard_normal((64, 16, 16, 32)).astype(np.float32))
     fn = jax.jit(lambda a, b: native_conv.conv_weight_grad(
         a, b, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)))
-    first = np.asarray(fn(x, g))
-    for _ in range(5):
-      np.testing.assert_array_equal(np.asarray(fn(x, g)), first)
+    for n, size in ((64, 16), (1, 64)):  # many images; one image's rows split
+      x = jnp.asarray(rng.standard_normal((n, size, size, 16)).astype(np.float32))
+      g = jnp.asarray(rng.standard_normal((n, size, size, 32)).astype(np.float32))
+      first = np.asarray(fn(x, g))
+      for _ in range(5):
+        np.testing.assert_array_equal(np.asarray(fn(x, g)), first)
 
   def test_in_loop_body_accumulates(self):
     # Inside a fori_loop (the multi-step engine, NAS searches), each call starts from zero.

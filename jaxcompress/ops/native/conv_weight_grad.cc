@@ -9,8 +9,8 @@
 // cotangent are read in place, one image at a time (a few hundred KiB, cache resident), and each
 // kernel tap accumulates an outer product of R input channels x V vectors of output channels in
 // vector registers over the image's pixels: one fused multiply-add per output element per pixel, no
-// patch matrix, no transpose. Images are shared out to XLA's intra-op thread pool; each worker
-// sums into its own buffer and the caller adds them. jaxcompress compiles this file on first use
+// patch matrix, no transpose. Ranges of output rows (across images) are shared out to XLA's
+// intra-op thread pool; each worker sums into its own buffer and the caller adds them. jaxcompress compiles this file on first use
 // with the system C++ compiler for the host CPU (-march=native), see `native_build.py`.
 #include <algorithm>
 #include <atomic>
@@ -135,11 +135,15 @@ void ChannelBlocks(const Geom& g, const float* in, const float* gy, float* dw, i
 #undef JC_TAIL
 }
 
-// All taps of image n. Output channels go in blocks of 4, 2 or 1 vectors, then a partial one.
-void Image(const Geom& g, const float* in, const float* gy, float* dw, int64_t n) {
+// All taps of output rows [row_lo, row_hi) of image n. Output channels go in blocks of 4, 2 or 1
+// vectors, then a partial one.
+void Image(const Geom& g, const float* in, const float* gy, float* dw, int64_t n, int64_t row_lo,
+           int64_t row_hi) {
   for (int64_t i = 0; i < g.kh; ++i) {
     int64_t y_lo, y_hi;
     ValidRange(g.h, g.ho, i, g.sh, g.dh, g.pt, &y_lo, &y_hi);
+    y_lo = std::max(y_lo, row_lo);
+    y_hi = std::min(y_hi, row_hi);
     if (y_lo >= y_hi) continue;
     for (int64_t j = 0; j < g.kw; ++j) {
       int64_t x_lo, x_hi;
@@ -159,7 +163,9 @@ void Image(const Geom& g, const float* in, const float* gy, float* dw, int64_t n
   }
 }
 
-// The batch is cut into one contiguous range of images per thread of XLA's pool; range p > 0
+// The output rows of the whole batch (image n's row y is row n * Ho + y) are cut into one
+// contiguous range per thread of XLA's pool, so a batch of one image (GAN training) is shared out
+// as well as a batch of many; range p > 0
 // sums into its own buffer, and the caller adds the buffers in order, so the result does not
 // depend on which thread ran what (bit-identical from run to run). Ranges p > 0 are offered to
 // the pool; one whose task has not started when the caller gets to it is run by the caller
@@ -178,8 +184,12 @@ struct Work {
   std::unique_ptr<Range[]> ranges;
 };
 
+// Rows [begin, end) of the batch's n * Ho output rows.
 void RunRange(const Work& w, int64_t begin, int64_t end, float* dw) {
-  for (int64_t n = begin; n < end; ++n) Image(w.g, w.in, w.gy, dw, n);
+  const int64_t ho = w.g.ho;
+  for (int64_t n = begin / ho; n * ho < end; ++n)
+    Image(w.g, w.in, w.gy, dw, n, std::max<int64_t>(begin - n * ho, 0),
+          std::min<int64_t>(end - n * ho, ho));
 }
 
 // Takes range r if it is free and runs it; returns false if another thread has it.
@@ -211,10 +221,15 @@ ffi::Error ConvWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in,
   const int64_t size = g.kh * g.kw * g.c * g.o;
   float* out = dw->typed_data();
   std::memset(out, 0, size * sizeof(float));
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), g.n));
+  const int64_t rows = g.n * g.ho;
+  // A range of fewer than kMinRows rows is not worth a thread's extra buffer and final sum.
+  constexpr int64_t kMinRows = 8;
+  const int64_t parts =
+      std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), rows / kMinRows));
+  if (rows == 0) return ffi::Error::Success();
   if (parts == 1) {
     Work w{g, in.typed_data(), gy.typed_data(), nullptr};
-    RunRange(w, 0, g.n, out);
+    RunRange(w, 0, rows, out);
     return ffi::Error::Success();
   }
   auto work = std::make_shared<Work>();
@@ -223,8 +238,8 @@ ffi::Error ConvWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in,
   work->gy = gy.typed_data();
   work->ranges.reset(new Range[parts]);
   for (int64_t r = 0; r < parts; ++r) {
-    work->ranges[r].begin = g.n * r / parts;
-    work->ranges[r].end = g.n * (r + 1) / parts;
+    work->ranges[r].begin = rows * r / parts;
+    work->ranges[r].end = rows * (r + 1) / parts;
     if (r > 0) work->ranges[r].dw.assign(size, 0.f);
   }
   for (int64_t r = 1; r < parts; ++r) pool.Schedule([w = work, r]() { TryRun(w.get(), r); });
