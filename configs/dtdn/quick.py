@@ -33,7 +33,7 @@ TARGET_AUGMENT = [("flip", {}), ("crop", {"padding": 3})]
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = common.parse_arg(arg, small=False, epochs=0, seed=0)
+  args = common.parse_arg(arg, small=False, epochs=0, seed=0, knn=10)
   ids = 40 if args.small else 80
   epochs = args.epochs or (6 if args.small else 14)
   switch = epochs // 3
@@ -46,6 +46,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       model_kwargs=MODEL, epochs=epochs, batch_size=32,
       optim=dict(name="adam", learning_rate=1e-3, weight_decay=5e-4, schedule="multistep",
                  milestones=(epochs - 2,), gamma=0.1),
-      dtdn_opts=dict(num_features=128, reduction=4, switch_epoch=switch,
+      dtdn_opts=dict(num_features=128, reduction=4, switch_epoch=switch, knn=args.knn,
                      alpha=0.39 / max(epochs - 1, 1)),
       source_augment=SOURCE_AUGMENT, target_augment=TARGET_AUGMENT, seed=args.seed)
