@@ -69,12 +69,8 @@ from jaxcompress.methods.base import Batch
 from jaxcompress.nas import abandit_network as an
 from jaxcompress.nas import bandit as bandit_lib
 from jaxcompress.nas import robust_ops
+from jaxcompress.train import one_shot
 from jaxcompress.train.state import TrainState
-
-# Supernets with at most this many (layer, edge, op) triples initialise under one `jax.jit`
-# (measured on a loaded 2-core CPU: 40 ops 3.8 s jitted vs 7.3 s eagerly; 80 ops 12.4 s vs
-# 12.6 s; 540 ops about 8 minutes of compilation on an H100 host).
-JIT_INIT_MAX_OPS = 64
 
 DEFAULT_NAS = dict(
     C=16,
@@ -144,7 +140,7 @@ class ABanditNAS(AdversarialTraining):
     huge program (measured: about 8 minutes of XLA compilation on an H100 host for 6 cells x 10
     edges x 9 ops, against 27 s for the switched forward). `jax.ensure_compile_time_eval`
     runs it op by op instead and hands the engine constants; supernets of at most
-    `JIT_INIT_MAX_OPS` (layer, edge, op) triples are initialised by one jitted call inside it
+    `one_shot.JIT_INIT_MAX_OPS` (layer, edge, op) triples are initialised by one jitted call inside it
     (the same draws; about 2x faster for the 40-op quick search on a CPU). The draw is seeded by
     `config.seed` (the engine's init key is `jax.random.key(config.seed)` as well), so `rng`
     is not used for the parameters.
@@ -159,7 +155,8 @@ class ABanditNAS(AdversarialTraining):
       ops = jnp.zeros((self.nas["num_cells"], an.num_edges()), jnp.int32)
       x = jnp.zeros((1,) + shape, jnp.float32)
       init = self.model.init
-      if self.nas["layers"] * an.num_edges() * len(self.primitives) <= JIT_INIT_MAX_OPS:
+      num_ops = self.nas["layers"] * an.num_edges() * len(self.primitives)
+      if num_ops <= one_shot.JIT_INIT_MAX_OPS:
         init = jax.jit(init, static_argnames="train")   # small supernets: one XLA program
       variables = dict(flax.core.unfreeze(init(jax.random.fold_in(key, 11), x, ops,
                                                train=False)))

@@ -52,6 +52,7 @@ from jaxcompress.methods.classification import cross_entropy
 from jaxcompress.nas import genotype as genotype_lib
 from jaxcompress.nas import search
 from jaxcompress.optim import builder
+from jaxcompress.train import one_shot
 from jaxcompress.train.state import TrainState
 
 
@@ -123,7 +124,14 @@ class PCDarts(Method):
 
   # ---------------------------------------------------------------- init
   def init(self, rng: jax.Array, example_batch: Batch) -> TrainState:
-    variables = self.model.init(rng, example_batch["image"][:1], train=False)
+    x = example_batch["image"][:1]
+    num_ops = self.nas.layers * search.num_edges(self.nas.steps) * len(self.primitives)
+    if num_ops <= one_shot.JIT_INIT_MAX_OPS:
+      variables = self.model.init(rng, x, train=False)
+    else:  # a supernet: drawn op by op, not as one huge init program (`one_shot.eager_init`)
+      variables = one_shot.eager_init(self.model.init, rng, x, seed=int(self.config.seed),
+                                      train=False)
+    variables = dict(variables)
     params = dict(variables.pop("params"))
     model_state = dict(variables)
     weights, arch = search.split_params(params)

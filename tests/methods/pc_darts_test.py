@@ -18,7 +18,7 @@ from jaxcompress.methods import pc_darts
 from jaxcompress.models import factory
 from jaxcompress.nas import genotype as genotype_lib
 from jaxcompress.nas import search
-from jaxcompress.train import loop
+from jaxcompress.train import loop, one_shot
 
 OPS4 = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
 
@@ -81,6 +81,26 @@ def _adam_count(opt_state):
 
 def _same(a, b):
   return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_supernet_init_is_drawn_eagerly_as_constants():
+  # 3 cells x 5 edges x 8 ops > one_shot.JIT_INIT_MAX_OPS: the engine's jitted init holds the
+  # drawn variables as constants (no random-bit generation, no forward pass): the supernet's
+  # init from the run's seed (equal to its jitted init to rounding: tests/train/one_shot_test.py).
+  config = tiny_config(primitives=tuple(search.space.PRIMITIVES))
+  config.seed = 3
+  method = pc_darts.PCDarts(config, steps_per_epoch=2, total_steps=4)
+  assert 3 * search.num_edges(2) * len(search.space.PRIMITIVES) > one_shot.JIT_INIT_MAX_OPS
+  lowered = jax.jit(method.init).lower(jax.random.key(3), batch(0))
+  text = lowered.as_text()
+  assert "threefry" not in text and "convolution" not in text
+  state = lowered.compile()(jax.random.key(3), batch(0))
+  want = one_shot.eager_init(method.model.init, jax.random.key(3), batch(0)["image"][:1],
+                             train=False)["params"]
+  got = state.params
+  assert jax.tree.structure(got) == jax.tree.structure(dict(want))
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(dict(want))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_two_optimizers_and_frozen_arch(setup):

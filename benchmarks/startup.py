@@ -1,0 +1,110 @@
+"""Time to first step: seconds from process start to the end of the first training step, cold.
+
+Each workload runs in a fresh Python process with an empty persistent compilation cache (a new
+temporary directory), so every program compiles; the parent measures from the child's launch.
+The child builds the method as the engine does (`methods.get(config.method)`), initialises the
+state with the engine's `one_shot.jit_once(method.init)`, compiles `method.train_step` (jitted,
+state donated) and runs it on synthetic data of the workload's shapes, then times a few steady
+steps. Printed per workload: imports, init, first step (trace + compile + run), process start
+to the end of the first step, steady seconds per step.
+
+Workloads:
+  * pc_darts: the PC-DARTS CIFAR-10 search (configs/pc_darts/cifar10_search.py: 8 cells,
+    C = 16, 4 nodes, K = 4), 32x32x3, batch 64 + 64 (weights / architecture halves), one device.
+
+Usage:
+  python benchmarks/startup.py [--workloads pc_darts] [--steady 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKLOADS = ("pc_darts",)
+
+
+def _pc_darts(batch_size: int):
+  """The PC-DARTS CIFAR-10 search config on synthetic CIFAR-shaped data, and one batch."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from configs.pc_darts import cifar10_search  # pylint: disable=g-import-not-at-top
+  cfg = cifar10_search.get_config()
+  cfg.data.name = "synthetic"
+  cfg.data.source_kwargs = {"num_examples": 4 * batch_size, "image_shape": (32, 32, 3),
+                            "num_classes": 10}
+  cfg.data.batch_size = batch_size
+  cfg.num_devices = 1
+  cfg.nas.arch_start_epoch = 0  # the architecture step is part of the first step
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.normal(size=(batch_size, 32, 32, 3)).astype(np.float32),
+           "label": rng.integers(0, 10, batch_size).astype(np.int32),
+           "val_image": rng.normal(size=(batch_size, 32, 32, 3)).astype(np.float32),
+           "val_label": rng.integers(0, 10, batch_size).astype(np.int32)}
+  return cfg, {k: jnp.asarray(v) for k, v in batch.items()}
+
+
+def child(name: str, steady: int) -> None:
+  """Runs one workload and prints a JSON line of `time.time()` marks."""
+  marks = {"start": time.time()}
+  sys.path.insert(0, ROOT)
+  import jax  # pylint: disable=g-import-not-at-top
+
+  import jaxcompress  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  from jaxcompress import methods  # pylint: disable=g-import-not-at-top
+  from jaxcompress.train import one_shot  # pylint: disable=g-import-not-at-top
+  cfg, batch = {"pc_darts": _pc_darts}[name](64)
+  method = methods.get(cfg.method)(cfg, steps_per_epoch=100, total_steps=1000)
+  marks["imports"] = time.time()
+  state = one_shot.jit_once(method.init)(jax.random.key(cfg.seed), batch)
+  jax.block_until_ready(state)
+  marks["init"] = time.time()
+  step = jax.jit(method.train_step, donate_argnums=0)
+  state, metrics = step(state, batch)
+  jax.block_until_ready(metrics)
+  marks["first_step"] = time.time()
+  for _ in range(steady):
+    state, metrics = step(state, batch)
+  jax.block_until_ready(metrics)
+  marks["steady"] = (time.time() - marks["first_step"]) / max(steady, 1)
+  print("MARKS " + json.dumps(marks), flush=True)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--workloads", default=",".join(WORKLOADS))
+  parser.add_argument("--steady", type=int, default=3, help="steady steps timed after the first")
+  parser.add_argument("--child", default="", help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.child:
+    child(args.child, args.steady)
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  print(f"jax {jax.__version__}, {os.cpu_count()} CPUs; empty compilation cache per workload")
+  print(f"{'workload':10s} {'imports':>8s} {'init':>8s} {'1st step':>9s} {'start->1st':>11s} "
+        f"{'steady/step':>12s}")
+  for name in args.workloads.split(","):
+    with tempfile.TemporaryDirectory() as cache:
+      env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": cache}
+      launched = time.time()
+      out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", name,
+                            "--steady", str(args.steady)], env=env, capture_output=True,
+                           text=True, check=False)
+    lines = [l for l in out.stdout.splitlines() if l.startswith("MARKS ")]
+    if out.returncode or not lines:
+      print(f"{name}: failed (exit {out.returncode})\n{out.stderr[-2000:]}")
+      continue
+    m = json.loads(lines[-1][len("MARKS "):])
+    print(f"{name:10s} {m['imports'] - launched:8.1f} {m['init'] - m['imports']:8.1f} "
+          f"{m['first_step'] - m['init']:9.1f} {m['first_step'] - launched:11.1f} "
+          f"{m['steady']:12.3f}", flush=True)
+
+
+if __name__ == "__main__":
+  main()
