@@ -69,8 +69,10 @@ from flax import struct, traverse_util
 from jax import lax
 
 from jaxcompress import recording
+from jaxcompress.ops import binary_conv
+from jaxcompress.ops import conv as conv_ops
 from jaxcompress.ops import padding as padding_lib
-from jaxcompress.quant import estimators, rotation, transform
+from jaxcompress.quant import estimators, rotation, serve_fusion, transform
 from jaxcompress.quant import layers as qlayers
 from jaxcompress.quant import quantizers as quantizers_lib
 
@@ -436,6 +438,16 @@ def _binary_input(spec: LayerSpec, x: jax.Array) -> jax.Array:
   return (q(x) if q is not None else x) > 0
 
 
+def _native_binary(layer: ExportedLayer, x: jax.Array) -> bool:
+  """Whether an xnor conv is served by the fused native kernel (`ops.binary_conv`).
+
+  Not under `ops.conv.set_conv_impl("lax")` (plain XLA ops, what `jax.export` can serialise).
+  """
+  return (x.dtype == jnp.float32 and layer.scale.dtype == jnp.float32
+          and binary_conv.supports(layer.spec.kernel_shape[-2])
+          and conv_ops.get_conv_impl() != "lax" and binary_conv.available())
+
+
 def _serve_conv(layer: ExportedLayer, x: jax.Array) -> jax.Array:
   spec = layer.spec
   nd = len(spec.kernel_shape) - 2
@@ -461,6 +473,16 @@ def _serve_conv(layer: ExportedLayer, x: jax.Array) -> jax.Array:
                                      "N" + "DHW"[-nd:] + "C", "DHW"[-nd:] + "IO",
                                      "N" + "DHW"[-nd:] + "C")))
     return y * layer.scale + layer.shift
+  if nd == 2 and _native_binary(layer, x):
+    if spec.center_input:
+      # RBNN: sign(x - per-sample mean); x - m > 0 exactly when x > m, and 0 when x == m.
+      thr, rule = jnp.mean(x, axis=(1, 2, 3)), "gt"
+    else:
+      thr, rule = jnp.zeros(x.shape[:1], x.dtype), "ge"  # larq sign: sign(0) = +1
+    return binary_conv.xnor_conv(x, thr, layer.weights, layer.scale, layer.shift,
+                                 kshape=kshape, strides=spec.strides, pads=pads,
+                                 dilation=spec.dilation, rule=rule,
+                                 exact_zeros=spec.center_input)
   zeros = None
   if spec.center_input:
     # RBNN: sign(standardised x) = sign(x - per-sample mean); exact zeros have no bit.
@@ -582,9 +604,13 @@ def serve_apply(exported: Exported, *args: Any, **kwargs: Any) -> Any:
 
 
 def serve_fn(exported: Exported) -> Callable[..., Any]:
-  """A jitted `x -> serve_apply(exported, x)` (arrays passed as arguments, not constants)."""
-  jitted = jax.jit(lambda layers, variables, *a: serve_apply(
-      exported.replace(layers=layers, variables=variables), *a))
+  """A jitted `x -> serve_apply(exported, x)` (arrays passed as arguments, not constants).
+
+  Where the binary convs run the native kernel, the residual adds and hard_tanh activations
+  that follow them are folded into its epilogue (`quant.serve_fusion`); same outputs.
+  """
+  jitted = jax.jit(serve_fusion.fused(lambda layers, variables, *a: serve_apply(
+      exported.replace(layers=layers, variables=variables), *a)))
   return lambda *a: jitted(exported.layers, exported.variables, *a)
 
 

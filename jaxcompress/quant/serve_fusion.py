@@ -1,0 +1,93 @@
+"""Folds the elementwise tail of each native binary convolution into the kernel's epilogue.
+
+A binary residual network serves every conv through `ops.binary_conv.xnor_conv`, but the model's
+own code then adds the shortcut and applies the activation (`act(bn(conv(x)) + shortcut)`, the
+BatchNorm folded into the conv): separate XLA loops that each read and write a whole activation
+map, as much memory traffic as the popcount convolution itself. `fuse_epilogues` rewrites the
+traced serve function so that the kernel does them while it stores its output:
+
+    y = xnor_conv(...);  z = y + r;  out = hard_tanh(z)   ->   out = xnor_conv(..., residual=r,
+                                                                            activation="hard_tanh")
+
+(also `y + r` alone and `hard_tanh(y)` alone), wherever the intermediate values have no other
+use. The kernel applies the same float operations in the same order (scale, shift, add, then
+`jax.nn.hard_tanh`'s comparisons), so the outputs are unchanged. Anything else in the program
+is left as it is; a program without native binary convs is returned unchanged.
+"""
+from __future__ import annotations
+
+import collections
+from typing import Any, Callable
+
+import jax
+from jax import lax
+from jax.extend import core as jex_core
+
+from jaxcompress.ops import binary_conv
+
+
+def _is_hard_tanh(eqn: Any) -> bool:
+  return (eqn.primitive.name in ("jit", "pjit") and eqn.params.get("name") == "hard_tanh"
+          and len(eqn.invars) == 1 and len(eqn.outvars) == 1)
+
+
+def fuse_epilogues(closed: jex_core.ClosedJaxpr) -> jex_core.ClosedJaxpr:
+  """`closed` with residual adds and hard_tanh activations folded into binary conv epilogues.
+
+  Args:
+    closed: a traced program (e.g. `jax.make_jaxpr` of `quant.serve_apply`).
+
+  Returns:
+    The rewritten program: same inputs, outputs and values (module docstring).
+  """
+  jaxpr = closed.jaxpr
+  eqns = list(jaxpr.eqns)
+  uses: collections.Counter = collections.Counter(
+      v for eqn in eqns for v in eqn.invars if isinstance(v, jex_core.Var))
+  uses.update(v for v in jaxpr.outvars if isinstance(v, jex_core.Var))
+  consumer = {v: i for i, eqn in enumerate(eqns) for v in eqn.invars
+              if isinstance(v, jex_core.Var)}  # meaningful where uses[v] == 1
+
+  def sole_consumer(var):
+    return consumer[var] if uses[var] == 1 and var in consumer else None
+
+  placed: dict[int, Any] = {}
+  dropped: set[int] = set()
+  for i, eqn in enumerate(eqns):
+    if (eqn.primitive is not binary_conv.binary_conv_p or eqn.params["activation"] is not None
+        or eqn.invars[5].aval.shape == eqn.outvars[0].aval.shape):
+      continue
+    y = eqn.outvars[0]
+    residual, activation, chain = eqn.invars[5], None, [i]
+    j = sole_consumer(y)
+    if j is not None and eqns[j].primitive is lax.add_p:
+      other = [v for v in eqns[j].invars if v is not y]
+      if (len(other) == 1 and isinstance(other[0], jex_core.Var)
+          and other[0].aval.shape == y.aval.shape and other[0].aval.dtype == y.aval.dtype):
+        residual = other[0]
+        chain.append(j)
+        j = sole_consumer(eqns[j].outvars[0])
+    if j is not None and _is_hard_tanh(eqns[j]):
+      activation = "hard_tanh"
+      chain.append(j)
+    if len(chain) == 1:
+      continue
+    last = chain[-1]  # every input of the chain is defined before it
+    placed[last] = eqn.replace(invars=[*eqn.invars[:5], residual],
+                               outvars=list(eqns[last].outvars),
+                               params={**eqn.params, "activation": activation})
+    dropped.update(chain)
+  if not placed:
+    return closed
+  new_eqns = [placed.get(k, e) for k, e in enumerate(eqns) if k in placed or k not in dropped]
+  return jex_core.ClosedJaxpr(jaxpr.replace(eqns=new_eqns), closed.consts)
+
+
+def fused(fn: Callable[..., Any]) -> Callable[..., Any]:
+  """`fn` traced, passed through `fuse_epilogues` and evaluated (to be wrapped in `jax.jit`)."""
+  def run(*args):
+    closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+    closed = fuse_epilogues(closed)
+    flat = jex_core.jaxpr_as_fun(closed)(*jax.tree_util.tree_leaves(args))
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), flat)
+  return run
