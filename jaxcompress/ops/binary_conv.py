@@ -59,27 +59,34 @@ def out_spatial(in_spatial: Sequence[int], kshape: Sequence[int], strides: Seque
 
 
 def _abstract_eval(x, thr, words, scale, shift, residual, *, kshape, strides, pads, dilation,
-                   rule, exact_zeros, activation):
-  del thr, words, shift, residual, rule, exact_zeros, activation
+                   rule, exact_zeros, activation, channels, packed_output):
+  del thr, words, shift, residual, rule, exact_zeros, activation, channels
   ho, wo = out_spatial(x.shape[1:3], kshape, strides, pads, dilation)
-  return jax.core.ShapedArray((x.shape[0], ho, wo, scale.shape[0]), jnp.float32)
+  o = scale.shape[0]
+  if packed_output:
+    return jax.core.ShapedArray((x.shape[0], ho, wo, -(-o // 32)), jnp.uint32)
+  return jax.core.ShapedArray((x.shape[0], ho, wo, o), jnp.float32)
 
 
 def _cpu_lowering(ctx, x, thr, words, scale, shift, residual, *, kshape, strides, pads,
-                  dilation, rule, exact_zeros, activation):
-  has_residual = ctx.avals_in[5].shape == ctx.avals_out[0].shape
+                  dilation, rule, exact_zeros, activation, channels, packed_output):
+  del packed_output  # the result's dtype says it
+  n, ho, wo, _ = ctx.avals_out[0].shape
+  has_residual = ctx.avals_in[5].shape == (n, ho, wo, ctx.avals_in[3].shape[0])
   return jax.ffi.ffi_lowering(FFI_TARGET)(
       ctx, x, thr, words, scale, shift, residual, kernel_h=np.int64(kshape[0]),
       kernel_w=np.int64(kshape[1]), stride_h=np.int64(strides[0]), stride_w=np.int64(strides[1]),
       dilation_h=np.int64(dilation[0]), dilation_w=np.int64(dilation[1]),
       pad_top=np.int64(pads[0][0]), pad_left=np.int64(pads[1][0]),
       rule=np.int64(RULES.index(rule)), exact_zeros=np.int64(exact_zeros),
-      residual=np.int64(has_residual), activation=np.int64(ACTIVATIONS.index(activation)))
+      residual=np.int64(has_residual), activation=np.int64(ACTIVATIONS.index(activation)),
+      channels=np.int64(channels))
 
 
 binary_conv_p.def_abstract_eval(_abstract_eval)
 binary_conv_p.def_impl(functools.partial(jax.jit, static_argnames=(
-    "kshape", "strides", "pads", "dilation", "rule", "exact_zeros", "activation"))(
+    "kshape", "strides", "pads", "dilation", "rule", "exact_zeros", "activation", "channels",
+    "packed_output"))(
         lambda *args, **params: binary_conv_p.bind(*args, **params)))
 mlir.register_lowering(binary_conv_p, _cpu_lowering, platform="cpu")
 
@@ -100,7 +107,7 @@ def xnor_conv(x: jax.Array, threshold: jax.Array, words: jax.Array,
 
   Args:
     x: float32 input [n, h, w, cin].
-    threshold: float32 [n], the per-sample binarisation threshold.
+    threshold: float32 [n], the per-sample binarisation threshold, or [1] for all samples.
     words: uint32 [ceil(kh * kw * cin / 32), o], the kernel's bits as `quant.pack_bits` packs
       its (tap, channel) rows.
     scale, shift: float32 [o], the epilogue.
@@ -129,7 +136,7 @@ def xnor_conv(x: jax.Array, threshold: jax.Array, words: jax.Array,
   if not supports(cin):
     raise ValueError(f"xnor_conv: {cin} input channels neither divide 32 nor are a multiple of "
                      "it; serve this layer through the XLA path.")
-  if words.shape != (k_words, o) or shift.shape != (o,) or threshold.shape != (n,):
+  if words.shape != (k_words, o) or shift.shape != (o,) or threshold.shape not in ((n,), (1,)):
     raise ValueError(f"xnor_conv: words {words.shape} (want {(k_words, o)}), shift "
                      f"{shift.shape}, threshold {threshold.shape} do not fit input {x.shape}, "
                      f"kernel {kshape} and {o} outputs.")
@@ -151,9 +158,10 @@ def xnor_conv(x: jax.Array, threshold: jax.Array, words: jax.Array,
   # apart by shape; an output of 1 element has its residual's shape either way).
   residual = jnp.zeros((1,), jnp.float32) if residual is None else residual
   return binary_conv_p.bind(
-      x, threshold.astype(jnp.float32), words, scale.astype(jnp.float32),
+      x, jnp.asarray(threshold, jnp.float32), words, scale.astype(jnp.float32),
       shift.astype(jnp.float32), residual, kshape=kshape, strides=strides, pads=pads,
-      dilation=dilation, rule=rule, exact_zeros=bool(exact_zeros), activation=activation)
+      dilation=dilation, rule=rule, exact_zeros=bool(exact_zeros), activation=activation,
+      channels=cin, packed_output=False)
 
 
 def reference(x: np.ndarray, threshold: np.ndarray, words: np.ndarray,

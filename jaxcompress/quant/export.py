@@ -478,7 +478,7 @@ def _serve_conv(layer: ExportedLayer, x: jax.Array) -> jax.Array:
       # RBNN: sign(x - per-sample mean); x - m > 0 exactly when x > m, and 0 when x == m.
       thr, rule = jnp.mean(x, axis=(1, 2, 3)), "gt"
     else:
-      thr, rule = jnp.zeros(x.shape[:1], x.dtype), "ge"  # larq sign: sign(0) = +1
+      thr, rule = np.zeros((1,), np.float32), "ge"  # larq sign: sign(0) = +1 (a constant)
     return binary_conv.xnor_conv(x, thr, layer.weights, layer.scale, layer.shift,
                                  kshape=kshape, strides=spec.strides, pads=pads,
                                  dilation=spec.dilation, rule=rule,

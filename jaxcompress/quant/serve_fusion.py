@@ -10,7 +10,8 @@ traced serve function so that the kernel does them while it stores its output:
                                                                             activation="hard_tanh")
 
 (also `y + r` alone and `hard_tanh(y)` alone), wherever the intermediate values have no other
-use. The kernel applies the same float operations in the same order (scale, shift, add, then
+use. Then a conv whose only reader is another binary conv hands it packed sign bits instead of
+floats (`_chain_bits`). The kernel applies the same float operations in the same order (scale, shift, add, then
 `jax.nn.hard_tanh`'s comparisons), so the outputs are unchanged. Anything else in the program
 is left as it is; a program without native binary convs is returned unchanged.
 """
@@ -20,6 +21,8 @@ import collections
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.extend import core as jex_core
 
@@ -77,10 +80,56 @@ def fuse_epilogues(closed: jex_core.ClosedJaxpr) -> jex_core.ClosedJaxpr:
                                outvars=list(eqns[last].outvars),
                                params={**eqn.params, "activation": activation})
     dropped.update(chain)
-  if not placed:
-    return closed
   new_eqns = [placed.get(k, e) for k, e in enumerate(eqns) if k in placed or k not in dropped]
+  new_eqns = _chain_bits(new_eqns, jaxpr, dict(zip(jaxpr.constvars, closed.consts)))
+  if new_eqns == eqns:
+    return closed
   return jex_core.ClosedJaxpr(jaxpr.replace(eqns=new_eqns), closed.consts)
+
+
+def _is_zero(var: Any, consts: dict[Any, Any]) -> bool:
+  if isinstance(var, jex_core.Literal):
+    value = var.val
+  elif var in consts:
+    value = consts[var]
+  else:
+    return False
+  return bool(np.all(np.asarray(value) == 0))
+
+
+def _chain_bits(eqns: list[Any], jaxpr: Any, consts: dict[Any, Any]) -> list[Any]:
+  """Binary convs whose only reader is another binary conv's larq sign pass it packed bits.
+
+  The reader binarises its input as `x >= 0` (rule "ge", threshold 0, no exact zeros); the writer
+  computes exactly those bits from its output and stores them packed, 32 channels per word,
+  instead of the floats (32x less memory traffic, and no packing pass in the reader).
+  """
+  eqns = list(eqns)
+  uses: collections.Counter = collections.Counter(
+      v for eqn in eqns for v in eqn.invars if isinstance(v, jex_core.Var))
+  uses.update(v for v in jaxpr.outvars if isinstance(v, jex_core.Var))
+  consumer = {v: i for i, eqn in enumerate(eqns) for v in eqn.invars
+              if isinstance(v, jex_core.Var)}
+  new_var = jex_core.gensym()
+  conv = binary_conv.binary_conv_p
+  for i in range(len(eqns)):
+    eqn = eqns[i]
+    if eqn.primitive is not conv or eqn.params["packed_output"]:
+      continue
+    y = eqn.outvars[0]
+    o = eqn.invars[3].aval.shape[0]
+    j = consumer.get(y) if uses[y] == 1 else None
+    if o % 16 or j is None:
+      continue
+    reader = eqns[j]
+    if (reader.primitive is not conv or reader.invars[0] is not y or reader.params["rule"] != "ge"
+        or reader.params["exact_zeros"] or not _is_zero(reader.invars[1], consts)):
+      continue
+    n, ho, wo, _ = y.aval.shape
+    bits = new_var(jax.core.ShapedArray((n, ho, wo, -(-o // 32)), jnp.uint32))
+    eqns[i] = eqn.replace(outvars=[bits], params={**eqn.params, "packed_output": True})
+    eqns[j] = reader.replace(invars=[bits, *reader.invars[1:]])
+  return eqns
 
 
 def fused(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -38,6 +38,9 @@ CASES = [
     ("rbnn_zeros_c16", (3, 8, 8, 16), 16, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), "gt", 1, 0),
     ("batch_1_rows_split", (1, 64, 40, 32), 64, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), "ge", 0, 1),
     ("ranges_inside_images", (3, 40, 30, 16), 32, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), "ge", 0, 0),
+    # 16 channels at stride 1 pair neighbouring pixels: an odd interior width leaves one alone.
+    ("pairs_odd_width", (2, 6, 11, 16), 16, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), "ge", 0, 1),
+    ("pairs_dilated", (2, 9, 13, 16), 32, (3, 3), (1, 1), ((2, 2), (2, 2)), (2, 2), "gt", 0, 0),
 ]
 
 

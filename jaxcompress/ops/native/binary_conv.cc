@@ -139,16 +139,22 @@ struct Geom {
   bool exact_zeros;
   bool residual;       // add `residual` (the output's shape) after the scale and shift
   int64_t activation;  // then 0: none, 1: hard_tanh
+  bool in_packed;      // the input is already packed words [n, h, w, cw]
+  bool out_packed;     // write the output's bits (y >= 0) as words [n, ho, wo, ocw], not floats
+  int64_t ocw;         // output words per pixel: ceil(o / 32)
+  bool thr_shared;     // one threshold for every image
 };
 
 struct Operands {
   const float* in;
+  const uint32_t* in_bits;  // when Geom::in_packed
   const float* thr;
   const uint32_t* kernel;  // [words, o]
   const float* scale;
   const float* shift;
   const float* residual;  // [n, ho, wo, o] when Geom::residual
   float* out;
+  uint32_t* out_bits;  // when Geom::out_packed
 };
 
 // The epilogue after the scale and shift: the residual add and the activation the network applies
@@ -166,6 +172,28 @@ inline f16v Epilogue(const Geom& g, const Operands& op, f16v y, int64_t at, size
     y = y > hi ? hi : (y < lo ? lo : y);
   }
   return y;
+}
+
+// Stores channels [oc, oc + 16) (`bytes` of them real) of output pixel `pixel` after the epilogue:
+// as floats, or as the bits (y >= 0, the next binary conv's larq sign) of the output's packed
+// words, 16 channels per half word (o is then a multiple of 16).
+inline void Store(const Geom& g, const Operands& op, f16v y, int64_t pixel, int64_t oc,
+                  size_t bytes) {
+  y = Epilogue(g, op, y, pixel * g.o + oc, bytes);
+  if (!g.out_packed) {
+    std::memcpy(op.out + pixel * g.o + oc, &y, bytes);
+    return;
+  }
+#if defined(__AVX512F__)
+  const uint16_t mask = _mm512_cmp_ps_mask(reinterpret_cast<__m512&>(y), _mm512_setzero_ps(),
+                                           _CMP_GE_OQ);
+#else
+  uint16_t mask = 0;
+  for (int l = 0; l < kLanes; ++l) mask |= static_cast<uint16_t>(y[l] >= 0.0f) << l;
+#endif
+  uint16_t* half = reinterpret_cast<uint16_t*>(op.out_bits + pixel * g.ocw);
+  half[oc / 16] = mask;
+  if (oc + kLanes == g.o && g.o % 32) half[oc / 16 + 1] = 0;  // the last word's unused half
 }
 
 // Packs channels [32 w, 32 w + 32) of one pixel; `zero` gets the entries equal to the threshold.
@@ -249,7 +277,7 @@ const uint32_t* TapWords(const Geom& g, const uint32_t* kernel, std::vector<uint
 template <int V, bool kFull>
 inline void PixelBlock(const Geom& g, const Operands& op, const uint32_t* taps_w,
                        const uint32_t* packed, const uint32_t* zpacked, int64_t r0, int64_t y,
-                       int64_t x, int64_t o0, int lanes, float* out) {
+                       int64_t x, int64_t o0, int lanes, int64_t pixel) {
   static_assert(kFull || V == 1, "a partial block is a single vector");
   const int width = kFull ? kLanes : lanes;
   const int64_t y0 = y * g.sh - g.pt, x0 = x * g.sw - g.pl;
@@ -294,9 +322,7 @@ inline void PixelBlock(const Geom& g, const Operands& op, const uint32_t* taps_w
     f16v scale = {}, shift = {};
     std::memcpy(&scale, op.scale + oc, bytes);
     std::memcpy(&shift, op.shift + oc, bytes);
-    const f16v result = Epilogue(g, op, __builtin_convertvector(dot, f16v) * scale + shift,
-                                 out + kLanes * v - op.out, bytes);
-    std::memcpy(out + kLanes * v, &result, bytes);
+    Store(g, op, __builtin_convertvector(dot, f16v) * scale + shift, pixel, oc, bytes);
   }
 }
 
@@ -328,7 +354,7 @@ void Region(const Geom& g, const Operands& op, const uint32_t* packed, int64_t r
   const int32_t bits = static_cast<int32_t>(taps.n * g.c);
   for (int64_t y = ya; y < yb; ++y) {
     const int64_t row_base = ((y * g.sh - g.pt - r0) * g.w - g.pl) * cw;
-    float* out_row = op.out + ((n * g.ho + y) * g.wo) * g.o + o0;
+    const int64_t row_pixel = (n * g.ho + y) * g.wo;
     int64_t x = xa;
     auto pixels = [&](auto p_count) {
       constexpr int Q = decltype(p_count)::value;
@@ -348,15 +374,11 @@ void Region(const Geom& g, const Operands& op, const uint32_t* packed, int64_t r
           }
         }
       }
-      for (int p = 0; p < Q; ++p) {
-        float* out = out_row + (x + p) * g.o;
-        for (int v = 0; v < V; ++v) {
-          const f16v result = Epilogue(
-              g, op, __builtin_convertvector(bits - 2 * ToInts(acc[p][v]), f16v) * scale[v] + shift[v],
-              out + kLanes * v - op.out, sizeof(f16v));
-          std::memcpy(out + kLanes * v, &result, sizeof(f16v));
-        }
-      }
+      for (int p = 0; p < Q; ++p)
+        for (int v = 0; v < V; ++v)
+          Store(g, op,
+                __builtin_convertvector(bits - 2 * ToInts(acc[p][v]), f16v) * scale[v] + shift[v],
+                row_pixel + x + p, o0 + kLanes * v, sizeof(f16v));
     };
     for (; x + P <= xb; x += P) pixels(std::integral_constant<int, P>());
     for (; x < xb; ++x) pixels(std::integral_constant<int, 1>());
@@ -394,6 +416,67 @@ void RegionTaps(const Geom& g, const uint32_t* taps_w, int64_t ya, bool row_bord
   }
 }
 
+#if defined(__AVX512BW__) && defined(__AVX512BITALG__) && defined(__AVX512VPOPCNTDQ__)
+constexpr bool kPairs = true;
+// The 16-channel fast path (ResNet stage 1): a 16-channel tap fills half of a 32-bit word, so two
+// neighbouring output pixels (stride 1) share one: `pairs` holds packed[p] | packed[p + 1] << 16,
+// each kernel lane its tap word in both halves, and 16-bit popcounts count both pixels at once
+// (half the popcounts). Rows [ya, yb) x columns [xa, xb) of the interior, output channels
+// [o0, o0 + V * 16), P pairs at a time.
+template <int V, int P>
+void RegionPairs(const Geom& g, const Operands& op, const uint32_t* packed,
+                 const uint32_t* pairs, int64_t r0, const Taps& taps, const uint32_t* taps_w,
+                 const uint32_t* dup, int64_t ya, int64_t yb, int64_t xa, int64_t xb, int64_t n,
+                 int64_t o0) {
+  f16v scale[V], shift[V];
+  for (int v = 0; v < V; ++v) {
+    std::memcpy(&scale[v], op.scale + o0 + kLanes * v, sizeof(f16v));
+    std::memcpy(&shift[v], op.shift + o0 + kLanes * v, sizeof(f16v));
+  }
+  const int32_t bits = static_cast<int32_t>(taps.n * g.c);
+  const __m512i low = _mm512_set1_epi32(0xffff);
+  for (int64_t y = ya; y < yb; ++y) {
+    const int64_t row_base = (y * g.sh - g.pt - r0) * g.w - g.pl;
+    const int64_t row_pixel = (n * g.ho + y) * g.wo;
+    int64_t x = xa;
+    auto pixels = [&](auto p_count) {
+      constexpr int Q = decltype(p_count)::value;
+      __m512i acc[Q][V];
+      for (int p = 0; p < Q; ++p)
+        for (int v = 0; v < V; ++v) acc[p][v] = _mm512_setzero_si512();
+      const uint32_t* base = pairs + row_base + x;
+      for (int t = 0; t < taps.n; ++t) {
+        const uint32_t* src = base + taps.offset[t];
+        const uint32_t* k = dup + (taps.kern[t] - taps_w) + o0;
+        __m512i kv[V];
+        for (int v = 0; v < V; ++v) kv[v] = _mm512_loadu_si512(k + kLanes * v);
+        for (int p = 0; p < Q; ++p) {
+          const __m512i a = _mm512_set1_epi32(static_cast<int>(src[2 * p]));
+          for (int v = 0; v < V; ++v)
+            acc[p][v] = _mm512_add_epi32(acc[p][v],
+                                         _mm512_popcnt_epi16(_mm512_xor_si512(a, kv[v])));
+        }
+      }
+      for (int p = 0; p < Q; ++p)
+        for (int v = 0; v < V; ++v) {
+          i16v first, second;
+          _mm512_storeu_si512(&first, _mm512_and_si512(acc[p][v], low));
+          _mm512_storeu_si512(&second, _mm512_srli_epi32(acc[p][v], 16));
+          Store(g, op, __builtin_convertvector(bits - 2 * first, f16v) * scale[v] + shift[v],
+                row_pixel + x + 2 * p, o0 + kLanes * v, sizeof(f16v));
+          Store(g, op, __builtin_convertvector(bits - 2 * second, f16v) * scale[v] + shift[v],
+                row_pixel + x + 2 * p + 1, o0 + kLanes * v, sizeof(f16v));
+        }
+    };
+    for (; x + 2 * P <= xb; x += 2 * P) pixels(std::integral_constant<int, P>());
+    for (; x + 2 <= xb; x += 2) pixels(std::integral_constant<int, 1>());
+    if (x < xb) Region<1, V, 1>(g, op, packed, r0, taps, y, y + 1, x, xb, n, o0);
+  }
+}
+#else
+constexpr bool kPairs = false;
+#endif
+
 void RegionDispatch(const Geom& g, const Operands& op, const uint32_t* packed, int64_t r0,
                     const Taps& taps, int64_t ya, int64_t yb, int64_t xa, int64_t xb, int64_t n) {
   if (ya >= yb || xa >= xb) return;
@@ -411,15 +494,15 @@ void GeneralPixel(const Geom& g, const Operands& op, const uint32_t* taps_w, con
                   int64_t first_block) {
   const int64_t full_blocks = g.o / kLanes;
   const int tail = static_cast<int>(g.o % kLanes);
-  float* out = op.out + ((n * g.ho + y) * g.wo + x) * g.o;
+  const int64_t pixel = (n * g.ho + y) * g.wo + x;
   int64_t b = first_block;
   for (; b + 4 <= full_blocks; b += 4)
-    PixelBlock<4, true>(g, op, taps_w, pk, z, r0, y, x, b * kLanes, kLanes, out + b * kLanes);
+    PixelBlock<4, true>(g, op, taps_w, pk, z, r0, y, x, b * kLanes, kLanes, pixel);
   for (; b + 2 <= full_blocks; b += 2)
-    PixelBlock<2, true>(g, op, taps_w, pk, z, r0, y, x, b * kLanes, kLanes, out + b * kLanes);
+    PixelBlock<2, true>(g, op, taps_w, pk, z, r0, y, x, b * kLanes, kLanes, pixel);
   for (; b < full_blocks; ++b)
-    PixelBlock<1, true>(g, op, taps_w, pk, z, r0, y, x, b * kLanes, kLanes, out + b * kLanes);
-  if (tail) PixelBlock<1, false>(g, op, taps_w, pk, z, r0, y, x, b * kLanes, tail, out + b * kLanes);
+    PixelBlock<1, true>(g, op, taps_w, pk, z, r0, y, x, b * kLanes, kLanes, pixel);
+  if (tail) PixelBlock<1, false>(g, op, taps_w, pk, z, r0, y, x, b * kLanes, tail, pixel);
 }
 
 // Output positions [lo, hi) whose taps along one dimension all fall inside an input of `size`.
@@ -432,7 +515,7 @@ void InsideRange(int64_t size, int64_t out, int64_t k, int64_t s, int64_t d, int
 // Output rows [begin, end) of the batch's n * ho rows.
 void RunRange(const Geom& g, const Operands& op, int64_t begin, int64_t end) {
   const int64_t span = std::min<int64_t>(g.h, (end - begin) * g.sh + (g.kh - 1) * g.dh + 1);
-  std::vector<uint32_t> packed(span * g.w * g.cw), zpacked, split;
+  std::vector<uint32_t> packed(g.in_packed ? 0 : span * g.w * g.cw), zpacked, split;
   if (g.exact_zeros) zpacked.resize(packed.size());
   const uint32_t* taps_w = TapWords(g, op.kernel, &split);
   const int64_t full_blocks = g.o / kLanes;
@@ -440,23 +523,38 @@ void RunRange(const Geom& g, const Operands& op, int64_t begin, int64_t end) {
   InsideRange(g.w, g.wo, g.kw, g.sw, g.dw, g.pl, &x_lo, &x_hi);
   InsideRange(g.h, g.ho, g.kh, g.sh, g.dh, g.pt, &y_lo, &y_hi);
   const bool general = g.kh * g.kw > kMaxTaps;
+  // 16 channels at stride 1: two output pixels per popcount (RegionPairs).
+  const bool use_pairs = kPairs && g.c == 16 && g.sw == 1 && !general;
+  std::vector<uint32_t> pairs, dup;
+  if (use_pairs) {
+    pairs.resize(span * g.w);
+    dup.resize(g.kh * g.kw * g.o);
+    for (size_t k = 0; k < dup.size(); ++k) dup[k] = taps_w[k] | (taps_w[k] << 16);
+  }
   Taps taps;
   for (int64_t n = begin / g.ho; n * g.ho < end; ++n) {
     const int64_t y0 = std::max<int64_t>(begin - n * g.ho, 0);
     const int64_t y1 = std::min<int64_t>(end - n * g.ho, g.ho);
     const int64_t r0 = std::max<int64_t>(0, y0 * g.sh - g.pt);
     const int64_t r1 = std::min<int64_t>(g.h, (y1 - 1) * g.sh + (g.kh - 1) * g.dh - g.pt + 1);
-    const float thr = op.thr[n];
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t p = (r - r0) * g.w * g.cw;
-      PackRow(g, op.in + (n * g.h + r) * g.w * g.c, thr, packed.data() + p,
-              g.exact_zeros ? zpacked.data() + p : nullptr);
-    }
+    const float thr = op.thr[g.thr_shared ? 0 : n];
+    if (!g.in_packed)
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t p = (r - r0) * g.w * g.cw;
+        PackRow(g, op.in + (n * g.h + r) * g.w * g.c, thr, packed.data() + p,
+                g.exact_zeros ? zpacked.data() + p : nullptr);
+      }
     bool any_zero = false;
     if (g.exact_zeros)
       for (int64_t p = 0; p < (r1 - r0) * g.w * g.cw && !any_zero; ++p) any_zero = zpacked[p] != 0;
     const uint32_t* z = any_zero ? zpacked.data() : nullptr;
-    const uint32_t* pk = packed.data();
+    // A packed input is read in place: its rows from r0 on.
+    const uint32_t* pk = g.in_packed ? op.in_bits + (n * g.h + r0) * g.w * g.cw : packed.data();
+    if (use_pairs) {
+      const int64_t count = (r1 - r0) * g.w;
+      for (int64_t p = 0; p + 1 < count; ++p) pairs[p] = pk[p] | (pk[p + 1] << 16);
+      if (count) pairs[count - 1] = pk[count - 1];
+    }
     if (z || general || full_blocks == 0) {  // exact zeros, huge kernels, < 16 outputs
       for (int64_t y = y0; y < y1; ++y)
         for (int64_t x = 0; x < g.wo; ++x) GeneralPixel(g, op, taps_w, pk, z, r0, n, y, x, 0);
@@ -471,7 +569,21 @@ void RunRange(const Geom& g, const Operands& op, int64_t begin, int64_t end) {
         RegionDispatch(g, op, pk, r0, taps, ra, rb, x, x + 1, n);
       }
       RegionTaps(g, taps_w, ra, row_border, x_lo, false, &taps);
+#if defined(__AVX512BW__) && defined(__AVX512BITALG__) && defined(__AVX512VPOPCNTDQ__)
+      if (use_pairs) {
+        int64_t b = 0;
+        for (; b + 2 <= full_blocks; b += 2)
+          RegionPairs<2, 2>(g, op, pk, pairs.data(), r0, taps, taps_w, dup.data(), ra, rb, x_lo,
+                            x_hi, n, b * kLanes);
+        for (; b < full_blocks; ++b)
+          RegionPairs<1, 4>(g, op, pk, pairs.data(), r0, taps, taps_w, dup.data(), ra, rb, x_lo,
+                            x_hi, n, b * kLanes);
+      } else {
+        RegionDispatch(g, op, pk, r0, taps, ra, rb, x_lo, x_hi, n);
+      }
+#else
       RegionDispatch(g, op, pk, r0, taps, ra, rb, x_lo, x_hi, n);
+#endif
       for (int64_t x = x_hi; x < g.wo; ++x) {
         RegionTaps(g, taps_w, ra, row_border, x, true, &taps);
         RegionDispatch(g, op, pk, r0, taps, ra, rb, x, x + 1, n);
@@ -510,34 +622,48 @@ bool TryRun(Work* w, int64_t r) {
   return true;
 }
 
-ffi::Error BinaryConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in,
-                          ffi::Buffer<ffi::F32> thr, ffi::Buffer<ffi::U32> kernel,
-                          ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> shift,
-                          ffi::Buffer<ffi::F32> residual, ffi::ResultBuffer<ffi::F32> out,
-                          int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w,
-                          int64_t dilation_h, int64_t dilation_w, int64_t pad_top,
-                          int64_t pad_left, int64_t rule, int64_t exact_zeros,
-                          int64_t has_residual, int64_t activation) {
+ffi::Error BinaryConvImpl(ffi::ThreadPool pool, ffi::AnyBuffer in, ffi::Buffer<ffi::F32> thr,
+                          ffi::Buffer<ffi::U32> kernel, ffi::Buffer<ffi::F32> scale,
+                          ffi::Buffer<ffi::F32> shift, ffi::Buffer<ffi::F32> residual,
+                          ffi::Result<ffi::AnyBuffer> out, int64_t kernel_h, int64_t kernel_w,
+                          int64_t stride_h, int64_t stride_w, int64_t dilation_h,
+                          int64_t dilation_w, int64_t pad_top, int64_t pad_left, int64_t rule,
+                          int64_t exact_zeros, int64_t has_residual, int64_t activation,
+                          int64_t channels) {
   auto id = in.dimensions();
   auto kd = kernel.dimensions();
   auto od = out->dimensions();
   if (id.size() != 4 || kd.size() != 2 || od.size() != 4)
     return ffi::Error::InvalidArgument("binary_conv: NHWC input, [words, o] kernel expected");
-  Geom g{id[0], id[1], id[2], id[3], od[1], od[2], od[3], kernel_h, kernel_w, stride_h, stride_w,
-         dilation_h, dilation_w, pad_top, pad_left, (id[3] + 31) / 32,
-         (kernel_h * kernel_w * id[3] + 31) / 32, rule, exact_zeros != 0,
-         has_residual != 0, activation};
-  if (od[0] != g.n || kd[0] != g.words || kd[1] != g.o || thr.element_count() != g.n ||
-      scale.element_count() != g.o || (g.residual && residual.element_count() != od[0] * od[1] * od[2] * od[3]) ||
-      shift.element_count() != g.o)
-    return ffi::Error::InvalidArgument("binary_conv: operand shapes do not agree");
-  if (g.c % 32 != 0 && 32 % g.c != 0)
+  const bool in_packed = in.element_type() == ffi::DataType::U32;
+  const bool out_packed = out->element_type() == ffi::DataType::U32;
+  if ((!in_packed && in.element_type() != ffi::DataType::F32) ||
+      (!out_packed && out->element_type() != ffi::DataType::F32))
+    return ffi::Error::InvalidArgument("binary_conv: float32 or packed uint32 input and output");
+  const int64_t c = in_packed ? channels : id[3], o = kd[1];
+  Geom g{id[0], id[1], id[2], c, od[1], od[2], o, kernel_h, kernel_w, stride_h, stride_w,
+         dilation_h, dilation_w, pad_top, pad_left, (c + 31) / 32,
+         (kernel_h * kernel_w * c + 31) / 32, rule, exact_zeros != 0, has_residual != 0,
+         activation, in_packed, out_packed, (o + 31) / 32, thr.element_count() == 1};
+  if (c <= 0 || (c % 32 != 0 && 32 % c != 0))
     return ffi::Error::InvalidArgument("binary_conv: channels must divide or be a multiple of 32");
-  if (g.sh < 1 || g.sw < 1 || g.dh < 1 || g.dw < 1 || g.pt < 0 || g.pl < 0 || rule < 0 || rule > 1 ||
-      activation < 0 || activation > 1)
+  if (od[0] != g.n || kd[0] != g.words || od[3] != (out_packed ? g.ocw : o) ||
+      (in_packed && id[3] != g.cw) || (thr.element_count() != g.n && !g.thr_shared) ||
+      scale.element_count() != o || shift.element_count() != o ||
+      (g.residual && residual.element_count() != g.n * g.ho * g.wo * o))
+    return ffi::Error::InvalidArgument("binary_conv: operand shapes do not agree");
+  if ((out_packed && o % 16 != 0) || (in_packed && exact_zeros))
+    return ffi::Error::InvalidArgument("binary_conv: packed output needs o % 16 == 0, packed "
+                                       "input no exact zeros");
+  if (g.sh < 1 || g.sw < 1 || g.dh < 1 || g.dw < 1 || g.pt < 0 || g.pl < 0 || rule < 0 ||
+      rule > 1 || activation < 0 || activation > 1)
     return ffi::Error::InvalidArgument("binary_conv: strides/dilations >= 1, pads >= 0, rule 0/1");
-  Operands op{in.typed_data(), thr.typed_data(), kernel.typed_data(),
-              scale.typed_data(), shift.typed_data(), residual.typed_data(), out->typed_data()};
+  Operands op{in_packed ? nullptr : reinterpret_cast<const float*>(in.untyped_data()),
+              in_packed ? reinterpret_cast<const uint32_t*>(in.untyped_data()) : nullptr,
+              thr.typed_data(), kernel.typed_data(), scale.typed_data(), shift.typed_data(),
+              residual.typed_data(),
+              out_packed ? nullptr : reinterpret_cast<float*>(out->untyped_data()),
+              out_packed ? reinterpret_cast<uint32_t*>(out->untyped_data()) : nullptr};
   const int64_t rows = g.n * g.ho;
   if (rows == 0 || g.wo == 0 || g.o == 0) return ffi::Error::Success();
   // A part below ~64k popcounts of work is not worth a thread hand-off.
@@ -574,13 +700,13 @@ extern "C" int JaxcompressBinaryConvPath() { return kPath; }
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcompressBinaryConv, BinaryConvImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::U32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::AnyBuffer>()
                                   .Attr<int64_t>("kernel_h")
                                   .Attr<int64_t>("kernel_w")
                                   .Attr<int64_t>("stride_h")
@@ -592,4 +718,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcompressBinaryConv, BinaryConvImpl,
                                   .Attr<int64_t>("rule")
                                   .Attr<int64_t>("exact_zeros")
                                   .Attr<int64_t>("residual")
-                                  .Attr<int64_t>("activation"));
+                                  .Attr<int64_t>("activation")
+                                  .Attr<int64_t>("channels"));
