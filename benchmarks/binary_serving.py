@@ -1,37 +1,65 @@
 """Packed XNOR-popcount serving vs float serving of binary networks (one process, interleaved).
 
 Cases:
-  * binary ResNet-20 (`build("resnet20", layers="binary")`, 32x32x3 inputs) at batch 1 and 128:
-    float = the training-time forward `model.apply(variables, x, train=False)` (float convs on
-    +-1 values), packed = `quant.serve_apply` on `quant.export(...)` (uint32 weights, BatchNorms
-    folded, activations binarised + packed at run time);
+  * binary ResNet-20 (`build("resnet20", layers="binary")`, 32x32x3 inputs) and RBNN 1w1a
+    ResNet-20 (`build("resnet20", layers="rbnn", bn_before_classifier=True)`, the model of
+    configs/rbnn/*resnet20*.py, official uniform thetas) at batch 1 and 128:
+      "float serve" = `quant.serve_fn(quant.float_serving(exported))`: the same exported network
+        with every packed kernel unpacked to a float +-1 kernel run by a float conv (the fair
+        float serving of the same binary network: same folded BatchNorms, same inputs);
+      "packed" = `quant.serve_fn(exported)` (uint32 sign bits, the fused native kernel where the
+        CPU has one, residual adds and activations folded into it);
+      "train fwd" = `model.apply(variables, x, train=False)`, labelled: it also recomputes the
+        binarised (and for RBNN rotated) weights every call.
   * one binary dense 256x4608 @ 4608x512: float `sign(x) @ sign(w)` vs packing the activations
-    and `xnor_popcount_matmul` against pre-packed weights;
-  * RBNN 1w1a ResNet-20 (`build("resnet20", layers="rbnn", bn_before_classifier=True)`, the
-    model of configs/rbnn/*resnet20*.py, official uniform thetas) at batch 1 and 128, packed vs
-    two float baselines: "train fwd" = `model.apply(..., train=False)` (recomputes the rotated,
-    standardised weights every call) and "float serve" = the same export with every packed
-    kernel unpacked to a float +-1 kernel and a float conv (`float_serving`): the fair float
-    serving of the same binary network.
+    and `xnor_popcount_matmul` against pre-packed weights.
+  * `--isa`: the ResNet-20 cases again in child processes with the kernel built for AVX2 only
+    (`JAXCOMPRESS_NATIVE_CXXFLAGS=-march=haswell`: nibble-table popcounts) and with the native
+    kernel off (`JAXCOMPRESS_NATIVE=0`: XLA's ops), to show the fallbacks.
 
-Both sides are jitted and compiled before timing; repetitions alternate float/packed so machine
-load hits both alike; min and median are reported, ratio = float time / packed time (> 1: packed
-faster). Run: `python benchmarks/binary_serving.py [--reps 10] [--only all|binary|rbnn]`.
+Every function is jitted and compiled before timing; repetitions alternate the variants so
+machine load hits them alike; min and median are reported, ratio = other time / packed time
+(> 1: packed faster). The last line is `ratio X`: float serve / packed of the binary ResNet-20 at
+batch 128 (min over min). Run: `python benchmarks/binary_serving.py [--reps 10]
+[--only all|binary|rbnn] [--isa]`.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
+import os
+import platform
 import statistics
+import subprocess
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 
-from jaxcompress import quant as export_lib  # pack_bits, export, serve_fn, ... (quant/export.py)
+from jaxcompress import quant
 from jaxcompress.models import build
-from jaxcompress.quant import estimators, rotation
+from jaxcompress.ops import binary_conv
+from jaxcompress.quant import estimators
+
+_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vpopcntdq", "avx512_bitalg", "avx512_vnni",
+          "amx_int8")
+
+
+def _machine() -> str:
+  model, flags = platform.processor(), set()
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("model name"):
+          model = line.split(":", 1)[1].strip()
+        elif line.startswith("flags"):
+          flags = set(line.split(":", 1)[1].split())
+  except OSError:
+    pass
+  have = " ".join(f for f in _FLAGS if f in flags)
+  return (f"{model}, {os.cpu_count()} cores, flags [{have}]; jax {jax.__version__}; native "
+          f"binary conv: {binary_conv.popcount_path() if binary_conv.available() else 'off'}")
 
 
 def _time(fn, *args) -> float:
@@ -40,50 +68,12 @@ def _time(fn, *args) -> float:
   return time.perf_counter() - t
 
 
-def _compare(name: str, float_fn, float_args, packed_fn, packed_args, reps: int) -> None:
-  jax.block_until_ready(float_fn(*float_args))
-  jax.block_until_ready(packed_fn(*packed_args))
-  tf, tp = [], []
-  for _ in range(reps):
-    tf.append(_time(float_fn, *float_args))
-    tp.append(_time(packed_fn, *packed_args))
-  mf, mp = min(tf), min(tp)
-  df, dp = statistics.median(tf), statistics.median(tp)
-  print(f"{name:<34} float min {mf * 1e3:8.2f} ms med {df * 1e3:8.2f} ms | packed min "
-        f"{mp * 1e3:8.2f} ms med {dp * 1e3:8.2f} ms | ratio min {mf / mp:5.2f}x med {df / dp:5.2f}x",
-        flush=True)
+def _compare(name: str, fns: dict, reps: int) -> dict[str, float]:
+  """Times every `label: (fn, args)` interleaved; prints ratios `label / packed`.
 
-
-def resnet20(batch: int, reps: int) -> None:
-  model = build("resnet20", layers="binary")
-  x = jax.random.normal(jax.random.key(1), (batch, 32, 32, 3))
-  variables = model.init(jax.random.key(0), x[:1])
-  exported = export_lib.export(variables, model, x, train=False)
-  float_fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
-  packed_fn = export_lib.serve_fn(exported)
-  err = float(jnp.max(jnp.abs(float_fn(variables, x) - packed_fn(x))))
-  print(f"resnet20 batch {batch}: max |float - packed| = {err:.2e}; sizes "
-        f"{ {k: round(v, 2) for k, v in export_lib.export_sizes(exported).items()} }")
-  _compare(f"binary ResNet-20 batch {batch}", float_fn, (variables, x), packed_fn, (x,), reps)
-
-
-def float_serving(exported):
-  """The export with packed kernels unpacked to float +-1 kernels run by float convs/matmuls."""
-  layers = {}
-  for path, layer in exported.layers.items():
-    spec = layer.spec
-    if spec.mode != "xnor":
-      layers[path] = layer
-      continue
-    w = jnp.where(export_lib.unpack_bits(layer.weights.T, spec.k).T, 1.0, -1.0)
-    q = rotation.rbnn_activation_sign if spec.center_input else spec.input_quantizer
-    layers[path] = layer.replace(weights=w.reshape(spec.kernel_shape), spec=dataclasses.replace(
-        spec, mode="float", input_quantizer=q, center_input=False))
-  return exported.replace(layers=layers)
-
-
-def _compare_many(name: str, fns: dict, reps: int) -> None:
-  """Times every `label: (fn, args)` interleaved; ratios are `label time / packed time`."""
+  Returns:
+    label -> min ratio (label min time / packed min time).
+  """
   for fn, args in fns.values():
     jax.block_until_ready(fn(*args))
   times = {label: [] for label in fns}
@@ -93,46 +83,57 @@ def _compare_many(name: str, fns: dict, reps: int) -> None:
   mp, dp = min(times["packed"]), statistics.median(times["packed"])
   parts = [f"{label} min {min(t) * 1e3:8.2f} med {statistics.median(t) * 1e3:8.2f} ms"
            for label, t in times.items()]
-  ratios = [f"{label}/packed min {min(t) / mp:5.2f}x med {statistics.median(t) / dp:5.2f}x"
-            for label, t in times.items() if label != "packed"]
-  print(f"{name:<28} " + " | ".join(parts) + " | " + " | ".join(ratios), flush=True)
+  ratios = {label: min(t) / mp for label, t in times.items() if label != "packed"}
+  text = [f"{label}/packed min {ratios[label]:5.2f}x med {statistics.median(t) / dp:5.2f}x"
+          for label, t in times.items() if label != "packed"]
+  print(f"{name:<28} " + " | ".join(parts) + " | " + " | ".join(text), flush=True)
+  return ratios
 
 
-def rbnn_resnet20(batch: int, reps: int) -> None:
-  model = build("resnet20", layers="rbnn", bn_before_classifier=True)
-  x = jnp.clip(jax.random.normal(jax.random.key(1), (batch, 32, 32, 3)), -2.0, 2.0)
-  variables = model.init(jax.random.key(0), x[:1])
-  # Official theta init (uniform in [0, pi/2)), so the binary weights mix rotated and unrotated;
-  # BatchNorm scales of a trained net (the 1e-8 init would hide the binary convs' outputs).
-  def trained_like(path, leaf):
+def _trained_like(variables):
+  # Official RBNN theta init (uniform in [0, pi/2)), so the binary weights mix rotated and
+  # unrotated; BatchNorm scales of a trained net (the 1e-8 init would hide the convs' outputs).
+  def leaf_fn(path, leaf):
     name, key = jax.tree_util.keystr(path), jax.random.key(len(jax.tree_util.keystr(path)))
     if "theta" in name:
       return jax.random.uniform(key, leaf.shape, leaf.dtype, 0.0, math.pi / 2)
     if "BatchNorm" in name and "scale" in name:
       return jax.random.uniform(key, leaf.shape, leaf.dtype, 0.5, 1.5)
     return leaf
-  variables = jax.tree_util.tree_map_with_path(trained_like, variables)
-  exported = export_lib.export(variables, model, x, train=False)
+  return jax.tree_util.tree_map_with_path(leaf_fn, variables)
+
+
+def resnet20(kind: str, batch: int, reps: int) -> float:
+  """One ResNet-20 case; returns float serve / packed (min over min)."""
+  rbnn = kind == "rbnn"
+  model = build("resnet20", layers=kind, **({"bn_before_classifier": True} if rbnn else {}))
+  x = jax.random.normal(jax.random.key(1), (batch, 32, 32, 3))
+  if rbnn:
+    x = jnp.clip(x, -2.0, 2.0)
+  variables = _trained_like(model.init(jax.random.key(0), x[:1]))
+  exported = quant.export(variables, model, x, train=False)
   train_fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
-  packed_fn = export_lib.serve_fn(exported)
-  float_fn = export_lib.serve_fn(float_serving(exported))
+  packed_fn = quant.serve_fn(exported)
+  float_fn = quant.serve_fn(quant.float_serving(exported))
   want = train_fn(variables, x)
-  err = float(jnp.max(jnp.abs(want - packed_fn(x))))
+  got = packed_fn(x)
+  err = float(jnp.max(jnp.abs(want - got)))
   err_f = float(jnp.max(jnp.abs(want - float_fn(x))))
-  same = bool(jnp.all(jnp.argmax(want, -1) == jnp.argmax(packed_fn(x), -1)))
-  sizes = export_lib.export_sizes(exported)
-  print(f"rbnn resnet20 batch {batch}: max |train fwd - packed| = {err:.2e} (float serve "
+  same = bool(jnp.all(jnp.argmax(want, -1) == jnp.argmax(got, -1)))
+  sizes = quant.export_sizes(exported)
+  print(f"{kind} resnet20 batch {batch}: max |train fwd - packed| = {err:.2e} (float serve "
         f"{err_f:.2e}), same predictions {same}; binary kernels {sizes['binary_kernel_bytes']} B "
         f"packed vs {sizes['binary_float_bytes']} B float32 ({sizes['binary_ratio']:.2f}x)")
-  _compare_many(f"RBNN ResNet-20 batch {batch}", {
-      "train fwd": (train_fn, (variables, x)), "float serve": (float_fn, (x,)),
+  ratios = _compare(f"{kind} ResNet-20 batch {batch}", {
+      "float serve": (float_fn, (x,)), "train fwd": (train_fn, (variables, x)),
       "packed": (packed_fn, (x,))}, reps)
+  return ratios["float serve"]
 
 
 def dense(reps: int, m: int = 256, k: int = 4608, n: int = 512) -> None:
   x = jax.random.normal(jax.random.key(2), (m, k))
   w = jax.random.normal(jax.random.key(3), (k, n))
-  w_words = export_lib.pack_bits((estimators.ste_sign(w) > 0).T).T
+  w_words = quant.pack_bits((estimators.ste_sign(w) > 0).T).T
 
   @jax.jit
   def float_fn(x, w):
@@ -140,27 +141,45 @@ def dense(reps: int, m: int = 256, k: int = 4608, n: int = 512) -> None:
 
   @jax.jit
   def packed_fn(x, w_words):
-    a = export_lib.pack_bits(estimators.ste_sign(x) > 0)
-    return export_lib.xnor_popcount_matmul(a, w_words, k)
+    a = quant.pack_bits(estimators.ste_sign(x) > 0)
+    return quant.xnor_popcount_matmul(a, w_words, k)
 
   err = float(jnp.max(jnp.abs(float_fn(x, w) - packed_fn(x, w_words))))
   print(f"dense {m}x{k}x{n}: max |float - packed| = {err}")
-  _compare(f"binary dense {m}x{k}x{n}", float_fn, (x, w), packed_fn, (x, w_words), reps)
+  _compare(f"binary dense {m}x{k}x{n}", {"float": (float_fn, (x, w)),
+                                         "packed": (packed_fn, (x, w_words))}, reps)
+
+
+def _fallbacks(reps: int) -> None:
+  """The ResNet-20 cases in child processes: AVX2-only kernel build, then no native kernel."""
+  for label, env in (("AVX2 build (-march=haswell)", {"JAXCOMPRESS_NATIVE_CXXFLAGS":
+                                                       "-march=haswell"}),
+                     ("native kernel off (XLA ops)", {"JAXCOMPRESS_NATIVE": "0"})):
+    print(f"--- {label}", flush=True)
+    subprocess.run([sys.executable, __file__, "--reps", str(reps), "--only", "resnet"],
+                   env={**os.environ, **env}, check=True)
 
 
 def main() -> None:
   parser = argparse.ArgumentParser()
   parser.add_argument("--reps", type=int, default=10)
-  parser.add_argument("--only", choices=("all", "binary", "rbnn"), default="all")
+  parser.add_argument("--only", choices=("all", "binary", "rbnn", "resnet"), default="all")
+  parser.add_argument("--isa", action="store_true", help="also time the AVX2 and XLA fallbacks")
   args = parser.parse_args()
-  print(f"backend {jax.default_backend()}, devices {jax.devices()}")
+  print(f"backend {jax.default_backend()}; {_machine()}", flush=True)
+  ratio = None
   if args.only in ("all", "binary"):
     dense(args.reps)
-    resnet20(1, args.reps)
-    resnet20(128, args.reps)
-  if args.only in ("all", "rbnn"):
-    rbnn_resnet20(1, args.reps)
-    rbnn_resnet20(128, args.reps)
+  if args.only in ("all", "binary", "resnet"):
+    resnet20("binary", 1, args.reps)
+    ratio = resnet20("binary", 128, args.reps)
+  if args.only in ("all", "rbnn", "resnet"):
+    resnet20("rbnn", 1, args.reps)
+    resnet20("rbnn", 128, args.reps)
+  if args.isa:
+    _fallbacks(args.reps)
+  if ratio is not None and args.only != "resnet":
+    print(f"ratio {ratio:.2f}")
 
 
 if __name__ == "__main__":

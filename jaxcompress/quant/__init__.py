@@ -34,6 +34,7 @@ from jaxcompress.quant.export import (
                                       Exported,
                                       export,
                                       export_sizes,
+                                      float_serving,
                                       pack_bits,
                                       serve_apply,
                                       serve_fn,

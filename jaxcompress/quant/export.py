@@ -465,8 +465,9 @@ def _serve_conv(layer: ExportedLayer, x: jax.Array) -> jax.Array:
       w = layer.weights.astype(dtype) * layer.step / spec.qmax
     else:
       w = layer.weights
-    xq = jnp.pad(xq, nhwc_pads)
-    y = lax.conv_general_dilated(xq, w.astype(xq.dtype), spec.strides, "VALID",
+    # The library's convolution (oneDNN on CPU where it applies; lax under set_conv_impl("lax")),
+    # zero padding after the input quantiser as in training.
+    y = conv_ops.conv_general_dilated(xq, w.astype(xq.dtype), spec.strides, pads,
                                  rhs_dilation=spec.dilation,
                                  dimension_numbers=("NHWC", "HWIO", "NHWC") if nd == 2 else
                                  lax.conv_dimension_numbers(xq.shape, w.shape, (
@@ -612,6 +613,33 @@ def serve_fn(exported: Exported) -> Callable[..., Any]:
   jitted = jax.jit(serve_fusion.fused(lambda layers, variables, *a: serve_apply(
       exported.replace(layers=layers, variables=variables), *a)))
   return lambda *a: jitted(exported.layers, exported.variables, *a)
+
+
+def float_serving(exported: Exported) -> Exported:
+  """The same served network with every packed kernel unpacked to a float +-1 kernel.
+
+  The fair float baseline for packed serving: the XNOR layers become float convs / matmuls over
+  the same sign inputs and +-1 weights (same scales, shifts and folded BatchNorms), so a
+  comparison measures the packed arithmetic, not a different forward (the training-time forward
+  also recomputes rotated or quantised weights each call).
+
+  Args:
+    exported: `export(...)`'s result.
+
+  Returns:
+    An `Exported` for `serve_fn` / `serve_apply` with the same outputs up to float rounding.
+  """
+  layers = {}
+  for path, layer in exported.layers.items():
+    spec = layer.spec
+    if spec.mode != "xnor":
+      layers[path] = layer
+      continue
+    w = jnp.where(unpack_bits(layer.weights.T, spec.k).T, 1.0, -1.0).astype(layer.scale.dtype)
+    q = rotation.rbnn_activation_sign if spec.center_input else spec.input_quantizer
+    layers[path] = layer.replace(weights=w.reshape(spec.kernel_shape), spec=dataclasses.replace(
+        spec, mode="float", input_quantizer=q, center_input=False))
+  return exported.replace(layers=layers)
 
 
 def export_sizes(exported: Exported) -> dict[str, float]:
