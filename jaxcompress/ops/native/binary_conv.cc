@@ -131,6 +131,46 @@ inline i16v ToInts(const Lanes& l) {
 }
 #endif
 
+// Partial counts between flushes into Lanes. AVX2 keeps per-byte popcounts (one vpaddb per word,
+// at most 8 per byte and step) and widens them to the 32-bit lanes every kByteSteps words (31 * 8
+// < 256) and at the end of a pixel, instead of widening every word; elsewhere Partial is Lanes.
+#if defined(__AVX2__) && !(defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__))
+constexpr int kByteSteps = 31;
+struct Partial {
+  __m256i lo, hi;
+};
+inline Partial ZeroPartial() { return {_mm256_setzero_si256(), _mm256_setzero_si256()}; }
+inline __m256i PopBytes(__m256i v) {
+  const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1,
+                                         2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  const __m256i nibble = _mm256_set1_epi8(0x0f);
+  return _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_and_si256(v, nibble)),
+                         _mm256_shuffle_epi8(table,
+                                             _mm256_and_si256(_mm256_srli_epi32(v, 4), nibble)));
+}
+inline void XorPopPartial(Partial& part, uint32_t a, const Lanes& w) {
+  const __m256i b = _mm256_set1_epi32(static_cast<int>(a));
+  part.lo = _mm256_add_epi8(part.lo, PopBytes(_mm256_xor_si256(b, w.lo)));
+  part.hi = _mm256_add_epi8(part.hi, PopBytes(_mm256_xor_si256(b, w.hi)));
+}
+inline void Flush(Lanes& acc, Partial& part) {
+  const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+  acc.lo = _mm256_add_epi32(acc.lo, _mm256_madd_epi16(_mm256_maddubs_epi16(part.lo, ones8), ones16));
+  acc.hi = _mm256_add_epi32(acc.hi, _mm256_madd_epi16(_mm256_maddubs_epi16(part.hi, ones8), ones16));
+  part = ZeroPartial();
+}
+#else
+constexpr int kByteSteps = 1 << 30;
+using Partial = Lanes;
+inline Partial ZeroPartial() { return Zero(); }
+inline void XorPopPartial(Partial& part, uint32_t a, const Lanes& w) { XorPop(part, a, w); }
+inline void Flush(Lanes& acc, Partial& part) {
+  const i16v sum = ToInts(acc) + ToInts(part);
+  std::memcpy(&acc, &sum, sizeof(sum));
+  part = ZeroPartial();
+}
+#endif
+
 struct Geom {
   int64_t n, h, w, c, ho, wo, o, kh, kw, sh, sw, dh, dw, pt, pl;
   int64_t cw;      // packed words per input pixel: ceil(c / 32)
@@ -250,6 +290,26 @@ void PackRow(const Geom& g, const float* in, float thr, uint32_t* bits, uint32_t
     }
     return;
   }
+#elif defined(__AVX2__)
+  if (g.c % 16 == 0 && !zero) {
+    const __m256 t = _mm256_set1_ps(thr);
+    const int64_t chunks = g.w * g.c / 16;
+    uint16_t* half = reinterpret_cast<uint16_t*>(bits);
+    for (int64_t q = 0; q < chunks; ++q) {
+      const __m256 a = _mm256_loadu_ps(in + 16 * q), b = _mm256_loadu_ps(in + 16 * q + 8);
+      const int lo = _mm256_movemask_ps(g.rule == 0 ? _mm256_cmp_ps(a, t, _CMP_GT_OQ)
+                                                    : _mm256_cmp_ps(a, t, _CMP_GE_OQ));
+      const int hi = _mm256_movemask_ps(g.rule == 0 ? _mm256_cmp_ps(b, t, _CMP_GT_OQ)
+                                                    : _mm256_cmp_ps(b, t, _CMP_GE_OQ));
+      const uint16_t m = static_cast<uint16_t>(lo | (hi << 8));
+      if (g.c == 16) {
+        bits[q] = m;
+      } else {
+        half[q] = m;
+      }
+    }
+    return;
+  }
 #endif
   for (int64_t x = 0; x < g.w; ++x)
     PackPixel(g, in + x * g.c, thr, bits + x * g.cw, zero ? zero + x * g.cw : nullptr);
@@ -359,9 +419,11 @@ void Region(const Geom& g, const Operands& op, const uint32_t* packed, int64_t r
     auto pixels = [&](auto p_count) {
       constexpr int Q = decltype(p_count)::value;
       Lanes acc[Q][V];
+      Partial part[Q][V];
       for (int p = 0; p < Q; ++p)
-        for (int v = 0; v < V; ++v) acc[p][v] = Zero();
+        for (int v = 0; v < V; ++v) acc[p][v] = Zero(), part[p][v] = ZeroPartial();
       const uint32_t* base = packed + row_base + x * step;
+      int steps = 0;
       for (int t = 0; t < taps.n; ++t) {
         const uint32_t* src = base + taps.offset[t];
         const uint32_t* k = taps.kern[t] + o0;
@@ -370,10 +432,17 @@ void Region(const Geom& g, const Operands& op, const uint32_t* packed, int64_t r
           for (int v = 0; v < V; ++v) kv[v] = Load(k + w * g.o + kLanes * v, kLanes);
           for (int p = 0; p < Q; ++p) {
             const uint32_t a = src[p * step + w];
-            for (int v = 0; v < V; ++v) XorPop(acc[p][v], a, kv[v]);
+            for (int v = 0; v < V; ++v) XorPopPartial(part[p][v], a, kv[v]);
+          }
+          if (++steps == kByteSteps) {
+            for (int p = 0; p < Q; ++p)
+              for (int v = 0; v < V; ++v) Flush(acc[p][v], part[p][v]);
+            steps = 0;
           }
         }
       }
+      for (int p = 0; p < Q; ++p)
+        for (int v = 0; v < V; ++v) Flush(acc[p][v], part[p][v]);
       for (int p = 0; p < Q; ++p)
         for (int v = 0; v < V; ++v)
           Store(g, op,
