@@ -22,22 +22,18 @@ Train -> convert -> serve (aqt's modes) for models built with the "pams" layer s
   * `int8_sizes(exported)`: bytes of the quantized body (kernels, biases, scales) stored as
     integers vs float32.
 
-Accuracy (measured on the trained configs/pams/quick.py students, held-out photos): with
-`unquantized_inputs="float"` (conv1 weight-only) serving equals the fake-quant forward up to
-float summation order (8-bit: max 0.45 of 255, PSNR identical); the default all-integer export
-(conv1 on Q_a1's levels) differs by at most 2.3 grey levels at 8 bits (mean 0.2, 0.1% of
-pixels above 1 level, PSNR within 0.003 dB) but by up to 19 at 4 bits (PSNR -0.1 to -0.2 dB):
-prefer "float" for 4-bit models. A rounding decision flipped by the summation order can move
-one activation by one level, so no bound is exact for deep models.
-Speed: the int8 convolutions are real XLA int8 x int8 -> int32 convolutions; how fast they run
-depends on the CPU's int8 units. On a 2-core VM that reports avx512_vnni and amx_int8, one
-3x3 64->64 conv on a 128x128 map measured 0.5 ms int8 vs 8 ms float32 (min of 15, loaded
-machine). End to end, the
-EDSR-baseline x4 serving gains only 1.2-1.3x (min / median over interleaved reps) because the
-PAMS model keeps head, body end, upsampler (at 2x and 4x resolution, about 40% of the MACs)
-and tail in float (the float EDSR x4 without its 16 blocks alone takes 520-550 ms of the
-800-1050 ms float forward), and the per-layer quantize/rescale passes eat much of the body's
-gain; `benchmarks/pams.py` measures it.
+Accuracy (the trained configs/pams/quick.py students, held-out photos, PSNR-Y vs fake-quant;
+`benchmarks/pams_int8_accuracy.py`): with `unquantized_inputs="float"` (conv1 weight-only)
+serving equals the fake-quant forward up to float summation order; the all-integer export (conv1
+on Q_a1's levels) costs 0.002 dB at 8 bits but 0.06 dB at 4 bits (up to 19 grey levels), so the
+default is all-integer above 4 bits and "float" at 4 bits and below. `int8_float_convs=
+"body_end|upsampler"` (beyond the paper) costs 0.009 dB at 8 bits. A rounding decision flipped
+by the summation order can move one activation by one level, so no bound is exact for deep
+models.
+Speed: on CPUs with AMX-INT8 the integer convolutions run on `ops.int8_conv` (the levels,
+int32 accumulation and rescale in one native kernel); elsewhere they are XLA's int8 x int8 ->
+int32 convolutions, which XLA:CPU runs through a slow generic loop. `benchmarks/pams.py`
+measures both against float serving; results in BENCHMARKS.md.
 
 Example:
   >>> student = edsr.edsr_baseline(scale=4, layers=edsr.pams_layers(bits=8))
@@ -47,6 +43,7 @@ Example:
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 import flax
@@ -57,6 +54,8 @@ from flax import traverse_util
 from jax import lax
 
 from jaxcompress import recording
+from jaxcompress.ops import conv as conv_ops
+from jaxcompress.ops import int8_conv as int8_conv_ops
 from jaxcompress.ops import padding as padding_lib
 from jaxcompress.quant import quantizers
 
@@ -80,6 +79,9 @@ class Int8Conv:
     int_input: False: the input stays float (weight-only integer storage, float conv), used
       by `export_int8(..., unquantized_inputs="float")` for convs whose fake-quant input is
       not quantized.
+    alpha: the calibrated input alpha of a float conv that PAMS leaves unquantized and the
+      export serves in int8 anyway (`export_int8(..., int8_float_convs=...)`); None for PAMS
+      convs, whose alpha is the learned one at `act_path`.
   """
   kernel: Array
   w_step: Array
@@ -89,6 +91,7 @@ class Int8Conv:
   bits: int = flax.struct.field(pytree_node=False)
   input_bits: int = flax.struct.field(pytree_node=False)
   int_input: bool = flax.struct.field(pytree_node=False, default=True)
+  alpha: Array | None = None
 
 
 @flax.struct.dataclass
@@ -138,6 +141,12 @@ def unpack_int4(packed: Array, shape: tuple[int, ...]) -> Array:
   return nib[:size].reshape(shape).astype(jnp.int8)
 
 
+def _boundary_mode(bits: int) -> str:
+  # At 4 bits Q_a1's levels for conv1 drift up to 19 grey levels from the fake-quant forward
+  # (PSNR -0.06 dB on the quick student, `benchmarks/pams_int8_accuracy.py`); at 8 bits 2.3.
+  return "float" if bits <= 4 else "sibling"
+
+
 def _qmax(bits: int) -> int:
   return 2 ** (int(bits) - 1) - 1
 
@@ -181,8 +190,29 @@ def _trace_quantizers(variables: Any, model: nn.Module, args: tuple[Any, ...],
   return found, conv_mod
 
 
+def _calibrate_float_convs(variables: Any, model: nn.Module, args: tuple[Any, ...],
+                           kwargs: dict[str, Any], pattern: str) -> dict[Path, tuple[Any, Any]]:
+  """{path: (max |input|, module)} of the float `nn.Conv`s whose path matches `pattern`."""
+  found: dict[Path, tuple[Any, Any]] = {}
+
+  def interceptor(next_fun, fargs, fkwargs, context):
+    module = context.module
+    if (context.method_name == "__call__" and isinstance(module, nn.Conv)
+        and re.search(pattern, "/".join(module.path))):
+      x = fargs[0]
+      peak = jnp.max(jnp.abs(x.astype(jnp.float32)))
+      previous = found.get(module.path, (jnp.float32(0), None))[0]
+      found[module.path] = (jnp.maximum(previous, peak), module.clone(parent=None))
+    return next_fun(*fargs, **fkwargs)
+
+  with nn.intercept_methods(interceptor):
+    model.apply(variables, *args, **kwargs)
+  return found
+
+
 def export_int8(variables: Any, model: nn.Module, *example_args: Any,
-                unquantized_inputs: str = "sibling", **apply_kwargs: Any) -> Int8Exported:
+                unquantized_inputs: str | None = None, int8_float_convs: str | None = None,
+                float_conv_bits: int = 8, **apply_kwargs: Any) -> Int8Exported:
   """Converts a trained PAMS model to integer weights with per-tensor steps.
 
   Args:
@@ -191,10 +221,16 @@ def export_int8(variables: Any, model: nn.Module, *example_args: Any,
     model: the PAMS linen module (e.g. `edsr_baseline(layers=pams_layers(bits))`).
     *example_args: example inputs (arrays or ShapeDtypeStructs) for one traced forward.
     unquantized_inputs: for a conv whose fake-quant input is NOT quantized (EDSR conv1):
-      "sibling" (default) serves it as an integer conv with the alpha of the quantizer applied
-      to the same tensor (Q_a1), every body conv then runs on int8 operands (an approximation
-      of the fake-quant forward: close at 8 bits, coarser at 4); "float" keeps its input
-      float (integer weights, float conv): serving then equals the fake-quant forward.
+      "sibling" serves it as an integer conv with the alpha of the quantizer applied to the
+      same tensor (Q_a1), every body conv then runs on int8 operands (an approximation of the
+      fake-quant forward: close at 8 bits, coarser at 4); "float" keeps its input float
+      (integer weights, float conv): serving then equals the fake-quant forward. None
+      (default): "sibling" for convs above 4 bits, "float" at 4 bits and below.
+    int8_float_convs: a regex of float conv paths (e.g. "body_end|upsampler") that PAMS keeps in
+      float and the export serves as integer convs too, beyond the paper: weight levels as PAMS's
+      weight quantizer, input alpha = max |input| over `example_args` (so pass calibration data,
+      not shapes). Changes the outputs; measure the cost (`benchmarks/pams.py`).
+    float_conv_bits: bit width of those convs (weights and inputs).
     **apply_kwargs: keyword arguments of that forward (kept for serving).
 
   Returns:
@@ -204,7 +240,7 @@ def export_int8(variables: Any, model: nn.Module, *example_args: Any,
     ValueError: the model has no PAMSConv, a PAMSConv input has no activation quantizer, or
       `unquantized_inputs` is unknown.
   """
-  if unquantized_inputs not in ("sibling", "float"):
+  if unquantized_inputs not in (None, "sibling", "float"):
     raise ValueError(f"unquantized_inputs must be 'sibling' or 'float', got "
                      f"{unquantized_inputs!r}.")
   params = flax.core.unfreeze(variables["params"])
@@ -227,7 +263,26 @@ def export_int8(variables: Any, model: nn.Module, *example_args: Any,
         kernel=kernel, w_step=(s / qmax).astype(jnp.float32),
         bias=None if bias is None else jnp.asarray(bias, jnp.float32), act_path=act_path,
         shape=tuple(w.shape), bits=int(module.bits),
-        input_bits=int(act_bits), int_input=exact or unquantized_inputs == "sibling")
+        input_bits=int(act_bits),
+        int_input=exact or (unquantized_inputs or _boundary_mode(module.bits)) == "sibling")
+  if int8_float_convs:
+    calibrated = _calibrate_float_convs({"params": params}, model, example_args, apply_kwargs,
+                                        int8_float_convs)
+    if not calibrated:
+      raise ValueError(f"int8_float_convs={int8_float_convs!r} matches no float conv of the "
+                       "model; name paths such as 'body_end|upsampler'.")
+    for path, (peak, module) in calibrated.items():
+      w = jnp.asarray(flat.pop(path + ("kernel",)), jnp.float32)
+      bias = flat.pop(path + ("bias",), None)
+      qmax = _qmax(float_conv_bits)
+      s = jnp.max(jnp.abs(w)) + jnp.float32(1e-8)
+      levels = jnp.round(w * qmax / s)
+      convs["/".join(path)] = Int8Conv(
+          kernel=pack_int4(levels) if float_conv_bits <= 4 else levels.astype(jnp.int8),
+          w_step=(s / qmax).astype(jnp.float32),
+          bias=None if bias is None else jnp.asarray(bias, jnp.float32), act_path=(),
+          shape=tuple(w.shape), bits=int(float_conv_bits), input_bits=int(float_conv_bits),
+          alpha=jnp.maximum(peak, jnp.float32(1e-8)))
   approximate = tuple("/".join(p) for p, (_, exact, _) in found.items() if not exact)
   return Int8Exported(convs=convs, params=traverse_util.unflatten_dict(flat), model=model,
                       apply_kwargs=tuple(sorted(apply_kwargs.items())), approximate=approximate)
@@ -260,6 +315,12 @@ def int8_conv(x: Array, conv: Int8Conv, alpha: Array, module: quantizers.PAMSCon
       lhs, rhs, window_strides=strides, padding=pads, rhs_dilation=dilation,
       dimension_numbers=dn,
       feature_group_count=module.feature_group_count, **kw)
+  if (conv.int_input and x.dtype == jnp.float32 and n == 2
+      and int8_conv_ops.supports(conv.shape, strides, dilation, pads, module.feature_group_count)
+      and conv_ops.get_conv_impl() != "lax" and int8_conv_ops.available()):
+    # The same levels, int32 accumulation and rescale in one native AMX kernel.
+    return int8_conv_ops.pams_conv(x, a, float(_qmax(conv.input_bits)), kernel.astype(jnp.int8),
+                                   (a / qmax) * conv.w_step, conv.bias, pads)
   if conv.int_input:
     # The paper's activation levels, computed as `pams_quantize` does (clip, scale, round).
     levels = jnp.round(jnp.clip(x.astype(jnp.float32), -a, a) * qmax / a).astype(jnp.int8)
@@ -284,10 +345,11 @@ def serve_int8(exported: Int8Exported, *args: Any) -> Any:
 
   def interceptor(next_fun, fargs, fkwargs, context):
     module = context.module
-    if context.method_name == "__call__" and isinstance(module, quantizers.PAMSConv):
-      conv = exported.convs["/".join(module.path)]
-      alpha = _get(params, conv.act_path)["alpha"]
-      return int8_conv(fargs[0], conv, alpha, module)
+    if context.method_name == "__call__" and isinstance(module, (quantizers.PAMSConv, nn.Conv)):
+      conv = exported.convs.get("/".join(module.path))
+      if conv is not None:
+        alpha = conv.alpha if conv.alpha is not None else _get(params, conv.act_path)["alpha"]
+        return int8_conv(fargs[0], conv, alpha, module)
     return next_fun(*fargs, **fkwargs)
 
   with nn.intercept_methods(interceptor):

@@ -1,12 +1,15 @@
 """Integer export/serving of PAMS models: equality with fake-quant, sizes, int32 accumulation."""
 from __future__ import annotations
 
+from unittest import mock
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxcompress.models import edsr
+from jaxcompress.ops import int8_conv
 from jaxcompress.quant import int8_export, quantizers
 
 
@@ -95,7 +98,19 @@ def test_exported_body_size(bits, min_ratio, kernel_ratio):
   assert sizes["ratio"] >= min_ratio
 
 
-def test_serving_uses_int8_operands_and_int32_accumulator():
+def test_native_serving_runs_the_body_on_int8_levels():
+  if not int8_conv.available():
+    pytest.skip("no AMX int8 conv on this host")
+  model, variables, x = _calibrated_student(8)
+  exported = int8_export.export_int8(variables, model, x)
+  jaxpr = jax.make_jaxpr(int8_export.serve_int8)(exported, x)
+  convs = [e for e in jaxpr.jaxpr.eqns if e.primitive is int8_conv.int8_conv_p]
+  assert len(convs) == 4              # the 4 body convs; head/body_end/upsampler/tail float
+  assert all(e.invars[2].aval.dtype == jnp.int8 for e in convs)
+
+
+@mock.patch.object(int8_conv, "available", return_value=False)
+def test_serving_uses_int8_operands_and_int32_accumulator(_):
   model, variables, x = _calibrated_student(8)
   exported = int8_export.export_int8(variables, model, x)
   jaxpr = jax.make_jaxpr(int8_export.serve_int8)(exported, x)
