@@ -5,16 +5,22 @@
    vs the float step (`methods.pams.SuperResolution.train_step`: the teacher's L1 + Adam step),
    both EDSR-baseline x4 as configs/pams/edsr_x4_8bit.py / edsr_teacher_x4.py; ratio =
    PAMS time / float time.
-2. Serving EDSR-baseline x4 on one 128x128 LR input: float (`model.apply` of the FP model),
-   fake-quant (`model.apply` of the PAMS student) and integer (`quant.serve_int8` of
-   `quant.export_int8`: int8 operands, int32 accumulation in every body conv); ratio =
-   float time / int8 time (> 1: int8 faster); "int8_conv1w" = the export with
-   `unquantized_inputs="float"` (conv1 integer weights on float input). Also prints
-   max |int8 - fake-quant| and the sizes.
+2. Serving EDSR-baseline x4 on one LR input (`--sizes`, default 128 and 256 px): float
+   (`model.apply` of the FP model), fake-quant (`model.apply` of the PAMS student) and integer
+   (`quant.serve_int8` of `quant.export_int8`): "int8" = every body conv on int8 operands with
+   int32 accumulation (the paper's quantized layers; the native AMX kernel where the CPU has
+   one), "int8_conv1w" = with `unquantized_inputs="float"` (conv1 integer weights on float
+   input), "int8_rest" = body_end and the upsampler convs in int8 too (`int8_float_convs`,
+   alphas calibrated on the input; its accuracy cost on trained students is
+   `benchmarks/pams_int8_accuracy.py`'s). Ratios = float time / int8 time (> 1: int8 faster);
+   also max |int8 - fake-quant| and the PSNR between them, and the sizes. `--torch` adds
+   PyTorch's float and quantized int8 EDSR (`benchmarks/pams_torch.py`), the peer. The last
+   line is `ratio X`: float / int8_rest at the last size.
 
 All functions are jitted and compiled before timing; repetitions alternate the variants so
 machine load hits them alike. Run: `python benchmarks/pams.py [--reps 5] [--batch 16]
-[--lr-patch 48] [--bits 8] [--only all|train|serve]` (CPU: `--batch 2 --lr-patch 24`).
+[--lr-patch 48] [--bits 8] [--only all|train|serve] [--sizes 128 256] [--torch]` (CPU:
+`--batch 2 --lr-patch 24`).
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import pams_torch
 
 from configs.pams import edsr_teacher_x4, edsr_x4_8bit
 from jaxcompress import quant
@@ -84,7 +91,7 @@ def _psnr(a: jax.Array, b: jax.Array) -> float:
 
 
 def serving(reps: int, bits: int, size: int = 128) -> float:
-  """Float vs fake-quant vs integer serving; returns float / int8 (min over min)."""
+  """Float vs fake-quant vs integer serving; returns float / int8_rest (min over min)."""
   x = jax.random.uniform(jax.random.key(0), (1, size, size, 3)) * 255
   fp = edsr.edsr_baseline(scale=4)
   student = edsr.edsr_baseline(scale=4, layers=edsr.pams_layers(bits=bits))
@@ -130,7 +137,7 @@ def serving(reps: int, bits: int, size: int = 128) -> float:
   _report(f"serve EDSR-baseline x4 {size}x{size} {bits}-bit", times,
           [("float", "int8"), ("fakequant", "int8"), ("float", "int8_conv1w"),
            ("float", "int8_rest")])
-  return min(times["float"]) / min(times["int8"])
+  return min(times["float"]) / min(times["int8_rest"])
 
 
 def main() -> None:
@@ -142,15 +149,21 @@ def main() -> None:
   parser.add_argument("--only", choices=("all", "train", "serve"), default="all")
   parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256],
                       help="LR sizes served; the last gives the final ratio line")
+  parser.add_argument("--torch", action="store_true",
+                      help="also time PyTorch's float and quantized int8 EDSR (the peer)")
   args = parser.parse_args()
   print(f"backend {jax.default_backend()}, devices {jax.devices()}", flush=True)
   ratio = None
   if args.only in ("all", "serve"):
     for size in args.sizes:
       ratio = serving(args.reps, args.bits, size)
+      if args.torch:
+        pams_torch.run(size, args.reps)
   if args.only in ("all", "train"):
     train_step(args.reps, args.batch, args.lr_patch, args.bits)
   if ratio is not None:
+    print(f"int8 serving = body + body_end + upsampler in int8 ({_INT8_REST!r}); float / int8 "
+          f"at LR {args.sizes[-1]}:")
     print(f"ratio {ratio:.2f}")
 
 
