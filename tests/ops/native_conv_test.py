@@ -15,6 +15,11 @@ from jax import lax
 from jaxcompress.ops import conv as conv_ops
 from jaxcompress.ops import native_build, native_conv
 
+# The CI also runs these tests with the native kernels switched off (JAXCOMPRESS_NATIVE=0): the
+# kernel tests then check that they are off, and the build tests switch them on for themselves.
+_OPTED_OUT = os.environ.get(native_build.OPT_OUT_ENV, "1") == "0"
+_NATIVE_ON = {native_build.OPT_OUT_ENV: "1"}
+
 
 def _numpy_weight_grad(x: np.ndarray, g: np.ndarray, kshape, strides, pads, dil) -> np.ndarray:
   """dW[i, j, c, o] = sum_{n,y,x} xpad[n, y*sh + i*dh, x*sw + j*dw, c] g[n, y, x, o] in float64."""
@@ -64,7 +69,10 @@ class NativeConvWeightGradTest(parameterized.TestCase):
 
   def test_available_where_a_compiler_is(self):
     # With a compiler the kernel must build, register and pass its probe; a silent fallback
-    # would hide a broken build.
+    # would hide a broken build. JAXCOMPRESS_NATIVE=0 (the CI's fallback run) must switch it off.
+    if _OPTED_OUT:
+      self.assertFalse(native_conv.available())
+      return
     self.assertTrue(native_conv.available(), native_build.build_error("conv_weight_grad"))
 
   @parameterized.named_parameters(CASES)
@@ -156,7 +164,7 @@ class NativeConvWeightGradTest(parameterized.TestCase):
     w = jnp.zeros((3, 3, 16, 16), jnp.float32)
     applies = conv_ops._native_dw_applies  # pylint: disable=protected-access
     with mock.patch.object(jax, "device_count", return_value=1):
-      self.assertTrue(applies(x, w, None))
+      self.assertEqual(applies(x, w, None), not _OPTED_OUT)
       self.assertFalse(applies(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), None))
       self.assertFalse(applies(x, w, jnp.dtype(jnp.float64)))
       self.assertFalse(applies(jnp.zeros((2, 8, 16)), jnp.zeros((3, 16, 16)), None))
@@ -184,7 +192,8 @@ class ChecksAndFallbackTest(parameterized.TestCase):
     g = rng.standard_normal((2, 6, 6, 16)).astype(np.float32)
     params = ((3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1))
     with mock.patch.object(native_build, "_compiler", return_value=None), \
-        mock.patch.object(native_conv, "available", return_value=False):
+        mock.patch.object(native_conv, "available", return_value=False), \
+        mock.patch.dict(os.environ, _NATIVE_ON):
       self.assertIsNone(native_build.build.__wrapped__("conv_weight_grad"))
       self.assertIn("no C++ compiler", native_build.build_error("conv_weight_grad"))
       got = native_conv.conv_weight_grad(x, g, *params)
@@ -200,7 +209,7 @@ class ChecksAndFallbackTest(parameterized.TestCase):
     if shutil.which("c++") is None and shutil.which("g++") is None:
       self.skipTest("no C++ compiler on this machine")
     cache = self.enter_context(tempfile.TemporaryDirectory())
-    with mock.patch.dict(os.environ, {"XDG_CACHE_HOME": cache}):
+    with mock.patch.dict(os.environ, {"XDG_CACHE_HOME": cache, **_NATIVE_ON}):
       path = native_build.build.__wrapped__("conv_weight_grad")
       again = native_build.build.__wrapped__("conv_weight_grad")  # found, not rebuilt
     self.assertEqual(path, again)
@@ -212,7 +221,7 @@ class ChecksAndFallbackTest(parameterized.TestCase):
     if shutil.which("c++") is None and shutil.which("g++") is None:
       self.skipTest("no C++ compiler on this machine")
     cache = self.enter_context(tempfile.TemporaryDirectory())
-    with mock.patch.dict(os.environ, {"XDG_CACHE_HOME": cache}):
+    with mock.patch.dict(os.environ, {"XDG_CACHE_HOME": cache, **_NATIVE_ON}):
       default = native_build.build.__wrapped__("conv_weight_grad")
       with mock.patch.dict(os.environ, {native_build.EXTRA_FLAGS_ENV: "-DJAXCOMPRESS_TEST=1"}):
         extra = native_build.build.__wrapped__("conv_weight_grad")
@@ -225,7 +234,7 @@ class ChecksAndFallbackTest(parameterized.TestCase):
     source_dir = self.enter_context(tempfile.TemporaryDirectory())
     cache = self.enter_context(tempfile.TemporaryDirectory())
     with mock.patch.object(native_build, "SOURCE_DIR", source_dir), \
-        mock.patch.dict(os.environ, {"XDG_CACHE_HOME": cache}):
+        mock.patch.dict(os.environ, {"XDG_CACHE_HOME": cache, **_NATIVE_ON}):
       with open(os.path.join(native_build.SOURCE_DIR, "broken.cc"), "w") as f:
         f.write("this is not C++\n")
       if native_build._compiler() is None:  # pylint: disable=protected-access
