@@ -135,10 +135,10 @@ void ChannelBlocks(const Geom& g, const float* in, const float* gy, float* dw, i
 #undef JC_TAIL
 }
 
-// All taps of output rows [row_lo, row_hi) of image n. Output channels go in blocks of 4, 2 or 1
-// vectors, then a partial one.
-void Image(const Geom& g, const float* in, const float* gy, float* dw, int64_t n, int64_t row_lo,
-           int64_t row_hi) {
+// All taps of output rows [row_lo, row_hi) x columns [col_lo, col_hi) of image n. Output
+// channels go in blocks of 4, 2 or 1 vectors, then a partial one.
+void Chunk(const Geom& g, const float* in, const float* gy, float* dw, int64_t n, int64_t row_lo,
+           int64_t row_hi, int64_t col_lo, int64_t col_hi) {
   for (int64_t i = 0; i < g.kh; ++i) {
     int64_t y_lo, y_hi;
     ValidRange(g.h, g.ho, i, g.sh, g.dh, g.pt, &y_lo, &y_hi);
@@ -148,6 +148,8 @@ void Image(const Geom& g, const float* in, const float* gy, float* dw, int64_t n
     for (int64_t j = 0; j < g.kw; ++j) {
       int64_t x_lo, x_hi;
       ValidRange(g.w, g.wo, j, g.sw, g.dw, g.pl, &x_lo, &x_hi);
+      x_lo = std::max(x_lo, col_lo);
+      x_hi = std::min(x_hi, col_hi);
       if (x_lo >= x_hi) continue;
       int64_t o0 = 0;
       for (; o0 + 4 * kLanes <= g.o; o0 += 4 * kLanes)
@@ -161,6 +163,22 @@ void Image(const Geom& g, const float* in, const float* gy, float* dw, int64_t n
                              x_lo, x_hi);
     }
   }
+}
+
+// Output rows [row_lo, row_hi) of image n in chunks of about kChunkPixels output pixels (whole
+// rows, or pieces of one wide row in order): a chunk's cotangent rows stay in L1 while every tap
+// and input-channel block reads them, where one pass over a whole image per block streamed them
+// from L2 (GAN layers: 64x64 256->256 and 256x256 64->64 ran at 25-48 GMAC/s). The pixels are
+// still summed in the same order, so the result is bit-identical to unchunked sums.
+constexpr int64_t kChunkPixels = 64;
+
+void Image(const Geom& g, const float* in, const float* gy, float* dw, int64_t n, int64_t row_lo,
+           int64_t row_hi) {
+  const int64_t cols = std::min<int64_t>(g.wo, kChunkPixels);
+  const int64_t rows = std::max<int64_t>(1, kChunkPixels / std::max<int64_t>(g.wo, 1));
+  for (int64_t r0 = row_lo; r0 < row_hi; r0 += rows)
+    for (int64_t c0 = 0; c0 < g.wo; c0 += cols)
+      Chunk(g, in, gy, dw, n, r0, std::min(row_hi, r0 + rows), c0, std::min(g.wo, c0 + cols));
 }
 
 // The output rows of the whole batch (image n's row y is row n * Ho + y) are cut into one
