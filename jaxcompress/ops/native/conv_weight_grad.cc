@@ -36,12 +36,18 @@ namespace {
 #if defined(__AVX512F__)
 constexpr int kLanes = 16;
 constexpr int kR4 = 4, kR2 = 8, kR1 = 16;  // R for V = 4, 2, 1: 16 accumulators
+// Layers with at least 6 input channels take blocks of 6 x 4 vectors (24 accumulators: fewer
+// loads per FMA, faster on wide GAN layers); with fewer channels the 4-channel blocks measured
+// faster (a 3-channel 7x7 stem; numbers in BENCHMARKS.md).
+constexpr int kR4Wide = 6;
 #elif defined(__AVX__)
 constexpr int kLanes = 8;
 constexpr int kR4 = 3, kR2 = 6, kR1 = 12;  // 12 accumulators
+constexpr int kR4Wide = kR4;
 #else
 constexpr int kLanes = 4;
 constexpr int kR4 = 3, kR2 = 6, kR1 = 12;
+constexpr int kR4Wide = kR4;
 #endif
 typedef float vec __attribute__((vector_size(4 * kLanes)));
 typedef float vec_u __attribute__((vector_size(4 * kLanes), aligned(4)));  // unaligned access
@@ -152,8 +158,13 @@ void Chunk(const Geom& g, const float* in, const float* gy, float* dw, int64_t n
       x_hi = std::min(x_hi, col_hi);
       if (x_lo >= x_hi) continue;
       int64_t o0 = 0;
-      for (; o0 + 4 * kLanes <= g.o; o0 += 4 * kLanes)
-        ChannelBlocks<kR4, 4, true>(g, in, gy, dw, n, i, j, o0, kLanes, y_lo, y_hi, x_lo, x_hi);
+      for (; o0 + 4 * kLanes <= g.o; o0 += 4 * kLanes) {
+        if (kR4Wide > kR4 && g.c >= kR4Wide)
+          ChannelBlocks<kR4Wide, 4, true>(g, in, gy, dw, n, i, j, o0, kLanes, y_lo, y_hi, x_lo,
+                                          x_hi);
+        else
+          ChannelBlocks<kR4, 4, true>(g, in, gy, dw, n, i, j, o0, kLanes, y_lo, y_hi, x_lo, x_hi);
+      }
       for (; o0 + 2 * kLanes <= g.o; o0 += 2 * kLanes)
         ChannelBlocks<kR2, 2, true>(g, in, gy, dw, n, i, j, o0, kLanes, y_lo, y_hi, x_lo, x_hi);
       for (; o0 + kLanes <= g.o; o0 += kLanes)
@@ -168,8 +179,8 @@ void Chunk(const Geom& g, const float* in, const float* gy, float* dw, int64_t n
 // Output rows [row_lo, row_hi) of image n in chunks of about kChunkPixels output pixels (whole
 // rows, or pieces of one wide row in order): a chunk's cotangent rows stay in L1 while every tap
 // and input-channel block reads them, where one pass over a whole image per block streamed them
-// from L2 (GAN layers: 64x64 256->256 and 256x256 64->64 ran at 25-48 GMAC/s). The pixels are
-// still summed in the same order, so the result is bit-identical to unchunked sums.
+// from L2 (3-5x slower on GAN layers, BENCHMARKS.md). The pixels are still summed in the same
+// order, so the result is bit-identical to unchunked sums.
 constexpr int64_t kChunkPixels = 64;
 
 void Image(const Geom& g, const float* in, const float* gy, float* dw, int64_t n, int64_t row_lo,
