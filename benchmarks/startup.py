@@ -5,15 +5,21 @@ temporary directory), so every program compiles; the parent measures from the ch
 The child builds the method as the engine does (`methods.get(config.method)`), initialises the
 state with the engine's `one_shot.jit_once(method.init)`, compiles `method.train_step` (jitted,
 state donated) and runs it on synthetic data of the workload's shapes, then times a few steady
-steps. Printed per workload: imports, init, first step (trace + compile + run), process start
-to the end of the first step, steady seconds per step.
+steps. Printed per workload: imports (and the method's construction: for pams the float
+teacher's init and save), init, first step (trace + compile + run), process start
+to the end of the first step, steady seconds per step, minor page faults per steady step, and
+the first step after a 10-second pause over the next one (`--pause 0` skips it).
 
 Workloads:
   * pc_darts: the PC-DARTS CIFAR-10 search (configs/pc_darts/cifar10_search.py: 8 cells,
     C = 16, 4 nodes, K = 4), 32x32x3, batch 64 + 64 (weights / architecture halves), one device.
+  * pams: the PAMS 8-bit EDSR-baseline x4 student step (configs/pams/edsr_x4_8bit.py; frozen
+    float teacher, SKT), batch 16, 48-px LR patches, after the calibration epoch.
+  * resnet20: the float ResNet-20 CIFAR classification step (configs/baseline/cifar10_resnet20.py's
+    model and optimizer), batch 128.
 
 Usage:
-  python benchmarks/startup.py [--workloads pc_darts] [--steady 3]
+  python benchmarks/startup.py [--workloads pc_darts,pams,resnet20] [--steady 3] [--pause 10]
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKLOADS = ("pc_darts",)
+WORKLOADS = ("pc_darts", "pams", "resnet20")
 
 
 def _pc_darts(batch_size: int):
@@ -50,29 +56,77 @@ def _pc_darts(batch_size: int):
   return cfg, {k: jnp.asarray(v) for k, v in batch.items()}
 
 
-def child(name: str, steady: int) -> None:
+def _pams(batch_size: int, workdir: str):
+  """The PAMS 8-bit EDSR-baseline x4 student (a saved random float teacher) and one batch."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from configs.pams import edsr_teacher_x4, edsr_x4_8bit  # pylint: disable=g-import-not-at-top
+  from jaxcompress.methods import pams  # pylint: disable=g-import-not-at-top
+  lr = jax.random.uniform(jax.random.key(0), (batch_size, 48, 48, 3)) * 255
+  batch = {"lr": lr, "hr": jax.random.uniform(jax.random.key(1), (batch_size, 192, 192, 3)) * 255}
+  teacher = pams.SuperResolution(edsr_teacher_x4.get_config(), steps_per_epoch=1000,
+                                 total_steps=30000)
+  path = os.path.join(workdir, "teacher.msgpack")
+  pams.save_params(path, jax.jit(teacher.init)(jax.random.key(2), batch).params)
+  cfg = edsr_x4_8bit.get_config()
+  cfg.pams.teacher_path = path
+  return cfg, batch
+
+
+def _resnet20(batch_size: int):
+  """The float ResNet-20 CIFAR-10 classification config on synthetic data, and one batch."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from configs.baseline import cifar10_resnet20  # pylint: disable=g-import-not-at-top
+  cfg = cifar10_resnet20.get_config()
+  cfg.num_devices = 1
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.normal(size=(batch_size, 32, 32, 3)).astype(np.float32),
+           "label": rng.integers(0, 10, batch_size).astype(np.int32)}
+  return cfg, {k: jnp.asarray(v) for k, v in batch.items()}
+
+
+def child(name: str, steady: int, pause: float) -> None:
   """Runs one workload and prints a JSON line of `time.time()` marks."""
   marks = {"start": time.time()}
   sys.path.insert(0, ROOT)
+  import resource  # pylint: disable=g-import-not-at-top
+
   import jax  # pylint: disable=g-import-not-at-top
 
   import jaxcompress  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   from jaxcompress import methods  # pylint: disable=g-import-not-at-top
   from jaxcompress.train import one_shot  # pylint: disable=g-import-not-at-top
-  cfg, batch = {"pc_darts": _pc_darts}[name](64)
+  workdir = tempfile.mkdtemp(prefix="startup_")
+  cfg, batch = {"pc_darts": lambda: _pc_darts(64), "pams": lambda: _pams(16, workdir),
+                "resnet20": lambda: _resnet20(128)}[name]()
   method = methods.get(cfg.method)(cfg, steps_per_epoch=100, total_steps=1000)
   marks["imports"] = time.time()
   state = one_shot.jit_once(method.init)(jax.random.key(cfg.seed), batch)
+  if hasattr(method, "on_epoch_start") and name == "pams":
+    state = jax.jit(method.on_epoch_start)(state, 1)  # after calibration: the steady step
   jax.block_until_ready(state)
   marks["init"] = time.time()
   step = jax.jit(method.train_step, donate_argnums=0)
   state, metrics = step(state, batch)
   jax.block_until_ready(metrics)
   marks["first_step"] = time.time()
+  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   for _ in range(steady):
     state, metrics = step(state, batch)
-  jax.block_until_ready(metrics)
+    jax.block_until_ready(metrics)
   marks["steady"] = (time.time() - marks["first_step"]) / max(steady, 1)
+  marks["faults"] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / max(steady, 1)
+  if pause > 0:
+    times = []
+    time.sleep(pause)
+    for _ in range(2):
+      t = time.time()
+      state, metrics = step(state, batch)
+      jax.block_until_ready(metrics)
+      times.append(time.time() - t)
+    marks["after_pause"] = times[0] / times[1]
   print("MARKS " + json.dumps(marks), flush=True)
 
 
@@ -80,30 +134,38 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--workloads", default=",".join(WORKLOADS))
   parser.add_argument("--steady", type=int, default=3, help="steady steps timed after the first")
+  parser.add_argument("--pause", type=float, default=10.0,
+                      help="seconds of pause before the after-pause step (0: skip)")
   parser.add_argument("--child", default="", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
-    child(args.child, args.steady)
+    child(args.child, args.steady, args.pause)
     return
   import jax  # pylint: disable=g-import-not-at-top
   print(f"jax {jax.__version__}, {os.cpu_count()} CPUs; empty compilation cache per workload")
   print(f"{'workload':10s} {'imports':>8s} {'init':>8s} {'1st step':>9s} {'start->1st':>11s} "
-        f"{'steady/step':>12s}")
+        f"{'steady/step':>12s} {'faults/step':>12s} {'pause/next':>11s}")
+  first = {}
   for name in args.workloads.split(","):
     with tempfile.TemporaryDirectory() as cache:
       env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": cache}
       launched = time.time()
       out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", name,
-                            "--steady", str(args.steady)], env=env, capture_output=True,
+                            "--steady", str(args.steady), "--pause", str(args.pause)],
+                           env=env, capture_output=True,
                            text=True, check=False)
     lines = [l for l in out.stdout.splitlines() if l.startswith("MARKS ")]
     if out.returncode or not lines:
       print(f"{name}: failed (exit {out.returncode})\n{out.stderr[-2000:]}")
       continue
     m = json.loads(lines[-1][len("MARKS "):])
+    first[name] = m["first_step"] - launched
     print(f"{name:10s} {m['imports'] - launched:8.1f} {m['init'] - m['imports']:8.1f} "
-          f"{m['first_step'] - m['init']:9.1f} {m['first_step'] - launched:11.1f} "
-          f"{m['steady']:12.3f}", flush=True)
+          f"{m['first_step'] - m['init']:9.1f} {first[name]:11.1f} "
+          f"{m['steady']:12.3f} {m['faults']:12.0f} {m.get('after_pause', float('nan')):11.2f}",
+          flush=True)
+  if "pc_darts" in first:
+    print(f"first_step_seconds {first['pc_darts']:.1f}")
 
 
 if __name__ == "__main__":
