@@ -28,7 +28,6 @@ output channels and exact zeros. Input channels must divide 32 or be a multiple 
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 from typing import Sequence
 
@@ -199,25 +198,14 @@ def reference(x: np.ndarray, threshold: np.ndarray, words: np.ndarray,
   return out
 
 
-# The loaded kernels' libraries, kept referenced so that their code stays mapped.
-_LIBRARIES: list[ctypes.CDLL] = []
-
-
 @functools.lru_cache(maxsize=None)
 def popcount_path() -> str | None:
   """The built kernel's popcount path (`PATHS` values), or None when it cannot be built here."""
-  path = native_build.build(_SOURCE)
-  if path is None:
-    return None
+  library = native_build.load_ffi(_SOURCE, _SYMBOL, FFI_TARGET)
   try:
-    library = ctypes.cdll.LoadLibrary(path)
-    handler = getattr(library, _SYMBOL)
-    code = int(library.JaxcompressBinaryConvPath())
-  except (OSError, AttributeError):
-    return None  # a stale or foreign file under the cache name: the XLA path instead
-  jax.ffi.register_ffi_target(FFI_TARGET, jax.ffi.pycapsule(handler), platform="cpu")
-  _LIBRARIES.append(library)
-  return PATHS.get(code)
+    return None if library is None else PATHS.get(int(library.JaxcompressBinaryConvPath()))
+  except AttributeError:
+    return None
 
 
 def _pack_kernel(w_pm1: np.ndarray) -> np.ndarray:

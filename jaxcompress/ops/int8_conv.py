@@ -20,7 +20,6 @@ convolution, with the same results.
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 from typing import Sequence
 
@@ -128,26 +127,14 @@ def reference(x: np.ndarray, alpha: float, qmax: float, kernel: np.ndarray, scal
   return out if bias is None else out + np.asarray(bias, np.float32)
 
 
-_LIBRARIES: list[ctypes.CDLL] = []
-
-
 @functools.lru_cache(maxsize=None)
 def amx_ready() -> bool:
   """Builds and registers the kernel; True when it has an AMX path the CPU grants."""
-  path = native_build.build(_SOURCE)
-  if path is None:
-    return False
+  library = native_build.load_ffi(_SOURCE, _SYMBOL, FFI_TARGET)
   try:
-    library = ctypes.cdll.LoadLibrary(path)
-    handler = getattr(library, _SYMBOL)
-    amx = int(library.JaxcompressInt8ConvAmx()) == 1
-  except (OSError, AttributeError):
+    return library is not None and int(library.JaxcompressInt8ConvAmx()) == 1
+  except AttributeError:
     return False
-  if not amx:
-    return False
-  jax.ffi.register_ffi_target(FFI_TARGET, jax.ffi.pycapsule(handler), platform="cpu")
-  _LIBRARIES.append(library)
-  return True
 
 
 PROBE_CASES = (  # (input shape, o, kshape, pads, bias)

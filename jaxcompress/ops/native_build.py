@@ -18,6 +18,7 @@ Set CXX to choose the compiler, and JAXCOMPRESS_NATIVE_CXXFLAGS to append flags 
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import logging
@@ -109,6 +110,10 @@ def build(name: str) -> str | None:
     return None
   with open(source, "rb") as f:
     code = f.read()
+  for header in sorted(os.listdir(SOURCE_DIR)):  # shared headers the sources include
+    if header.endswith(".h"):
+      with open(os.path.join(SOURCE_DIR, header), "rb") as f:
+        code += b"\0" + f.read()
   include = jax.ffi.include_dir()
   flags = list(FLAGS) + os.environ.get(EXTRA_FLAGS_ENV, "").split()
   key = hashlib.sha256(b"\0".join([
@@ -143,3 +148,34 @@ def build(name: str) -> str | None:
         os.remove(partial)
   _errors[name] = f"no writable directory for the build (tried {cache_dir()} and the temp dir)"
   return None
+
+
+# The loaded kernels' libraries, kept referenced so that their code stays mapped.
+_LIBRARIES: dict[str, ctypes.CDLL] = {}
+
+
+@functools.lru_cache(maxsize=None)
+def load_ffi(name: str, symbol: str, target: str) -> ctypes.CDLL | None:
+  """Builds `native/<name>.cc`, loads it and registers its handler `symbol` as FFI `target`.
+
+  Args:
+    name: the source's stem (as `build`).
+    symbol: the exported XLA FFI handler.
+    target: the custom-call target name the kernel's lowering uses (CPU platform).
+
+  Returns:
+    The loaded library (for the kernel's other exported functions), or None when it cannot be
+    built or loaded here (a stale or foreign file under the cache name included).
+  """
+  path = build(name)
+  if path is None:
+    return None
+  try:
+    library = ctypes.cdll.LoadLibrary(path)
+    handler = getattr(library, symbol)
+  except (OSError, AttributeError) as e:
+    _errors[name] = f"loading {path} failed: {e}"
+    return None
+  jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler), platform="cpu")
+  _LIBRARIES[name] = library
+  return library

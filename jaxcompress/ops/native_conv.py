@@ -33,7 +33,6 @@ so higher-order derivatives and `jax.vmap` keep working.
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 from typing import Sequence
 
@@ -157,27 +156,14 @@ def conv_weight_grad(x: jax.Array, g: jax.Array, kshape: Sequence[int], strides:
   return _conv_weight_grad_p.bind(x, g, **params)
 
 
-# The loaded kernels' libraries, kept referenced so that their code stays mapped.
-_LIBRARIES: list[ctypes.CDLL] = []
-
-
 @functools.lru_cache(maxsize=None)
 def _register() -> bool:
   """Builds the kernel for this CPU and registers it as an XLA FFI target; False if it can't."""
-  path = native_build.build(_SOURCE)
-  if path is None:
-    return False
+  library = native_build.load_ffi(_SOURCE, _SYMBOL, FFI_TARGET)
   try:
-    library = ctypes.cdll.LoadLibrary(path)
-    handler = getattr(library, _SYMBOL)
-    lanes = library.JaxcompressConvWeightGradLanes()
-  except (OSError, AttributeError):
+    return library is not None and library.JaxcompressConvWeightGradLanes() >= _MIN_LANES
+  except AttributeError:
     return False  # a stale or foreign file under the cache name: lax's gradient instead
-  if lanes < _MIN_LANES:
-    return False
-  jax.ffi.register_ffi_target(FFI_TARGET, jax.ffi.pycapsule(handler), platform="cpu")
-  _LIBRARIES.append(library)  # keep the handler's code mapped
-  return True
 
 
 @functools.lru_cache(maxsize=None)

@@ -33,6 +33,7 @@
 #include <immintrin.h>
 #endif
 
+#include "parallel_ranges.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -667,30 +668,6 @@ void RunRange(const Geom& g, const Operands& op, int64_t begin, int64_t end) {
   }
 }
 
-// Ranges p > 0 are offered to XLA's pool; one whose task has not started when the caller gets to
-// it is run by the caller (the task, when it runs later, finds it taken), so a call never waits
-// for a task queued behind other work. Owned jointly (shared_ptr): a late task can run after the
-// call returned, and then finds every range taken.
-struct Range {
-  std::atomic<int> state{0};  // 0 free, 1 taken, 2 finished
-  int64_t begin = 0, end = 0;
-};
-
-struct Work {
-  Geom g;
-  Operands op;
-  std::unique_ptr<Range[]> ranges;
-};
-
-bool TryRun(Work* w, int64_t r) {
-  Range& range = w->ranges[r];
-  int expected = 0;
-  if (!range.state.compare_exchange_strong(expected, 1)) return false;
-  RunRange(w->g, w->op, range.begin, range.end);
-  range.state.store(2, std::memory_order_release);
-  return true;
-}
-
 ffi::Error BinaryConvImpl(ffi::ThreadPool pool, ffi::AnyBuffer in, ffi::Buffer<ffi::F32> thr,
                           ffi::Buffer<ffi::U32> kernel, ffi::Buffer<ffi::F32> scale,
                           ffi::Buffer<ffi::F32> shift, ffi::Buffer<ffi::F32> residual,
@@ -740,24 +717,7 @@ ffi::Error BinaryConvImpl(ffi::ThreadPool pool, ffi::AnyBuffer in, ffi::Buffer<f
   const int64_t work_units = rows * g.wo * g.words * ((g.o + kLanes - 1) / kLanes);
   const int64_t parts = std::max<int64_t>(
       1, std::min<int64_t>({static_cast<int64_t>(pool.num_threads()), rows, work_units / kGrain}));
-  if (parts == 1) {
-    RunRange(g, op, 0, rows);
-    return ffi::Error::Success();
-  }
-  auto work = std::make_shared<Work>();
-  work->g = g;
-  work->op = op;
-  work->ranges.reset(new Range[parts]);
-  for (int64_t r = 0; r < parts; ++r) {
-    work->ranges[r].begin = rows * r / parts;
-    work->ranges[r].end = rows * (r + 1) / parts;
-  }
-  for (int64_t r = 1; r < parts; ++r) pool.Schedule([w = work, r]() { TryRun(w.get(), r); });
-  TryRun(work.get(), 0);
-  for (int64_t r = 1; r < parts; ++r) {
-    if (TryRun(work.get(), r)) continue;
-    while (work->ranges[r].state.load(std::memory_order_acquire) != 2) std::this_thread::yield();
-  }
+  jaxcompress::RunRanges(pool, rows, parts, [&](int64_t b, int64_t e) { RunRange(g, op, b, e); });
   return ffi::Error::Success();
 }
 

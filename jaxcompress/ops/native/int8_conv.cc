@@ -32,6 +32,7 @@
 #include <unistd.h>
 #endif
 
+#include "parallel_ranges.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -171,29 +172,6 @@ void RunRange(const Geom& g, const Operands& op, int64_t begin, int64_t end) {
 }
 #endif
 
-struct Range {
-  std::atomic<int> state{0};  // 0 free, 1 taken, 2 finished
-  int64_t begin = 0, end = 0;
-};
-
-struct Work {
-  Geom g;
-  Operands op;
-  std::vector<int8_t> tiles;
-  std::unique_ptr<Range[]> ranges;
-};
-
-bool TryRun(Work* w, int64_t r) {
-  Range& range = w->ranges[r];
-  int expected = 0;
-  if (!range.state.compare_exchange_strong(expected, 1)) return false;
-#ifdef JC_AMX
-  RunRange(w->g, w->op, range.begin, range.end);
-#endif
-  range.state.store(2, std::memory_order_release);
-  return true;
-}
-
 ffi::Error Int8ConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in,
                         ffi::Buffer<ffi::F32> params, ffi::Buffer<ffi::S8> kernel,
                         ffi::Buffer<ffi::F32> bias, ffi::ResultBuffer<ffi::F32> out,
@@ -214,37 +192,25 @@ ffi::Error Int8ConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in,
       pad_top < 0 || pad_left < 0 || g.w + g.pl > g.wp || g.kh * g.kw * g.chunks > 4096)
     return ffi::Error::InvalidArgument("int8_conv: operand shapes do not agree");
   const float* p = params.typed_data();
-  auto work = std::make_shared<Work>();
-  work->g = g;
   // B tiles: tile (tap, chunk, group) row r, bytes [4 n, 4 n + 4) = k[tap][64 chunk + 4 r + q][16
   // group + n] for q = 0..3 (zero past c and o).
   const int64_t taps = g.kh * g.kw;
-  work->tiles.assign(taps * g.chunks * g.groups * 16 * 64, 0);
+  std::vector<int8_t> tiles(taps * g.chunks * g.groups * 16 * 64, 0);
   const int8_t* k = kernel.typed_data();
   for (int64_t t = 0; t < taps; ++t)
     for (int64_t c = 0; c < g.c; ++c)
       for (int64_t o = 0; o < g.o; ++o) {
         const int64_t kc = c / 64, r = (c % 64) / 4, q = c % 4, grp = o / 16, nn = o % 16;
-        work->tiles[((((t * g.chunks + kc) * g.groups + grp) * 16 + r) * 64) + nn * 4 + q] =
+        tiles[((((t * g.chunks + kc) * g.groups + grp) * 16 + r) * 64) + nn * 4 + q] =
             k[(t * g.c + c) * g.o + o];
       }
-  work->op = Operands{in.typed_data(), p[0], p[1], p[2], bias.typed_data(),
-                      work->tiles.data(), out->typed_data()};
+  const Operands op{in.typed_data(), p[0], p[1], p[2], bias.typed_data(), tiles.data(),
+                    out->typed_data()};
   const int64_t rows = g.n * g.ho;
   if (rows == 0 || g.wo == 0) return ffi::Error::Success();
   const int64_t parts = std::max<int64_t>(
       1, std::min<int64_t>(static_cast<int64_t>(pool.num_threads()), rows / 4));
-  work->ranges.reset(new Range[parts]);
-  for (int64_t r = 0; r < parts; ++r) {
-    work->ranges[r].begin = rows * r / parts;
-    work->ranges[r].end = rows * (r + 1) / parts;
-  }
-  for (int64_t r = 1; r < parts; ++r) pool.Schedule([w = work, r]() { TryRun(w.get(), r); });
-  TryRun(work.get(), 0);
-  for (int64_t r = 1; r < parts; ++r) {
-    if (TryRun(work.get(), r)) continue;
-    while (work->ranges[r].state.load(std::memory_order_acquire) != 2) std::this_thread::yield();
-  }
+  jaxcompress::RunRanges(pool, rows, parts, [&](int64_t b, int64_t e) { RunRange(g, op, b, e); });
   return ffi::Error::Success();
 #endif
 }
