@@ -243,24 +243,19 @@ PROBE_CASES = (  # (input shape, o, kshape, strides, pads, dilation, rule, exact
 )
 
 
+def _check(rng: np.random.Generator, case: tuple) -> bool:
+  args, params = _case(rng, *case)
+  given = {k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in params.items()}
+  got = np.asarray(xnor_conv(*(jnp.asarray(a) for a in args), **given))
+  want = reference(*args, **params)
+  return got.shape == want.shape and np.allclose(got, want, rtol=1e-6, atol=1e-5)
+
+
 @functools.lru_cache(maxsize=None)
 def _probe() -> bool:
   """Runs the kernel on `PROBE_CASES`; True if it matches `reference` (float rounding)."""
   rng = np.random.default_rng(0)
-  cpu = jax.devices("cpu")[0]
-  try:
-    with jax.ensure_compile_time_eval(), jax.default_device(cpu):
-      for case in PROBE_CASES:
-        args, params = _case(rng, *case)
-        given = {k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in params.items()}
-        got = np.asarray(xnor_conv(*(jnp.asarray(a) for a in args), **given))
-        want = reference(*args, **params)
-        if got.shape != want.shape or not np.allclose(got, want, rtol=1e-6, atol=1e-5):
-          return False
-  except Exception:  # pylint: disable=broad-except
-    # Any failure (target rejected, FFI version mismatch) means: not usable with this jaxlib.
-    return False
-  return True
+  return native_build.passes_probe(functools.partial(_check, rng, c) for c in PROBE_CASES)
 
 
 def available() -> bool:

@@ -27,6 +27,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from typing import Callable, Iterable
 
 import jax
 import jaxlib
@@ -179,3 +180,20 @@ def load_ffi(name: str, symbol: str, target: str) -> ctypes.CDLL | None:
   jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler), platform="cpu")
   _LIBRARIES[name] = library
   return library
+
+
+def passes_probe(checks: Iterable[Callable[[], bool]]) -> bool:
+  """Runs a kernel's probe checks eagerly on the CPU device.
+
+  Args:
+    checks: callables that run the kernel on one case and compare it with a reference.
+
+  Returns:
+    True if every check passed; False at the first mismatch or on any error (a target the
+    runtime rejects, an FFI version mismatch: the kernel is not usable with this jaxlib).
+  """
+  try:
+    with jax.ensure_compile_time_eval(), jax.default_device(jax.devices("cpu")[0]):
+      return all(check() for check in checks)
+  except Exception:  # pylint: disable=broad-except
+    return False
