@@ -34,6 +34,16 @@ def _is_hard_tanh(eqn: Any) -> bool:
           and len(eqn.invars) == 1 and len(eqn.outvars) == 1)
 
 
+def _sole_readers(eqns: list[Any], outvars: list[Any]) -> Callable[[Any], int | None]:
+  """var -> index of the one equation that reads it, or None (read twice, or an output)."""
+  uses: collections.Counter = collections.Counter(
+      v for eqn in eqns for v in eqn.invars if isinstance(v, jex_core.Var))
+  uses.update(v for v in outvars if isinstance(v, jex_core.Var))
+  reader = {v: i for i, eqn in enumerate(eqns) for v in eqn.invars
+            if isinstance(v, jex_core.Var)}
+  return lambda var: reader[var] if uses[var] == 1 and var in reader else None
+
+
 def fuse_epilogues(closed: jex_core.ClosedJaxpr) -> jex_core.ClosedJaxpr:
   """`closed` with residual adds and hard_tanh activations folded into binary conv epilogues.
 
@@ -45,14 +55,7 @@ def fuse_epilogues(closed: jex_core.ClosedJaxpr) -> jex_core.ClosedJaxpr:
   """
   jaxpr = closed.jaxpr
   eqns = list(jaxpr.eqns)
-  uses: collections.Counter = collections.Counter(
-      v for eqn in eqns for v in eqn.invars if isinstance(v, jex_core.Var))
-  uses.update(v for v in jaxpr.outvars if isinstance(v, jex_core.Var))
-  consumer = {v: i for i, eqn in enumerate(eqns) for v in eqn.invars
-              if isinstance(v, jex_core.Var)}  # meaningful where uses[v] == 1
-
-  def sole_consumer(var):
-    return consumer[var] if uses[var] == 1 and var in consumer else None
+  sole_consumer = _sole_readers(eqns, jaxpr.outvars)
 
   placed: dict[int, Any] = {}
   dropped: set[int] = set()
@@ -105,11 +108,7 @@ def _chain_bits(eqns: list[Any], jaxpr: Any, consts: dict[Any, Any]) -> list[Any
   instead of the floats (32x less memory traffic, and no packing pass in the reader).
   """
   eqns = list(eqns)
-  uses: collections.Counter = collections.Counter(
-      v for eqn in eqns for v in eqn.invars if isinstance(v, jex_core.Var))
-  uses.update(v for v in jaxpr.outvars if isinstance(v, jex_core.Var))
-  consumer = {v: i for i, eqn in enumerate(eqns) for v in eqn.invars
-              if isinstance(v, jex_core.Var)}
+  sole_consumer = _sole_readers(eqns, jaxpr.outvars)
   new_var = jex_core.gensym()
   conv = binary_conv.binary_conv_p
   for i in range(len(eqns)):
@@ -118,7 +117,7 @@ def _chain_bits(eqns: list[Any], jaxpr: Any, consts: dict[Any, Any]) -> list[Any
       continue
     y = eqn.outvars[0]
     o = eqn.invars[3].aval.shape[0]
-    j = consumer.get(y) if uses[y] == 1 else None
+    j = sole_consumer(y)
     if o % 16 or j is None:
       continue
     reader = eqns[j]
