@@ -188,6 +188,8 @@ class ServeFusionTest(parameterized.TestCase):
     # Every conv takes its activation; the second conv of each block also its shortcut.
     self.assertTrue(all(e.params["activation"] == "hard_tanh" for e in convs))
     self.assertEqual(sum(e.invars[5].aval.shape == e.outvars[0].aval.shape for e in convs), 9)
+    # Each block's first conv is read only by its second conv's sign: it hands over packed bits.
+    self.assertEqual(sum(e.params["packed_output"] for e in convs), 9)
     self.assertEqual(names(closed).count("hard_tanh") - names(fused).count("hard_tanh"), 18)
     self.assertEqual(names(closed).count("add") - names(fused).count("add"), 9)
     flat = jax.tree_util.tree_leaves(args)
