@@ -39,7 +39,8 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+import functools
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -50,6 +51,7 @@ from jaxcompress.nas import binary_ops, space
 from jaxcompress.nas import genotype as genotype_lib
 from jaxcompress.nas.supernet import channel_shuffle, edge_normalization
 from jaxcompress.ops import conv as conv_ops
+from jaxcompress.train import one_shot
 
 ARCH = "arch"  # the parameter subtree holding the architecture parameters
 _NEG = -1e9    # logit of an abandoned op (exp underflows to exactly 0, no NaN gradients)
@@ -135,8 +137,44 @@ class SearchEdge(nn.Module):
     return channel_shuffle(jnp.concatenate([y, x_bypass], axis=-1), k)
 
 
+def edge_groups(steps: int) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+  """The cell's edges as (edge, source, node) in two groups of identical edges.
+
+  Edge `offset_i + j` feeds node i from state j (0, 1: the cell inputs; 2 + m: node m).
+
+  Args:
+    steps: intermediate nodes.
+
+  Returns:
+    (edges from the two cell inputs, source 0 or 1; edges between nodes, source the node index),
+    each in edge order, so every node is complete before an edge reads it.
+  """
+  from_inputs, between_nodes, offset = [], [], 0
+  for i in range(steps):
+    for j in range(2 + i):
+      (from_inputs if j < 2 else between_nodes).append(
+          (offset + j, j if j < 2 else j - 2, i))
+    offset += 2 + i
+  return from_inputs, between_nodes
+
+
+@functools.lru_cache(maxsize=None)
+def _edge_init(edge: SearchEdge) -> Callable[[jax.Array, jax.Array], Any]:
+  """`edge.init(key, x)` (every op run once, unweighted) compiled once per edge definition."""
+  return one_shot.jit_once(lambda key, x: edge.init(key, x, None, None, None, False))
+
+
 class SearchCell(nn.Module):
-  """A DARTS search cell: preprocessing, `steps` nodes over mixed edges, concat output."""
+  """A DARTS search cell: preprocessing, `steps` nodes over mixed edges, concat output.
+
+  With `scan_edges` (the default) the edges run as two `lax.scan` loops over identical edges
+  (those reading the cell inputs, stride 2 in a reduction cell, and those between nodes): the
+  compiled program holds two edges per cell instead of all 14, which is what makes a
+  supernet's training step compile in seconds rather than minutes. Every edge keeps its own
+  parameters under `edge_<e>` (stacked for the loop as it is entered, so checkpoints and the
+  unrolled form share one layout), and each node sums its edges in the same order as the
+  unrolled form (`scan_edges=False`, also the form used to create the parameters).
+  """
   features: int
   reduction: bool = False
   reduction_prev: bool = False
@@ -147,6 +185,11 @@ class SearchCell(nn.Module):
   op_set: str = "darts"
   binary_activations: bool = False
   skip_dead: bool = False
+  scan_edges: bool = True
+
+  def _edge(self, stride: int, **kwargs: Any) -> SearchEdge:
+    return SearchEdge(self.features, stride, self.partial_channels, tuple(self.primitives),
+                      self.op_set, self.binary_activations, self.skip_dead, **kwargs)
 
   @nn.compact
   def __call__(self, s0: jax.Array, s1: jax.Array, weights: jax.Array,
@@ -158,20 +201,104 @@ class SearchCell(nn.Module):
     else:
       s0 = space.ReLUConvBN(c, 1, 1, 0, affine=False, name="preprocess0")(s0, train)
     s1 = space.ReLUConvBN(c, 1, 1, 0, affine=False, name="preprocess1")(s1, train)
+    if self.scan_edges:
+      if self.is_initializing():
+        nodes = self._init_edges(s0, s1)
+      else:
+        nodes = self._scanned_nodes(s0, s1, weights, edge_weights, train, index, alive)
+      states = [s0, s1] + [nodes[i] for i in range(self.steps)]
+      return jnp.concatenate(states[-self.multiplier:], axis=-1)
     states, offset = [s0, s1], 0
     for _ in range(self.steps):
       s = 0.0
       for j, h in enumerate(states):
         e = offset + j
-        edge = SearchEdge(c, 2 if self.reduction and j < 2 else 1, self.partial_channels,
-                          tuple(self.primitives), self.op_set, self.binary_activations,
-                          self.skip_dead, name=f"edge_{e}")
+        edge = self._edge(2 if self.reduction and j < 2 else 1, name=f"edge_{e}")
         y = edge(h, weights[e], None if index is None else index[e],
                  None if alive is None else alive[e], train)
         s = s + (y if edge_weights is None else edge_weights[e].astype(y.dtype) * y)
       offset += len(states)
       states.append(s)
     return jnp.concatenate(states[-self.multiplier:], axis=-1)
+
+  def _init_edges(self, s0, s1) -> jax.Array:
+    """Draws every edge's variables and returns zero node states of the right shape.
+
+    Each edge of the loop form is initialised by one compiled program per edge shape
+    (`_edge_init`), from the cell's key folded with the edge index and a 1-image crop of its
+    input (parameter shapes depend on channels only): a supernet's initialisation compiles a few
+    small programs instead of one per (edge, op). The draws differ from the unrolled form's
+    (which draws each edge along its module path); both are the same distributions.
+    """
+    stride = 2 if self.reduction else 1
+    size = min(s1.shape[1], 4)
+    key = self.make_rng("params")
+    from_inputs, between_nodes = edge_groups(self.steps)
+    inputs = (s0[:1, :size, :size], s1[:1, :size, :size])
+    node_crop = jnp.zeros_like(inputs[1][:, ::stride, ::stride])
+    for group, edge_stride in ((from_inputs, stride), (between_nodes, 1)):
+      edge = self._edge(edge_stride, parent=None)
+      # Traced (a jitted init): inline; run eagerly: one compiled program per edge definition.
+      init = (_edge_init(edge) if not isinstance(key, jax.core.Tracer)
+              else lambda k, v, edge=edge: edge.init(k, v, None, None, None, False))
+      for e, src, _ in group:
+        x = inputs[src] if group is from_inputs else node_crop
+        for col, tree in init(jax.random.fold_in(key, e), x).items():
+          self.put_variable(col, f"edge_{e}", tree)
+    node_shape = jax.eval_shape(lambda v: v[:, ::stride, ::stride], s1).shape
+    return jnp.zeros((self.steps, *node_shape), s1.dtype)
+
+  def _scanned_nodes(self, s0, s1, weights, edge_weights, train, index, alive) -> jax.Array:
+    """The `steps` node states (steps, N, H, W, C) computed by two scans over edges."""
+    variables = self.variables
+    collections = [col for col in ("params", "batch_stats") if col in variables]
+    update_stats = train and self.is_mutable_collection("batch_stats") and (
+        "batch_stats" in collections)
+    from_inputs, between_nodes = edge_groups(self.steps)
+
+    def run(group, stride, sources, nodes):
+      edges = [e for e, _, _ in group]
+      stacked = {col: jax.tree.map(lambda *xs: jnp.stack(xs),
+                                   *[variables[col][f"edge_{e}"] for e in edges])
+                 for col in collections if all(f"edge_{e}" in variables[col] for e in edges)}
+      per_edge = {
+          "vars": stacked,
+          "src": jnp.asarray([src for _, src, _ in group], jnp.int32),
+          "dst": jnp.asarray([dst for _, _, dst in group], jnp.int32),
+          "w": weights[jnp.asarray(edges)],
+          "ew": None if edge_weights is None else edge_weights[jnp.asarray(edges)],
+          "index": None if index is None else index[jnp.asarray(edges)],
+          "alive": None if alive is None else alive[jnp.asarray(edges)],
+      }
+      edge_def = self._edge(stride, parent=None)
+      read_sources = sources is None  # between nodes: the edges read the node states
+
+      def body(nodes, xs):
+        x = (nodes if read_sources else sources)[xs["src"]]
+        if update_stats:
+          y, new_vars = edge_def.apply(xs["vars"], x, xs["w"], xs["index"], xs["alive"], train,
+                                       mutable=["batch_stats"])
+          stats = new_vars["batch_stats"]
+        else:
+          y, stats = edge_def.apply(xs["vars"], x, xs["w"], xs["index"], xs["alive"], train), None
+        if xs["ew"] is not None:
+          y = xs["ew"].astype(y.dtype) * y
+        return nodes.at[xs["dst"]].add(y), stats
+
+      nodes, stats = jax.lax.scan(body, nodes, per_edge)
+      if update_stats:
+        for k, e in enumerate(edges):
+          self.put_variable("batch_stats", f"edge_{e}", jax.tree.map(lambda v, k=k: v[k], stats))
+      return nodes
+
+    stride = 2 if self.reduction else 1
+    node_shape = jax.eval_shape(
+        lambda v: v[:, ::stride, ::stride], s1).shape  # the edges keep C channels
+    nodes = jnp.zeros((self.steps, *node_shape), s1.dtype)
+    nodes = run(from_inputs, stride, jnp.stack([s0, s1]), nodes)
+    if between_nodes:
+      nodes = run(between_nodes, 1, None, nodes)
+    return nodes
 
 
 class ArchParams(nn.Module):
@@ -215,6 +342,8 @@ class SearchNetwork(nn.Module):
     op_set: "darts" (float ops) or "binary" (XNOR-binarized conv ops, BNAS).
     binary_activations: with op_set "binary", binarize activations too (1-bit BNAS).
     skip_dead: skip computing abandoned ops (see module docstring).
+    scan_edges: run each cell's edges as loops over identical edges (`SearchCell`); False
+      unrolls every edge into the program (same values and parameters).
   """
   num_classes: int = 10
   init_channels: int = 16
@@ -228,6 +357,7 @@ class SearchNetwork(nn.Module):
   op_set: str = "darts"
   binary_activations: bool = False
   skip_dead: bool = False
+  scan_edges: bool = True
 
   def reduction_layers(self) -> tuple[int, ...]:
     return (self.layers // 3, 2 * self.layers // 3)
@@ -268,7 +398,8 @@ class SearchNetwork(nn.Module):
       t = 1 if reduction else 0
       cell = SearchCell(c, reduction, reduction_prev, self.steps, self.multiplier,
                         self.partial_channels, tuple(self.primitives), self.op_set,
-                        self.binary_activations, self.skip_dead, name=f"cell_{i}")
+                        self.binary_activations, self.skip_dead, self.scan_edges,
+                        name=f"cell_{i}")
       out = cell(s0, s1, w_reduce if reduction else w_normal,
                  e_reduce if reduction else e_normal, train,
                  None if op_index is None else op_index[t],

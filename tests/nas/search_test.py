@@ -225,3 +225,95 @@ def test_forward_compiles_once_whatever_ops_are_abandoned():
             alive[t, e, np.flatnonzero(alive[t, e])[0]] = False
   assert counter.count == 1
   assert alive.sum(-1).max() == 1
+
+
+def _max_diff(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  return max(float(jnp.max(jnp.abs(jnp.asarray(x, jnp.float32) - jnp.asarray(y, jnp.float32))))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.mark.parametrize("kw", [
+    {},
+    pytest.param({"edge_norm": False, "partial_channels": 1, "skip_dead": True, "steps": 3,
+                  "multiplier": 3}, marks=pytest.mark.slow),  # compiles the unrolled gradient
+])
+def test_edge_loops_equal_the_unrolled_cell(kw):
+  """The loop form (default) and the unrolled form share parameters and agree on logits, batch
+  statistics, gradients, alive masks and sampled paths, for both reduction and normal cells."""
+  net = tiny(**kw)
+  unrolled = net.clone(scan_edges=False)
+  x = jax.random.normal(jax.random.key(1), (4, 8, 8, 1))
+  variables = jax.jit(lambda k: net.init(k, x, train=False))(jax.random.key(0))
+  # Same tree (names, shapes) as the unrolled form creates.
+  assert jax.tree.structure(variables) == jax.tree.structure(
+      jax.eval_shape(lambda k: unrolled.init(k, x, train=False), jax.random.key(0)))
+  # Non-trivial architecture weights, so that every edge contributes differently.
+  params = dict(variables["params"])
+  params[search.ARCH] = jax.tree.map(
+      lambda a: jax.random.normal(jax.random.key(2), a.shape), params[search.ARCH])
+  variables = {**variables, "params": params}
+  assert _max_diff(net.apply(variables, x), unrolled.apply(variables, x)) < 1e-5
+
+  def train_loss(model, p):
+    logits, upd = model.apply({**variables, "params": p}, x, train=True,
+                              mutable=["batch_stats"])
+    return jnp.sum(jnp.sin(logits)), upd
+
+  (loss_a, stats_a), grad_a = jax.jit(jax.value_and_grad(
+      lambda p: train_loss(net, p), has_aux=True))(params)
+  (loss_b, stats_b), grad_b = jax.jit(jax.value_and_grad(
+      lambda p: train_loss(unrolled, p), has_aux=True))(params)
+  np.testing.assert_allclose(loss_a, loss_b, rtol=1e-4, atol=1e-6)
+  assert _max_diff(stats_a, stats_b) < 1e-5
+  scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grad_b))
+  assert _max_diff(grad_a, grad_b) < 1e-4 * scale
+  # Every edge's statistics moved (each edge updated its own slot, not a neighbour's).
+  for cell in ("cell_0", "cell_1"):
+    for e in range(search.num_edges(net.steps)):
+      before = jax.tree.leaves(variables["batch_stats"][cell][f"edge_{e}"])
+      after = jax.tree.leaves(stats_a["batch_stats"][cell][f"edge_{e}"])
+      assert any(not np.array_equal(a, b) for a, b in zip(before, after)), (cell, e)
+
+  ne = search.num_edges(net.steps)
+  rng = np.random.default_rng(0)
+  alive = rng.random((2, ne, len(OPS4))) > 0.4
+  alive[..., 2] = True
+  index = rng.integers(0, len(OPS4), (2, ne)).astype(np.int32)
+  assert _max_diff(net.apply(variables, x, alive=alive),
+                   unrolled.apply(variables, x, alive=alive)) < 1e-5
+  assert _max_diff(net.apply(variables, x, op_index=index),
+                   unrolled.apply(variables, x, op_index=index)) < 1e-5
+
+
+def test_edge_loops_compile_two_edges_per_cell():
+  """The step program holds one edge per loop (two per cell), not every edge of the cell."""
+  net = tiny(steps=4, multiplier=4)
+  x = jnp.zeros((2, 8, 8, 1))
+  variables = jax.eval_shape(lambda k: net.init(k, x, train=False), jax.random.key(0))
+
+  def count_max_pools(model):
+    text = jax.jit(lambda v: model.apply(v, x)).lower(variables).as_text()
+    return text.count("stablehlo.while"), text.count("reduce_window")
+
+  loops, pools = count_max_pools(net)
+  unrolled_loops, unrolled_pools = count_max_pools(net.clone(scan_edges=False))
+  assert (loops, unrolled_loops) == (2 * net.layers, 0)
+  # max_pool_3x3 on every edge: 14 per cell unrolled, 2 per cell in loops (+ PC-DARTS's
+  # stride-2 bypass pools of the reduction cells, which stay one per loop too).
+  assert unrolled_pools >= 14 * net.layers and pools <= 4 * net.layers
+
+
+def test_edge_init_draws_each_edge_apart():
+  net = tiny()
+  x = jnp.zeros((4, 8, 8, 1))
+  variables = net.init(jax.random.key(0), x, train=False)
+  kernels = [jax.tree.leaves(variables["params"]["cell_0"][f"edge_{e}"]["ops_3"])[0]
+             for e in range(search.num_edges(net.steps))]
+  # Each edge has its own draw (a folded key per edge), none equal to another.
+  for a in range(len(kernels)):
+    for b in range(a + 1, len(kernels)):
+      assert not np.allclose(kernels[a], kernels[b])
+  # Deterministic in the key.
+  again = net.init(jax.random.key(0), x, train=False)
+  assert _max_diff(variables, again) == 0.0
