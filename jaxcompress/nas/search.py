@@ -46,6 +46,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from jaxcompress.nas import binary_ops, space
 from jaxcompress.nas import genotype as genotype_lib
@@ -167,10 +168,11 @@ def _edge_init(edge: SearchEdge) -> Callable[[jax.Array, jax.Array], Any]:
 class SearchCell(nn.Module):
   """A DARTS search cell: preprocessing, `steps` nodes over mixed edges, concat output.
 
-  With `scan_edges` (the default) the edges run as two `lax.scan` loops over identical edges
-  (those reading the cell inputs, stride 2 in a reduction cell, and those between nodes): the
-  compiled program holds two edges per cell instead of all 14, which is what makes a
-  supernet's training step compile in seconds rather than minutes. Every edge keeps its own
+  With `scan_edges` (the default) the edges run as `lax.scan` loops over identical edges: one
+  loop over all edges of a normal cell; in a reduction cell one over the stride-2 edges that
+  read the cell inputs and one over those between nodes. The compiled program holds one or two
+  edges per cell instead of all 14, so a supernet's training step compiles in a fraction of
+  the time. Every edge keeps its own
   parameters under `edge_<e>` (stacked for the loop as it is entered, so checkpoints and the
   unrolled form share one layout), and each node sums its edges in the same order as the
   unrolled form (`scan_edges=False`, also the form used to create the parameters).
@@ -249,14 +251,18 @@ class SearchCell(nn.Module):
     return jnp.zeros((self.steps, *node_shape), s1.dtype)
 
   def _scanned_nodes(self, s0, s1, weights, edge_weights, train, index, alive) -> jax.Array:
-    """The `steps` node states (steps, N, H, W, C) computed by two scans over edges."""
+    """The `steps` node states (steps, N, H', W', C): a normal cell's edges in one loop, a
+    reduction cell's in two (the stride-2 edges from the cell inputs, then those between
+    nodes), each edge in edge order so every node is complete before an edge reads it."""
     variables = self.variables
     collections = [col for col in ("params", "batch_stats") if col in variables]
     update_stats = train and self.is_mutable_collection("batch_stats") and (
         "batch_stats" in collections)
     from_inputs, between_nodes = edge_groups(self.steps)
 
-    def run(group, stride, sources, nodes):
+    def run(group, stride, sources, buffer):
+      """Adds each edge of `group` (e, src, dst) into buffer[dst]; reads sources[src], or
+      buffer[src] when `sources` is None."""
       edges = [e for e, _, _ in group]
       stacked = {col: jax.tree.map(lambda *xs: jnp.stack(xs),
                                    *[variables[col][f"edge_{e}"] for e in edges])
@@ -271,10 +277,9 @@ class SearchCell(nn.Module):
           "alive": None if alive is None else alive[jnp.asarray(edges)],
       }
       edge_def = self._edge(stride, parent=None)
-      read_sources = sources is None  # between nodes: the edges read the node states
 
-      def body(nodes, xs):
-        x = (nodes if read_sources else sources)[xs["src"]]
+      def body(buffer, xs):
+        x = (buffer if sources is None else sources)[xs["src"]]
         if update_stats:
           y, new_vars = edge_def.apply(xs["vars"], x, xs["w"], xs["index"], xs["alive"], train,
                                        mutable=["batch_stats"])
@@ -283,22 +288,28 @@ class SearchCell(nn.Module):
           y, stats = edge_def.apply(xs["vars"], x, xs["w"], xs["index"], xs["alive"], train), None
         if xs["ew"] is not None:
           y = xs["ew"].astype(y.dtype) * y
-        return nodes.at[xs["dst"]].add(y), stats
+        return buffer.at[xs["dst"]].add(y), stats
 
-      nodes, stats = jax.lax.scan(body, nodes, per_edge)
+      buffer, stats = jax.lax.scan(body, buffer, per_edge)
       if update_stats:
         for k, e in enumerate(edges):
-          self.put_variable("batch_stats", f"edge_{e}", jax.tree.map(lambda v, k=k: v[k], stats))
-      return nodes
+          self.put_variable("batch_stats", f"edge_{e}",
+                            jax.tree.map(lambda v, k=k: lax.index_in_dim(v, k, keepdims=False),
+                                         stats))
+      return buffer
 
-    stride = 2 if self.reduction else 1
-    node_shape = jax.eval_shape(
-        lambda v: v[:, ::stride, ::stride], s1).shape  # the edges keep C channels
-    nodes = jnp.zeros((self.steps, *node_shape), s1.dtype)
-    nodes = run(from_inputs, stride, jnp.stack([s0, s1]), nodes)
-    if between_nodes:
-      nodes = run(between_nodes, 1, None, nodes)
-    return nodes
+    zeros = jnp.zeros((self.steps, *s1.shape), s1.dtype)
+    if not self.reduction:
+      # Every state has the same shape: one loop over all edges, reading and writing one
+      # buffer of [s0, s1, node_0, ...] (node m at 2 + m).
+      group = [(e, src if e in {f for f, _, _ in from_inputs} else src + 2, dst + 2)
+               for e, src, dst in sorted(from_inputs + between_nodes)]
+      return run(group, 1, None, jnp.concatenate([s0[None], s1[None], zeros]))[2:]
+    # Reduction cell: the stride-2 edges read the cell inputs, the others the nodes.
+    nodes = jnp.zeros((self.steps, *jax.eval_shape(lambda v: v[:, ::2, ::2], s1).shape),
+                      s1.dtype)
+    nodes = run(from_inputs, 2, jnp.stack([s0, s1]), nodes)
+    return run(between_nodes, 1, None, nodes) if between_nodes else nodes
 
 
 class ArchParams(nn.Module):
