@@ -85,7 +85,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxcompress.ops import conv3d, native_conv, native_conv3d, onednn_conv, xla_cpu
+from jaxcompress.ops import conv3d, depthwise_conv, native_conv, native_conv3d, onednn_conv, xla_cpu
 from jaxcompress.ops import padding as padding_lib
 
 _IMPLS = ("auto", "lax", "matmul")
@@ -703,6 +703,17 @@ def _onednn_applies(lhs: jax.Array, rhs: jax.Array, strides: Sequence[int],
           and onednn_conv.available())
 
 
+def _native_depthwise_applies(lhs: jax.Array, rhs: jax.Array, pet: Any) -> bool:
+  """Whether a depthwise convolution runs on `depthwise_conv` (its native kernels): float32
+  without a different accumulation type, one device (the FFI call has no SPMD partitioning
+  rule), and the kernels' `available()`."""
+  if lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32:
+    return False
+  if not (pet is None or pet == jnp.dtype(jnp.float32)):
+    return False
+  return jax.device_count() == 1 and depthwise_conv.available()
+
+
 def _native_dw_applies(lhs: jax.Array, rhs: jax.Array, pet: Any, video: bool = False) -> bool:
   """Whether a CPU convolution's weight gradient runs on `native_conv.conv_weight_grad` (2-D)
   or, for video convolutions, `native_conv3d.video_weight_grad`.
@@ -816,6 +827,9 @@ def _cpu_conv(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, ...],
   if depthwise:
     c = lhs.shape[-1]
     multiplier = rhs.shape[-1] // c
+    if (multiplier == 1 and lhs.ndim == 4 and impl == "auto"
+        and _native_depthwise_applies(lhs, rhs, pet)):
+      return depthwise_conv.depthwise_conv(lhs, rhs, strides, pads, rhs_dil)
     if c > _DENSE_DEPTHWISE_MAX_CHANNELS:
       # Output channel o reads input channel o // multiplier (lax's grouping).
       x = jnp.repeat(lhs, multiplier, axis=-1) if multiplier > 1 else lhs
