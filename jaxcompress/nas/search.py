@@ -159,9 +159,14 @@ def edge_groups(steps: int) -> tuple[list[tuple[int, int, int]], list[tuple[int,
   return from_inputs, between_nodes
 
 
+def _vmapped_init(edge: SearchEdge) -> Callable[[jax.Array, jax.Array], Any]:
+  """`edge.init` (every op run once, unweighted) over a stack of keys and inputs."""
+  return jax.vmap(lambda key, x: edge.init(key, x, None, None, None, False))
+
+
 @functools.lru_cache(maxsize=None)
 def _edge_init(edge: SearchEdge) -> Callable[[jax.Array, jax.Array], Any]:
-  """`edge.init(key, x)` (every op run once, unweighted) compiled once per edge definition."""
+  """`edge.init` of one edge compiled once per edge definition (for eager initialisation)."""
   return one_shot.jit_once(lambda key, x: edge.init(key, x, None, None, None, False))
 
 
@@ -226,26 +231,36 @@ class SearchCell(nn.Module):
   def _init_edges(self, s0, s1) -> jax.Array:
     """Draws every edge's variables and returns zero node states of the right shape.
 
-    Each edge of the loop form is initialised by one compiled program per edge shape
-    (`_edge_init`), from the cell's key folded with the edge index and a 1-image crop of its
-    input (parameter shapes depend on channels only): a supernet's initialisation compiles a few
-    small programs instead of one per (edge, op). The draws differ from the unrolled form's
-    (which draws each edge along its module path); both are the same distributions.
+    The edges of each loop are initialised together, by `edge.init` vectorised over their keys
+    (the cell's key folded with each edge index) and a 1-image crop of their inputs (parameter
+    shapes depend on channels only): the initialisation program holds one edge per loop, like
+    the step, instead of every (edge, op). Run eagerly, each edge runs one compiled program per
+    edge definition (`_edge_init`). The draws differ from the unrolled form's, which draws
+    each edge along its module path; both are the same distributions.
     """
     stride = 2 if self.reduction else 1
     size = min(s1.shape[1], 4)
     key = self.make_rng("params")
+    traced = isinstance(key, jax.core.Tracer)
     from_inputs, between_nodes = edge_groups(self.steps)
     inputs = (s0[:1, :size, :size], s1[:1, :size, :size])
     node_crop = jnp.zeros_like(inputs[1][:, ::stride, ::stride])
     for group, edge_stride in ((from_inputs, stride), (between_nodes, 1)):
+      if not group:
+        continue
+      edges = [e for e, _, _ in group]
+      keys = jax.vmap(lambda e: jax.random.fold_in(key, e))(jnp.asarray(edges, jnp.uint32))
+      crops = jnp.stack([inputs[src] if group is from_inputs else node_crop
+                         for _, src, _ in group])
       edge = self._edge(edge_stride, parent=None)
-      # Traced (a jitted init): inline; run eagerly: one compiled program per edge definition.
-      init = (_edge_init(edge) if not isinstance(key, jax.core.Tracer)
-              else lambda k, v, edge=edge: edge.init(k, v, None, None, None, False))
-      for e, src, _ in group:
-        x = inputs[src] if group is from_inputs else node_crop
-        for col, tree in init(jax.random.fold_in(key, e), x).items():
+      if traced:  # one vectorised edge initialisation in the program
+        stacked = _vmapped_init(edge)(keys, crops)
+        per_edge = [jax.tree.map(lambda v, k=k: lax.index_in_dim(v, k, keepdims=False), stacked)
+                    for k in range(len(edges))]
+      else:  # eagerly: one compiled single-edge program per edge definition, run per edge
+        per_edge = [_edge_init(edge)(keys[k], crops[k]) for k in range(len(edges))]
+      for e, variables in zip(edges, per_edge):
+        for col, tree in variables.items():
           self.put_variable(col, f"edge_{e}", tree)
     node_shape = jax.eval_shape(lambda v: v[:, ::stride, ::stride], s1).shape
     return jnp.zeros((self.steps, *node_shape), s1.dtype)

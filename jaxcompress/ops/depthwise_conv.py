@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.extend.core import Primitive
-from jax.interpreters import mlir
+from jax.interpreters import ad, batching, mlir
 
 from jaxcompress.ops import native_build
 
@@ -76,6 +76,13 @@ def _primitive(name: str, target: str, abstract: Callable[..., Any],
 
   mlir.register_lowering(prim, lowering, platform="cpu")
   mlir.register_lowering(prim, mlir.lower_fun(reference, multiple_results=False))
+  # Both are bilinear in their operands: derivatives and batching through lax's formulation
+  # (higher-order derivatives, e.g. DARTS's second-order step, and `jax.vmap` keep working).
+  ad.primitive_jvps[prim] = lambda primals, tangents, **params: jax.jvp(
+      functools.partial(reference, **params), primals,
+      tuple(ad.instantiate_zeros(t) for t in tangents))
+  batching.primitive_batchers[prim] = lambda args, dims, **params: (
+      jax.vmap(functools.partial(reference, **params), in_axes=dims)(*args), 0)
   return prim
 
 
