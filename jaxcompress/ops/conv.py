@@ -593,14 +593,14 @@ def _canonical_dx_applies(kshape: Sequence[int], strides: Sequence[int],
 _fast_conv.defvjp(_fast_conv_fwd, _fast_conv_bwd)
 
 
-# Depthwise convolutions with at most this many input channels run as dense convolutions with a
-# block-diagonal kernel (one XLA convolution and its two gradients to compile); the others as
-# tap sums (3 x taps slices per convolution, faster to run). The block-diagonal form paid off
-# while every supernet edge was unrolled into the step (fewer instructions to compile); since
-# the search network runs its edges as loops (`nas.search.SearchCell`) the tap sums are used
-# everywhere: they run the PC-DARTS cell's 4-channel ops about 1.4x faster (BENCHMARKS.md).
+# Where the native depthwise kernels (`depthwise_conv`) do not apply (several devices, other
+# dtypes, no compiler), depthwise convolutions with at most this many input channels run as dense
+# convolutions with a block-diagonal kernel, wider ones as tap sums. Measured on the PC-DARTS
+# digits search step (2-channel partial-channel ops, 3x3 and 5x5, dilated): compile + first
+# step / step time were 48 s / 133 ms with XLA's grouped convolution, 81 s / 59 ms with tap sums
+# (3 x taps slices per convolution to compile) and 51 s / 64 ms with the block-diagonal kernel.
 # Override with JAXCOMPRESS_DENSE_DEPTHWISE_MAX_CHANNELS.
-_DENSE_DEPTHWISE_MAX_CHANNELS = int(os.environ.get("JAXCOMPRESS_DENSE_DEPTHWISE_MAX_CHANNELS", 0))
+_DENSE_DEPTHWISE_MAX_CHANNELS = int(os.environ.get("JAXCOMPRESS_DENSE_DEPTHWISE_MAX_CHANNELS", 16))
 
 
 def _depthwise_taps(x: jax.Array, w: jax.Array, strides: tuple[int, ...],

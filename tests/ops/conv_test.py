@@ -362,8 +362,8 @@ class ConvGeneralDilatedTest(parameterized.TestCase):
 
   @parameterized.named_parameters(*[(c[0], c) for c in CASES if c[0].startswith("depthwise")])
   def test_depthwise_tap_sums_match_lax(self, case):
-    # Depthwise convolutions wider than _DENSE_DEPTHWISE_MAX_CHANNELS (0 by default: all of
-    # them) run as tap sums.
+    # Depthwise convolutions wider than _DENSE_DEPTHWISE_MAX_CHANNELS run as tap sums; force
+    # that path on the small cases (which otherwise take the block-diagonal dense kernel).
     with mock.patch.object(conv_ops, "_DENSE_DEPTHWISE_MAX_CHANNELS", 0):
       self._check("auto", jnp.float32, 2e-5, case)
       with jax.enable_x64(True):
@@ -371,7 +371,7 @@ class ConvGeneralDilatedTest(parameterized.TestCase):
 
   @parameterized.named_parameters(*[(c[0], c) for c in CASES if c[0].startswith("depthwise")])
   def test_depthwise_block_diagonal_matches_lax(self, case):
-    # The opt-in dense form of narrow depthwise convolutions (a block-diagonal kernel).
+    # The dense form of narrow depthwise convolutions (a block-diagonal kernel), forced.
     with mock.patch.object(conv_ops, "_DENSE_DEPTHWISE_MAX_CHANNELS", 1 << 20):
       self._check("auto", jnp.float32, 2e-5, case)
       with jax.enable_x64(True):
