@@ -18,8 +18,12 @@ Workloads:
   * resnet20: the float ResNet-20 CIFAR classification step (configs/baseline/cifar10_resnet20.py's
     model and optimizer), batch 128.
 
+With `--torch`, the official PC-DARTS code's first search iteration (its PyTorch transcription,
+`benchmarks/pc_darts_torch.py`, in a fresh process) is printed beside the PC-DARTS row.
+
 Usage:
   python benchmarks/startup.py [--workloads pc_darts,pams,resnet20] [--steady 3] [--pause 10]
+      [--torch]
 """
 from __future__ import annotations
 
@@ -136,6 +140,8 @@ def main() -> None:
   parser.add_argument("--steady", type=int, default=3, help="steady steps timed after the first")
   parser.add_argument("--pause", type=float, default=10.0,
                       help="seconds of pause before the after-pause step (0: skip)")
+  parser.add_argument("--torch", action="store_true",
+                      help="also time the official PC-DARTS code's first iteration (PyTorch)")
   parser.add_argument("--child", default="", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
@@ -164,6 +170,13 @@ def main() -> None:
           f"{m['first_step'] - m['init']:9.1f} {first[name]:11.1f} "
           f"{m['steady']:12.3f} {m['faults']:12.0f} {m.get('after_pause', float('nan')):11.2f}",
           flush=True)
+  if "pc_darts" in first and args.torch:
+    # The official code's first search iteration (import, build, first arch + weight step) in
+    # a fresh process: its PyTorch transcription in benchmarks/pc_darts_torch.py.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import pc_darts_torch  # pylint: disable=g-import-not-at-top
+    print(f"pc_darts official PyTorch code, first iteration: "
+          f"{pc_darts_torch.first_iteration_seconds(64):.1f} s", flush=True)
   if "pc_darts" in first:
     print(f"first_step_seconds {first['pc_darts']:.1f}")
 
