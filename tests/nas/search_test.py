@@ -233,11 +233,29 @@ def _max_diff(a, b):
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-@pytest.mark.parametrize("kw", [
-    {},
-    pytest.param({"edge_norm": False, "partial_channels": 1, "skip_dead": True, "steps": 3,
-                  "multiplier": 3}, marks=pytest.mark.slow),  # compiles the unrolled gradient
-])
+def test_edge_loops_equal_the_unrolled_cell_forward():
+  """Loop form vs unrolled form, forward only: logits, batch statistics, masks."""
+  net = tiny()
+  unrolled = net.clone(scan_edges=False)
+  x = jax.random.normal(jax.random.key(1), (4, 8, 8, 1))
+  variables = net.init(jax.random.key(0), x, train=False)
+  params = dict(variables["params"])
+  params[search.ARCH] = jax.tree.map(
+      lambda a: jax.random.normal(jax.random.key(2), a.shape), params[search.ARCH])
+  variables = {**variables, "params": params}
+  alive = np.ones((2, search.num_edges(net.steps), len(OPS4)), bool)
+  alive[:, :, 1] = False
+
+  def forward(model):
+    return jax.jit(lambda v: (model.apply(v, x, train=True, mutable=["batch_stats"]),
+                              model.apply(v, x, alive=alive)))(variables)
+
+  assert _max_diff(forward(net), forward(unrolled)) < 1e-5
+
+
+@pytest.mark.slow  # compiles the unrolled gradient of two supernets
+@pytest.mark.parametrize("kw", [{}, {"edge_norm": False, "partial_channels": 1, "skip_dead": True,
+                                     "steps": 3, "multiplier": 3}])
 def test_edge_loops_equal_the_unrolled_cell(kw):
   """The loop form (default) and the unrolled form share parameters and agree on logits, batch
   statistics, gradients, alive masks and sampled paths, for both reduction and normal cells."""
