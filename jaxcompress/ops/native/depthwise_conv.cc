@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstring>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "parallel_ranges.h"
@@ -131,15 +132,19 @@ int64_t Parts(ffi::ThreadPool& pool, int64_t rows) {
   return std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), rows / kMinRows));
 }
 
-ffi::Error CheckGeom(const char* name, ffi::Span<const int64_t> id, ffi::Span<const int64_t> od,
-                     int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pl) {
-  if (id.size() != 4 || od.size() != 4)
-    return ffi::Error::InvalidArgument(std::string(name) + ": rank-4 NHWC operands expected");
-  if (id[0] != od[0] || id[3] != od[3])
-    return ffi::Error::InvalidArgument(std::string(name) + ": batch or channel counts differ");
+// Validates the operands of either handler and fills `g` (`other` is the output or cotangent,
+// `kernel` the kernel or its gradient).
+ffi::Error MakeGeom(const char* name, ffi::Span<const int64_t> id, ffi::Span<const int64_t> od,
+                    ffi::Span<const int64_t> wd, int64_t sh, int64_t sw, int64_t dh, int64_t dw,
+                    int64_t pt, int64_t pl, Geom* g) {
+  const std::string prefix(name);
+  if (id.size() != 4 || od.size() != 4 || wd.size() != 3)
+    return ffi::Error::InvalidArgument(prefix + ": NHWC operands and a [KH, KW, C] kernel expected");
+  if (id[0] != od[0] || id[3] != od[3] || wd[2] != id[3])
+    return ffi::Error::InvalidArgument(prefix + ": batch or channel counts differ");
   if (sh < 1 || sw < 1 || dh < 1 || dw < 1 || pt < 0 || pl < 0)
-    return ffi::Error::InvalidArgument(std::string(name) +
-                                       ": strides/dilations >= 1, pads >= 0 expected");
+    return ffi::Error::InvalidArgument(prefix + ": strides/dilations >= 1, pads >= 0 expected");
+  *g = Geom{id[0], id[1], id[2], id[3], od[1], od[2], wd[0], wd[1], sh, sw, dh, dw, pt, pl};
   return ffi::Error::Success();
 }
 
@@ -147,16 +152,10 @@ ffi::Error DepthwiseConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in,
                              ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> out,
                              int64_t stride_h, int64_t stride_w, int64_t dilation_h,
                              int64_t dilation_w, int64_t pad_top, int64_t pad_left) {
-  auto id = in.dimensions();
-  auto wd = w.dimensions();
-  auto od = out->dimensions();
-  ffi::Error err = CheckGeom("depthwise_conv", id, od, stride_h, stride_w, dilation_h,
-                             dilation_w, pad_top, pad_left);
+  Geom g;
+  ffi::Error err = MakeGeom("depthwise_conv", in.dimensions(), out->dimensions(), w.dimensions(),
+                            stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left, &g);
   if (err.failure()) return err;
-  if (wd.size() != 3 || wd[2] != id[3])
-    return ffi::Error::InvalidArgument("depthwise_conv: kernel [KH, KW, C] expected");
-  Geom g{id[0], id[1], id[2], id[3], od[1], od[2], wd[0], wd[1],
-         stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left};
   const int64_t rows = g.n * g.ho;
   if (rows == 0 || g.c == 0) return ffi::Error::Success();
   std::vector<float> tiled;
@@ -174,16 +173,11 @@ ffi::Error DepthwiseWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> i
                                    ffi::Buffer<ffi::F32> gy, ffi::ResultBuffer<ffi::F32> dw,
                                    int64_t stride_h, int64_t stride_w, int64_t dilation_h,
                                    int64_t dilation_w, int64_t pad_top, int64_t pad_left) {
-  auto id = in.dimensions();
-  auto gd = gy.dimensions();
-  auto wd = dw->dimensions();
-  ffi::Error err = CheckGeom("depthwise_weight_grad", id, gd, stride_h, stride_w, dilation_h,
-                             dilation_w, pad_top, pad_left);
+  Geom g;
+  ffi::Error err = MakeGeom("depthwise_weight_grad", in.dimensions(), gy.dimensions(),
+                            dw->dimensions(), stride_h, stride_w, dilation_h, dilation_w,
+                            pad_top, pad_left, &g);
   if (err.failure()) return err;
-  if (wd.size() != 3 || wd[2] != id[3])
-    return ffi::Error::InvalidArgument("depthwise_weight_grad: kernel [KH, KW, C] expected");
-  Geom g{id[0], id[1], id[2], id[3], gd[1], gd[2], wd[0], wd[1],
-         stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left};
   const int64_t taps = g.kh * g.kw, run = g.sw == 1 ? g.wo * g.c : g.c;
   float* result = dw->typed_data();
   std::memset(result, 0, taps * g.c * sizeof(float));
