@@ -180,7 +180,7 @@ class SearchCell(nn.Module):
   the time. Every edge keeps its own
   parameters under `edge_<e>` (stacked for the loop as it is entered, so checkpoints and the
   unrolled form share one layout), and each node sums its edges in the same order as the
-  unrolled form (`scan_edges=False`, also the form used to create the parameters).
+  unrolled form (`scan_edges=False`). Parameters are drawn per edge by `_init_edges`.
   """
   features: int
   reduction: bool = False
