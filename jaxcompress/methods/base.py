@@ -107,6 +107,19 @@ class Method(abc.ABC):
     """
     return state
 
+  def legacy_layout(self, state: TrainState) -> tuple[Any, Callable[[Any], Any]] | None:
+    """An older layout of this method's state that its checkpoints may hold, or None.
+
+    Args:
+      state: the state in the current layout (arrays or shapes).
+
+    Returns:
+      (`state` in the older layout, the function mapping a state in that layout to the
+      current one), or None (default) when there is no older layout.
+    """
+    del state
+    return None
+
   def on_epoch_start(self, state: TrainState, epoch: int) -> TrainState:
     """Work outside the gradient step before the epoch's first batch (default: none)."""
     del epoch

@@ -49,8 +49,8 @@ import optax
 from jaxcompress.errors import ConfigError
 from jaxcompress.methods.base import Batch, Method, Metrics
 from jaxcompress.methods.classification import cross_entropy
+from jaxcompress.nas import edge_layout, search
 from jaxcompress.nas import genotype as genotype_lib
-from jaxcompress.nas import search
 from jaxcompress.optim import builder
 from jaxcompress.train import one_shot
 from jaxcompress.train.state import TrainState
@@ -100,6 +100,15 @@ class PCDarts(Method):
       raise ConfigError("PC-DARTS needs config.data.search_split (0.5: weights on the first half "
                        "of the train split, architecture on the second).")
 
+  def legacy_layout(self, state: TrainState) -> tuple[Any, Any] | None:
+    """Checkpoints of supernets whose edge loops kept one entry per edge load and convert
+    (`nas.edge_layout`: the loops' variables are now stacked)."""
+    if not self.model.scan_edges:
+      return None
+    layout = (self.model.steps, self.model.reduction_layers())
+    return (edge_layout.unstack(state, *layout),
+            lambda old: edge_layout.stack(old, *layout))
+
   # ---------------------------------------------------------------- model
   def alive(self, state: TrainState) -> jax.Array | None:
     """Alive-op masks (2, num_edges, num_ops) or None (all alive); BNAS overrides."""
@@ -126,9 +135,11 @@ class PCDarts(Method):
   def init(self, rng: jax.Array, example_batch: Batch) -> TrainState:
     x = example_batch["image"][:1]
     num_ops = self.nas.layers * search.num_edges(self.nas.steps) * len(self.primitives)
-    if num_ops <= one_shot.JIT_INIT_MAX_OPS:
+    # With edge loops the init program holds one edge per loop (`SearchCell._init_edges`), so
+    # it stays small whatever the supernet's size; unrolled, every (cell, edge, op) is in it.
+    if self.model.scan_edges or num_ops <= one_shot.JIT_INIT_MAX_OPS:
       variables = self.model.init(rng, x, train=False)
-    else:  # a supernet: drawn op by op, not as one huge init program (`one_shot.eager_init`)
+    else:  # an unrolled supernet: drawn op by op, not as one huge program (`one_shot.eager_init`)
       variables = one_shot.eager_init(self.model.init, rng, x, seed=int(self.config.seed),
                                       train=False)
     variables = dict(variables)

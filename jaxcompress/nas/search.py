@@ -46,9 +46,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from jaxcompress.nas import binary_ops, space
+from jaxcompress.nas import binary_ops, edge_layout, space
 from jaxcompress.nas import genotype as genotype_lib
 from jaxcompress.nas.supernet import channel_shuffle, edge_normalization
 from jaxcompress.ops import conv as conv_ops
@@ -138,36 +137,17 @@ class SearchEdge(nn.Module):
     return channel_shuffle(jnp.concatenate([y, x_bypass], axis=-1), k)
 
 
-def edge_groups(steps: int) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
-  """The cell's edges as (edge, source, node) in two groups of identical edges.
-
-  Edge `offset_i + j` feeds node i from state j (0, 1: the cell inputs; 2 + m: node m).
-
-  Args:
-    steps: intermediate nodes.
-
-  Returns:
-    (edges from the two cell inputs, source 0 or 1; edges between nodes, source the node index),
-    each in edge order, so every node is complete before an edge reads it.
-  """
-  from_inputs, between_nodes, offset = [], [], 0
-  for i in range(steps):
-    for j in range(2 + i):
-      (from_inputs if j < 2 else between_nodes).append(
-          (offset + j, j if j < 2 else j - 2, i))
-    offset += 2 + i
-  return from_inputs, between_nodes
-
-
 def _vmapped_init(edge: SearchEdge) -> Callable[[jax.Array, jax.Array], Any]:
   """`edge.init` (every op run once, unweighted) over a stack of keys and inputs."""
   return jax.vmap(lambda key, x: edge.init(key, x, None, None, None, False))
 
 
 @functools.lru_cache(maxsize=None)
-def _edge_init(edge: SearchEdge) -> Callable[[jax.Array, jax.Array], Any]:
-  """`edge.init` of one edge compiled once per edge definition (for eager initialisation)."""
-  return one_shot.jit_once(lambda key, x: edge.init(key, x, None, None, None, False))
+def _loop_init(edge: SearchEdge, length: int) -> Callable[[jax.Array, jax.Array], Any]:
+  """`_vmapped_init` of `length` edges compiled once per edge definition and length (for eager
+  initialisation)."""
+  del length  # part of the cache key only: one compiled program per loop length
+  return one_shot.jit_once(_vmapped_init(edge))
 
 
 class SearchCell(nn.Module):
@@ -177,10 +157,12 @@ class SearchCell(nn.Module):
   loop over all edges of a normal cell; in a reduction cell one over the stride-2 edges that
   read the cell inputs and one over those between nodes. The compiled program holds one or two
   edges per cell instead of all 14, so a supernet's training step compiles in a fraction of
-  the time. Every edge keeps its own
-  parameters under `edge_<e>` (stacked for the loop as it is entered, so checkpoints and the
-  unrolled form share one layout), and each node sums its edges in the same order as the
-  unrolled form (`scan_edges=False`). Parameters are drawn per edge by `_init_edges`.
+  the time. Each loop's variables are stacked along a leading edge axis (`edge_layout`:
+  `edges`, or `edges_from_inputs` and `edges_between_nodes`), one array per variable and loop;
+  the unrolled form (`scan_edges=False`) keeps one entry `edge_<e>` per edge, and
+  `edge_layout.stack` / `unstack` convert between the two. Each node sums its edges in the
+  unrolled form's order, so both give the same values from the same (converted) variables.
+  Parameters are drawn per edge by `_init_edges`.
   """
   features: int
   reduction: bool = False
@@ -229,39 +211,30 @@ class SearchCell(nn.Module):
     return jnp.concatenate(states[-self.multiplier:], axis=-1)
 
   def _init_edges(self, s0, s1) -> jax.Array:
-    """Draws every edge's variables and returns zero node states of the right shape.
+    """Draws every edge's variables, stacked per loop, and returns zero node states.
 
-    The edges of each loop are initialised together, by `edge.init` vectorised over their keys
-    (the cell's key folded with each edge index) and a 1-image crop of their inputs (parameter
-    shapes depend on channels only): the initialisation program holds one edge per loop, like
-    the step, instead of every (edge, op). Run eagerly, each edge runs one compiled program per
-    edge definition (`_edge_init`). The draws differ from the unrolled form's, which draws
-    each edge along its module path; both are the same distributions.
+    Edge e's variables are drawn by `edge.init` from the cell's key folded with e, on a 1-image
+    crop of its input (parameter shapes depend on channels only), vectorised over the loop's
+    edges: the initialisation program holds one edge per loop, like the step, instead of every
+    (edge, op). Run eagerly, a loop draws with one compiled program per edge definition and
+    loop length (`_loop_init`). The draws differ from the unrolled form's, which draws each
+    edge along its module path; both are the same distributions.
     """
     stride = 2 if self.reduction else 1
     size = min(s1.shape[1], 4)
     key = self.make_rng("params")
     traced = isinstance(key, jax.core.Tracer)
-    from_inputs, between_nodes = edge_groups(self.steps)
+    from_inputs, _ = edge_layout.edge_groups(self.steps)
+    source = {e: src for e, src, _ in from_inputs}
     inputs = (s0[:1, :size, :size], s1[:1, :size, :size])
     node_crop = jnp.zeros_like(inputs[1][:, ::stride, ::stride])
-    for group, edge_stride in ((from_inputs, stride), (between_nodes, 1)):
-      if not group:
-        continue
-      edges = [e for e, _, _ in group]
+    for name, edges in edge_layout.loops(self.steps, self.reduction):
       keys = jax.vmap(lambda e: jax.random.fold_in(key, e))(jnp.asarray(edges, jnp.uint32))
-      crops = jnp.stack([inputs[src] if group is from_inputs else node_crop
-                         for _, src, _ in group])
-      edge = self._edge(edge_stride, parent=None)
-      if traced:  # one vectorised edge initialisation in the program
-        stacked = _vmapped_init(edge)(keys, crops)
-        per_edge = [jax.tree.map(lambda v, k=k: lax.index_in_dim(v, k, keepdims=False), stacked)
-                    for k in range(len(edges))]
-      else:  # eagerly: one compiled single-edge program per edge definition, run per edge
-        per_edge = [_edge_init(edge)(keys[k], crops[k]) for k in range(len(edges))]
-      for e, variables in zip(edges, per_edge):
-        for col, tree in variables.items():
-          self.put_variable(col, f"edge_{e}", tree)
+      crops = jnp.stack([inputs[source[e]] if e in source else node_crop for e in edges])
+      edge = self._edge(stride if name != edge_layout.REDUCTION_LOOPS[1] else 1, parent=None)
+      init = _vmapped_init(edge) if traced else _loop_init(edge, len(edges))
+      for col, tree in init(keys, crops).items():
+        self.put_variable(col, name, tree)
     node_shape = jax.eval_shape(lambda v: v[:, ::stride, ::stride], s1).shape
     return jnp.zeros((self.steps, *node_shape), s1.dtype)
 
@@ -273,17 +246,14 @@ class SearchCell(nn.Module):
     collections = [col for col in ("params", "batch_stats") if col in variables]
     update_stats = train and self.is_mutable_collection("batch_stats") and (
         "batch_stats" in collections)
-    from_inputs, between_nodes = edge_groups(self.steps)
+    from_inputs, between_nodes = edge_layout.edge_groups(self.steps)
 
-    def run(group, stride, sources, buffer):
-      """Adds each edge of `group` (e, src, dst) into buffer[dst]; reads sources[src], or
-      buffer[src] when `sources` is None."""
+    def run(name, group, stride, sources, buffer):
+      """Adds each edge of loop `name`, `group` (e, src, dst), into buffer[dst]; reads
+      sources[src], or buffer[src] when `sources` is None."""
       edges = [e for e, _, _ in group]
-      stacked = {col: jax.tree.map(lambda *xs: jnp.stack(xs),
-                                   *[variables[col][f"edge_{e}"] for e in edges])
-                 for col in collections if all(f"edge_{e}" in variables[col] for e in edges)}
       per_edge = {
-          "vars": stacked,
+          "vars": {col: variables[col][name] for col in collections if name in variables[col]},
           "src": jnp.asarray([src for _, src, _ in group], jnp.int32),
           "dst": jnp.asarray([dst for _, _, dst in group], jnp.int32),
           "w": weights[jnp.asarray(edges)],
@@ -307,10 +277,7 @@ class SearchCell(nn.Module):
 
       buffer, stats = jax.lax.scan(body, buffer, per_edge)
       if update_stats:
-        for k, e in enumerate(edges):
-          self.put_variable("batch_stats", f"edge_{e}",
-                            jax.tree.map(lambda v, k=k: lax.index_in_dim(v, k, keepdims=False),
-                                         stats))
+        self.put_variable("batch_stats", name, stats)
       return buffer
 
     zeros = jnp.zeros((self.steps, *s1.shape), s1.dtype)
@@ -319,12 +286,15 @@ class SearchCell(nn.Module):
       # buffer of [s0, s1, node_0, ...] (node m at 2 + m).
       group = [(e, src if e in {f for f, _, _ in from_inputs} else src + 2, dst + 2)
                for e, src, dst in sorted(from_inputs + between_nodes)]
-      return run(group, 1, None, jnp.concatenate([s0[None], s1[None], zeros]))[2:]
+      return run(edge_layout.NORMAL_LOOP, group, 1, None,
+                 jnp.concatenate([s0[None], s1[None], zeros]))[2:]
     # Reduction cell: the stride-2 edges read the cell inputs, the others the nodes.
     nodes = jnp.zeros((self.steps, *jax.eval_shape(lambda v: v[:, ::2, ::2], s1).shape),
                       s1.dtype)
-    nodes = run(from_inputs, 2, jnp.stack([s0, s1]), nodes)
-    return run(between_nodes, 1, None, nodes) if between_nodes else nodes
+    nodes = run(edge_layout.REDUCTION_LOOPS[0], from_inputs, 2, jnp.stack([s0, s1]), nodes)
+    if not between_nodes:
+      return nodes
+    return run(edge_layout.REDUCTION_LOOPS[1], between_nodes, 1, None, nodes)
 
 
 class ArchParams(nn.Module):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -155,6 +155,8 @@ class Checkpointer:
     # the item (orbax otherwise warns that it cannot restore "default").
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_handlers=ocp.StandardCheckpointHandler())
+    # (abstract state in the method's older layout, conversion), set by `restore`.
+    self._legacy: tuple[Any, Callable[[Any], Any]] | None = None
 
   def latest_step(self) -> int | None:
     """The newest complete checkpoint's step, or None."""
@@ -179,7 +181,8 @@ class Checkpointer:
     self._manager.save(step, args=ocp.args.StandardSave(state), force=force,
                        custom_metadata=metadata)
 
-  def restore(self, like: TrainState, step: int | None = None) -> TrainState:
+  def restore(self, like: TrainState, step: int | None = None, *,
+              legacy: tuple[Any, Callable[[Any], Any]] | None = None) -> TrainState:
     """Restores a checkpoint with `like`'s structure and shardings, verifying its checksums.
 
     With `step=None` the newest step is tried first; a step that cannot be read or whose
@@ -190,6 +193,9 @@ class Checkpointer:
     Args:
       like: a state with the structure, dtypes and shardings to restore into.
       step: the step to restore; an explicit step is never replaced by another one.
+      legacy: (`like` in an older layout, its conversion to `like`'s layout)
+        (`Method.legacy_layout`): a step that does not restore as `like` is read in that
+        layout, checked against its fingerprints and converted.
 
     Returns:
       The restored state.
@@ -199,6 +205,13 @@ class Checkpointer:
         by a different config/model).
     """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    if legacy is not None:
+      legacy_like, convert = legacy
+      shardings = jax.tree.map(lambda x: x.sharding, abstract)
+      self._legacy = (jax.tree.map(ocp.utils.to_shape_dtype_struct, legacy_like),
+                      lambda old: jax.device_put(convert(old), shardings))
+    else:
+      self._legacy = None
     if step is not None:
       if step not in self._manager.all_steps():
         self.close()
@@ -245,19 +258,31 @@ class Checkpointer:
   def _restore_checked(self, step: int, abstract: Any) -> tuple[Any, str | None]:
     """(state, None) when `step` restores and matches its fingerprints, else (None, problem)."""
     state, problem, recorded = None, None, None
+    convert = None
     try:
       custom = self._manager.metadata(step).custom_metadata or {}
       recorded = custom.get(METADATA_KEY)
-      state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      state = self._read(step, abstract)
     except Exception as e:  # pylint: disable=broad-except
       problem = _first_line(e)  # orbax raises many types for unreadable or mismatched files
+      if self._legacy is not None:
+        legacy_abstract, convert = self._legacy
+        try:  # written in the method's older layout?
+          state, problem = self._read(step, legacy_abstract), None
+        except Exception:  # pylint: disable=broad-except
+          convert = None  # report the problem of the current layout
     if problem is None and recorded is not None:
       problem = _compare(recorded, fingerprints(state))
+    if problem is None and convert is not None:
+      state = convert(state)
     # Read errors can differ between processes (each reads its own shards): agree, so all of
     # them restore the same step.
     if _any_process(problem is not None):
       return None, problem or "damaged on another process"
     return state, None
+
+  def _read(self, step: int, abstract: Any) -> Any:
+    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
   def reached_preemption(self, step: int) -> bool:
     """True when the cluster (or a SIGTERM on multi-host) asked the job to stop at `step`."""

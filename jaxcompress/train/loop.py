@@ -272,7 +272,7 @@ def initial_state(setup: Setup, checkpointer: checkpoint_lib.Checkpointer | None
   init_fn = one_shot.jit_once(setup.method.init, out_shardings=distributed.replicated(setup.mesh))
   state = init_fn(jax.random.key(setup.config.seed), setup.example_batch())
   if checkpointer is not None and checkpointer.latest_step() is not None:
-    return checkpointer.restore(state)
+    return checkpointer.restore(state, legacy=setup.method.legacy_layout(state))
   loaded = setup.method.load_initial(state)
   if loaded is not state:  # host arrays from files: placed as the jitted init placed its own
     loaded = jax.device_put(loaded, jax.tree.map(lambda x: x.sharding, state))

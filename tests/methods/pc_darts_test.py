@@ -16,8 +16,9 @@ from configs import common
 from jaxcompress import methods
 from jaxcompress.methods import pc_darts
 from jaxcompress.models import factory
+from jaxcompress.nas import edge_layout, search
 from jaxcompress.nas import genotype as genotype_lib
-from jaxcompress.nas import search
+from jaxcompress.train import checkpoint as checkpoint_lib
 from jaxcompress.train import loop, one_shot
 
 OPS4 = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
@@ -83,14 +84,23 @@ def _same(a, b):
   return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-def test_supernet_init_is_drawn_eagerly_as_constants():
-  # 3 cells x 5 edges x 8 ops > one_shot.JIT_INIT_MAX_OPS: the engine's jitted init holds the
-  # drawn variables as constants (no random-bit generation, no forward pass): the supernet's
-  # init from the run's seed (equal to its jitted init to rounding: tests/train/one_shot_test.py).
+def test_supernet_init_jitted_with_edge_loops_eager_unrolled():
+  # 3 cells x 5 edges x 8 ops > one_shot.JIT_INIT_MAX_OPS. With edge loops (the default) the
+  # init program draws each loop's edges with one vectorised edge init, so it is jitted as is.
   config = tiny_config(primitives=tuple(search.space.PRIMITIVES))
   config.seed = 3
   method = pc_darts.PCDarts(config, steps_per_epoch=2, total_steps=4)
   assert 3 * search.num_edges(2) * len(search.space.PRIMITIVES) > one_shot.JIT_INIT_MAX_OPS
+  assert "threefry" in jax.jit(method.init).lower(jax.random.key(3), batch(0)).as_text()
+  state = jax.jit(method.init)(jax.random.key(3), batch(0))
+  want = method.model.init(jax.random.key(3), batch(0)["image"][:1], train=False)["params"]
+  assert jax.tree.structure(state.params) == jax.tree.structure(dict(want))
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(dict(want))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-9)
+  # Unrolled, the engine's jitted init holds the variables drawn op by op as constants (no
+  # random-bit generation, no forward pass): the supernet's init from the run's seed (equal to
+  # its jitted init to rounding: tests/train/one_shot_test.py).
+  method.model = method.model.clone(scan_edges=False)
   lowered = jax.jit(method.init).lower(jax.random.key(3), batch(0))
   text = lowered.as_text()
   assert "threefry" not in text and "convolution" not in text
@@ -100,6 +110,30 @@ def test_supernet_init_is_drawn_eagerly_as_constants():
   got = state.params
   assert jax.tree.structure(got) == jax.tree.structure(dict(want))
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(dict(want))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_checkpoint_with_one_entry_per_edge_restores(setup, tmp_path):
+  """A checkpoint written when the edge loops kept one entry per edge (parameters, batch
+  statistics and momentum under `edge_<e>`) restores into the stacked layout."""
+  method, state, step = setup
+  state, _ = step(state, batch(1))  # non-zero momentum and moved statistics
+  layout = (method.model.steps, method.model.reduction_layers())
+  old = edge_layout.unstack(state, *layout)
+  assert "edge_0" in old.params["cell_0"] and "edge_0" in old.model_state["batch_stats"]["cell_0"]
+  assert "edge_0" in optax.tree_utils.tree_get(old.opt_state["model"], "trace")["cell_0"]
+  writer = checkpoint_lib.Checkpointer(str(tmp_path), async_save=False)
+  writer.save(old)
+  writer.close()
+  reader = checkpoint_lib.Checkpointer(str(tmp_path), async_save=False)
+  try:
+    with pytest.raises(checkpoint_lib.CheckpointError):
+      reader.restore(state)  # the current layout alone does not read it
+    restored = reader.restore(state, legacy=method.legacy_layout(state))
+  finally:
+    reader.close()
+  assert jax.tree.structure(restored) == jax.tree.structure(state)
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 

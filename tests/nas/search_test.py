@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxcompress.nas import edge_layout, search
 from jaxcompress.nas import genotype as genotype_lib
-from jaxcompress.nas import search
 
 OPS4 = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
 
@@ -52,9 +52,11 @@ def test_shapes_and_arch_subtree(net_and_vars):
   logits = net.apply(variables, x, train=False)
   assert logits.shape == (4, 10)
   # Partial channels: the ops see C / K channels (cell_0: 8 / 4 = 2 channels).
-  sep = params["cell_0"]["edge_0"]["ops_3"]
+  # Each loop's edges are stacked (cell_0 is a normal cell: one loop over its 5 edges).
+  sep = params["cell_0"][edge_layout.NORMAL_LOOP]["ops_3"]
   kernels = [v.shape for v in jax.tree.leaves(sep)]
-  assert (3, 3, 1, 2) in kernels
+  assert (5, 3, 3, 1, 2) in kernels
+  assert set(params["cell_1"]) >= set(edge_layout.REDUCTION_LOOPS)
 
 
 def test_alive_masks_and_sampled_path_agree(net_and_vars):
@@ -233,6 +235,30 @@ def _max_diff(a, b):
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+def unstack(net, tree):
+  return edge_layout.unstack(tree, net.steps, net.reduction_layers())
+
+
+def test_edge_layout_round_trip():
+  """stack(unstack(v)) == v, also on shapes; the unstacked tree is the unrolled form's."""
+  net = tiny()
+  x = jnp.zeros((2, 8, 8, 1))
+  shapes = jax.eval_shape(lambda k: net.init(k, x, train=False), jax.random.key(0))
+  per_edge = jax.eval_shape(lambda k: net.clone(scan_edges=False).init(k, x, train=False),
+                            jax.random.key(0))
+  assert jax.tree.map(lambda a: (a.shape, a.dtype), unstack(net, shapes)) == jax.tree.map(
+      lambda a: (a.shape, a.dtype), per_edge)
+  variables = net.init(jax.random.key(0), x, train=False)
+  again = edge_layout.stack(unstack(net, variables), net.steps, net.reduction_layers())
+  assert jax.tree.structure(again) == jax.tree.structure(variables)
+  assert _max_diff(again, variables) == 0.0
+  # Edge e of a reduction cell's second loop is the e-th edge between nodes.
+  _, between = edge_layout.edge_groups(net.steps)
+  stacked = variables["params"]["cell_1"][edge_layout.REDUCTION_LOOPS[1]]
+  first = unstack(net, variables)["params"]["cell_1"][f"edge_{between[0][0]}"]
+  assert _max_diff(jax.tree.map(lambda v: v[0], stacked), first) == 0.0
+
+
 def test_edge_loops_equal_the_unrolled_cell_forward():
   """Loop form vs unrolled form, forward only: logits, batch statistics, masks."""
   net = tiny()
@@ -246,11 +272,14 @@ def test_edge_loops_equal_the_unrolled_cell_forward():
   alive = np.ones((2, search.num_edges(net.steps), len(OPS4)), bool)
   alive[:, :, 1] = False
 
-  def forward(model):
+  def forward(model, v):
     return jax.jit(lambda v: (model.apply(v, x, train=True, mutable=["batch_stats"]),
-                              model.apply(v, x, alive=alive)))(variables)
+                              model.apply(v, x, alive=alive)))(v)
 
-  assert _max_diff(forward(net), forward(unrolled)) < 1e-5
+  (logits_a, stats_a), masked_a = forward(net, variables)
+  (logits_b, stats_b), masked_b = forward(unrolled, unstack(net, variables))
+  assert _max_diff((logits_a, unstack(net, stats_a), masked_a),
+                   (logits_b, stats_b, masked_b)) < 1e-5
 
 
 @pytest.mark.slow  # compiles the unrolled gradient of two supernets
@@ -263,33 +292,34 @@ def test_edge_loops_equal_the_unrolled_cell(kw):
   unrolled = net.clone(scan_edges=False)
   x = jax.random.normal(jax.random.key(1), (4, 8, 8, 1))
   variables = jax.jit(lambda k: net.init(k, x, train=False))(jax.random.key(0))
-  # Same tree (names, shapes) as the unrolled form creates.
-  assert jax.tree.structure(variables) == jax.tree.structure(
+  # Unstacked, the same tree (names, shapes) as the unrolled form creates.
+  assert jax.tree.structure(unstack(net, variables)) == jax.tree.structure(
       jax.eval_shape(lambda k: unrolled.init(k, x, train=False), jax.random.key(0)))
   # Non-trivial architecture weights, so that every edge contributes differently.
   params = dict(variables["params"])
   params[search.ARCH] = jax.tree.map(
       lambda a: jax.random.normal(jax.random.key(2), a.shape), params[search.ARCH])
   variables = {**variables, "params": params}
-  assert _max_diff(net.apply(variables, x), unrolled.apply(variables, x)) < 1e-5
+  per_edge = unstack(net, variables)
+  assert _max_diff(net.apply(variables, x), unrolled.apply(per_edge, x)) < 1e-5
 
-  def train_loss(model, p):
-    logits, upd = model.apply({**variables, "params": p}, x, train=True,
-                              mutable=["batch_stats"])
+  def train_loss(model, v, p):
+    logits, upd = model.apply({**v, "params": p}, x, train=True, mutable=["batch_stats"])
     return jnp.sum(jnp.sin(logits)), upd
 
   (loss_a, stats_a), grad_a = jax.jit(jax.value_and_grad(
-      lambda p: train_loss(net, p), has_aux=True))(params)
+      lambda p: train_loss(net, variables, p), has_aux=True))(params)
   (loss_b, stats_b), grad_b = jax.jit(jax.value_and_grad(
-      lambda p: train_loss(unrolled, p), has_aux=True))(params)
+      lambda p: train_loss(unrolled, per_edge, p), has_aux=True))(per_edge["params"])
   np.testing.assert_allclose(loss_a, loss_b, rtol=1e-4, atol=1e-6)
+  stats_a, grad_a = unstack(net, stats_a), unstack(net, grad_a)
   assert _max_diff(stats_a, stats_b) < 1e-5
   scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grad_b))
   assert _max_diff(grad_a, grad_b) < 1e-4 * scale
   # Every edge's statistics moved (each edge updated its own slot, not a neighbour's).
   for cell in ("cell_0", "cell_1"):
     for e in range(search.num_edges(net.steps)):
-      before = jax.tree.leaves(variables["batch_stats"][cell][f"edge_{e}"])
+      before = jax.tree.leaves(per_edge["batch_stats"][cell][f"edge_{e}"])
       after = jax.tree.leaves(stats_a["batch_stats"][cell][f"edge_{e}"])
       assert any(not np.array_equal(a, b) for a, b in zip(before, after)), (cell, e)
 
@@ -299,9 +329,9 @@ def test_edge_loops_equal_the_unrolled_cell(kw):
   alive[..., 2] = True
   index = rng.integers(0, len(OPS4), (2, ne)).astype(np.int32)
   assert _max_diff(net.apply(variables, x, alive=alive),
-                   unrolled.apply(variables, x, alive=alive)) < 1e-5
+                   unrolled.apply(per_edge, x, alive=alive)) < 1e-5
   assert _max_diff(net.apply(variables, x, op_index=index),
-                   unrolled.apply(variables, x, op_index=index)) < 1e-5
+                   unrolled.apply(per_edge, x, op_index=index)) < 1e-5
 
 
 def test_edge_loops_compile_one_edge_per_loop():
@@ -311,12 +341,13 @@ def test_edge_loops_compile_one_edge_per_loop():
   x = jnp.zeros((2, 8, 8, 1))
   variables = jax.eval_shape(lambda k: net.init(k, x, train=False), jax.random.key(0))
 
-  def count_max_pools(model):
-    text = jax.jit(lambda v: model.apply(v, x)).lower(variables).as_text()
+  def count_max_pools(model, v):
+    text = jax.jit(lambda v: model.apply(v, x)).lower(v).as_text()
     return text.count("stablehlo.while"), text.count("reduce_window")
 
-  loops, pools = count_max_pools(net)
-  unrolled_loops, unrolled_pools = count_max_pools(net.clone(scan_edges=False))
+  loops, pools = count_max_pools(net, variables)
+  unrolled_loops, unrolled_pools = count_max_pools(net.clone(scan_edges=False),
+                                                   unstack(net, variables))
   reductions = len(net.reduction_layers())
   assert (loops, unrolled_loops) == (net.layers + reductions, 0)
   # max_pool_3x3 on every edge: 14 per cell unrolled, 2 per cell in loops (+ PC-DARTS's
@@ -328,7 +359,8 @@ def test_edge_init_draws_each_edge_apart():
   net = tiny()
   x = jnp.zeros((4, 8, 8, 1))
   variables = net.init(jax.random.key(0), x, train=False)
-  kernels = [jax.tree.leaves(variables["params"]["cell_0"][f"edge_{e}"]["ops_3"])[0]
+  per_edge = unstack(net, variables)["params"]["cell_0"]
+  kernels = [jax.tree.leaves(per_edge[f"edge_{e}"]["ops_3"])[0]
              for e in range(search.num_edges(net.steps))]
   # Each edge has its own draw (a folded key per edge), none equal to another.
   for a in range(len(kernels)):
