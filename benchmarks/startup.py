@@ -6,9 +6,11 @@ The child builds the method as the engine does (`methods.get(config.method)`), i
 state with the engine's `one_shot.jit_once(method.init)`, compiles `method.train_step` (jitted,
 state donated) and runs it on synthetic data of the workload's shapes, then times a few steady
 steps. Printed per workload: imports (and the method's construction: for pams the float
-teacher's init and save), init, first step (trace + compile + run), process start
-to the end of the first step, steady seconds per step, minor page faults per steady step, and
-the first step after a 10-second pause over the next one (`--pause 0` skips it).
+teacher's init and save), init+warm (the initial state built while the step compiles in a
+background thread, as the engine does it: `train.warm_start`), the first step's call, process
+start to the end of the first step, steady seconds per step, minor page faults per steady step,
+and the first step after a 10-second pause over the next one (`--pause 0` skips it). With
+`--warm` each workload runs a second time on the compilation cache its first run filled.
 
 Workloads:
   * pc_darts: the PC-DARTS CIFAR-10 search (configs/pc_darts/cifar10_search.py: 8 cells,
@@ -23,7 +25,7 @@ With `--torch`, the official PC-DARTS code's first search iteration (its PyTorch
 
 Usage:
   python benchmarks/startup.py [--workloads pc_darts,pams,resnet20] [--steady 3] [--pause 10]
-      [--torch]
+      [--torch] [--warm]
 """
 from __future__ import annotations
 
@@ -100,19 +102,32 @@ def child(name: str, steady: int, pause: float) -> None:
   import jax  # pylint: disable=g-import-not-at-top
 
   import jaxcompress  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-  from jaxcompress import methods  # pylint: disable=g-import-not-at-top
-  from jaxcompress.train import one_shot  # pylint: disable=g-import-not-at-top
+  from jaxcompress import distributed, methods  # pylint: disable=g-import-not-at-top
+  from jaxcompress.train import one_shot, warm_start  # pylint: disable=g-import-not-at-top
   workdir = tempfile.mkdtemp(prefix="startup_")
   cfg, batch = {"pc_darts": lambda: _pc_darts(64), "pams": lambda: _pams(16, workdir),
                 "resnet20": lambda: _resnet20(128)}[name]()
   method = methods.get(cfg.method)(cfg, steps_per_epoch=100, total_steps=1000)
   marks["imports"] = time.time()
-  state = one_shot.jit_once(method.init)(jax.random.key(cfg.seed), batch)
+  # As the engine starts (`loop.initial_state`, `runners.OneStepRunner` on a 1-device mesh):
+  # the step compiles in a background thread from the initial state's shapes while that state
+  # compiles and is built.
+  mesh = distributed.make_mesh(jax.devices()[:1])
+  replicated = distributed.replicated(mesh)
+  step = jax.jit(method.train_step, in_shardings=(replicated, distributed.batch_sharding(mesh)),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+  batch = distributed.global_batch(batch, mesh)
+  init_fn = one_shot.jit_once(method.init, out_shardings=replicated)
+  rng = jax.random.key(cfg.seed)
+  shapes = warm_start.output_shapes(init_fn, rng, batch)
+  warmup = warm_start.Warmup(
+      lambda: step.trace(shapes, warm_start.shapes_of(batch)).lower().compile())
+  state = init_fn(rng, batch)
   if hasattr(method, "on_epoch_start") and name == "pams":
     state = jax.jit(method.on_epoch_start)(state, 1)  # after calibration: the steady step
   jax.block_until_ready(state)
+  warmup.wait()
   marks["init"] = time.time()
-  step = jax.jit(method.train_step, donate_argnums=0)
   state, metrics = step(state, batch)
   jax.block_until_ready(metrics)
   marks["first_step"] = time.time()
@@ -142,34 +157,37 @@ def main() -> None:
                       help="seconds of pause before the after-pause step (0: skip)")
   parser.add_argument("--torch", action="store_true",
                       help="also time the official PC-DARTS code's first iteration (PyTorch)")
+  parser.add_argument("--warm", action="store_true",
+                      help="run each workload again with the compilation cache of its first run")
   parser.add_argument("--child", default="", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
     child(args.child, args.steady, args.pause)
     return
   import jax  # pylint: disable=g-import-not-at-top
-  print(f"jax {jax.__version__}, {os.cpu_count()} CPUs; empty compilation cache per workload")
-  print(f"{'workload':10s} {'imports':>8s} {'init':>8s} {'1st step':>9s} {'start->1st':>11s} "
-        f"{'steady/step':>12s} {'faults/step':>12s} {'pause/next':>11s}")
+  print(f"jax {jax.__version__}, {os.cpu_count()} CPUs; empty compilation cache per workload"
+        f"{' (warm: the same cache again)' if args.warm else ''}")
+  print(f"{'workload':15s} {'imports':>8s} {'init+warm':>10s} {'1st step':>9s} "
+        f"{'start->1st':>11s} {'steady/step':>12s} {'faults/step':>12s} {'pause/next':>11s}")
   first = {}
   for name in args.workloads.split(","):
     with tempfile.TemporaryDirectory() as cache:
-      env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": cache}
-      launched = time.time()
-      out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", name,
-                            "--steady", str(args.steady), "--pause", str(args.pause)],
-                           env=env, capture_output=True,
-                           text=True, check=False)
-    lines = [l for l in out.stdout.splitlines() if l.startswith("MARKS ")]
-    if out.returncode or not lines:
-      print(f"{name}: failed (exit {out.returncode})\n{out.stderr[-2000:]}")
-      continue
-    m = json.loads(lines[-1][len("MARKS "):])
-    first[name] = m["first_step"] - launched
-    print(f"{name:10s} {m['imports'] - launched:8.1f} {m['init'] - m['imports']:8.1f} "
-          f"{m['first_step'] - m['init']:9.1f} {first[name]:11.1f} "
-          f"{m['steady']:12.3f} {m['faults']:12.0f} {m.get('after_pause', float('nan')):11.2f}",
-          flush=True)
+      for label in (name, f"{name} warm")[:2 if args.warm else 1]:
+        env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": cache}
+        launched = time.time()
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", name,
+                              "--steady", str(args.steady), "--pause", str(args.pause)],
+                             env=env, capture_output=True, text=True, check=False)
+        lines = [l for l in out.stdout.splitlines() if l.startswith("MARKS ")]
+        if out.returncode or not lines:
+          print(f"{label}: failed (exit {out.returncode})\n{out.stderr[-2000:]}")
+          break
+        m = json.loads(lines[-1][len("MARKS "):])
+        first[label] = m["first_step"] - launched
+        print(f"{label:15s} {m['imports'] - launched:8.1f} {m['init'] - m['imports']:10.1f} "
+              f"{m['first_step'] - m['init']:9.1f} {first[label]:11.1f} "
+              f"{m['steady']:12.3f} {m['faults']:12.0f} "
+              f"{m.get('after_pause', float('nan')):11.2f}", flush=True)
   if "pc_darts" in first and args.torch:
     # The official code's first search iteration (import, build, first arch + weight step) in
     # a fresh process: its PyTorch transcription in benchmarks/pc_darts_torch.py.

@@ -29,7 +29,7 @@ from jaxcompress.data import on_device as on_device_lib
 from jaxcompress.errors import ConfigError, PreemptedError, TrainingDivergedError
 from jaxcompress.methods.base import HookContext, Method
 from jaxcompress.train import checkpoint as checkpoint_lib
-from jaxcompress.train import compile_options, evaluation, one_shot, runners, sampling
+from jaxcompress.train import compile_options, evaluation, one_shot, runners, sampling, warm_start
 from jaxcompress.train import logging as logging_lib
 from jaxcompress.train.state import TrainState
 
@@ -262,21 +262,42 @@ def _hooks(setup: Setup) -> dict[str, Callable[..., Any]]:
 
 
 def initial_state(setup: Setup, checkpointer: checkpoint_lib.Checkpointer | None,
-                  initialize: Callable[[TrainState], TrainState] | None = None) -> TrainState:
+                  initialize: Callable[[TrainState], TrainState] | None = None, *,
+                  warm: Callable[[Any, Any], None] | None = None) -> TrainState:
   """The method's initial state, restored from the newest intact checkpoint when there is one.
 
   On a fresh start the method's host hook `load_initial` fills the state from files (a
   teacher, a materialized student), then `initialize` (a stage hand-over: params of an earlier
   run) applies; a restored checkpoint already holds both.
+
+  Args:
+    setup: the run's pieces (`build`).
+    checkpointer: the run's checkpoints, or None.
+    initialize: a stage hand-over applied to a fresh state.
+    warm: `warm(state_shapes, batch_shapes)` compiles the training step (a runner's `warm`);
+      it runs in a background thread while the state is built (`warm_start`), and has
+      finished when this returns.
+
+  Returns:
+    The state.
   """
   init_fn = one_shot.jit_once(setup.method.init, out_shardings=distributed.replicated(setup.mesh))
-  state = init_fn(jax.random.key(setup.config.seed), setup.example_batch())
-  if checkpointer is not None and checkpointer.latest_step() is not None:
-    return checkpointer.restore(state, legacy=setup.method.legacy_layout(state))
-  loaded = setup.method.load_initial(state)
-  if loaded is not state:  # host arrays from files: placed as the jitted init placed its own
-    loaded = jax.device_put(loaded, jax.tree.map(lambda x: x.sharding, state))
-  return initialize(loaded) if initialize is not None else loaded
+  rng, batch = jax.random.key(setup.config.seed), setup.example_batch()
+  warmup = None
+  if warm is not None:
+    shapes = warm_start.output_shapes(init_fn, rng, batch)
+    warmup = warm_start.Warmup(lambda: warm(shapes, warm_start.shapes_of(batch)))
+  try:
+    state = init_fn(rng, batch)
+    if checkpointer is not None and checkpointer.latest_step() is not None:
+      return checkpointer.restore(state, legacy=setup.method.legacy_layout(state))
+    loaded = setup.method.load_initial(state)
+    if loaded is not state:  # host arrays from files: placed as the jitted init placed its own
+      loaded = jax.device_put(loaded, jax.tree.map(lambda x: x.sharding, state))
+    return initialize(loaded) if initialize is not None else loaded
+  finally:
+    if warmup is not None:
+      warmup.wait()  # the first step then finds its program compiled
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -342,7 +363,7 @@ def run_single(config: ml_collections.ConfigDict, workdir: str, *,
   main = distributed.is_main_process()
   total_steps, steps_per_epoch = setup.total_steps, setup.steps_per_epoch
   try:
-    state = initial_state(setup, checkpointer, initialize)
+    state = initial_state(setup, checkpointer, initialize, warm=runner.warm)
   except BaseException:
     checkpointer.close()
     raise

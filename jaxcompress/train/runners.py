@@ -62,6 +62,16 @@ class OneStepRunner:
     """(Re)starts reading the stream at `step` (after a resume or a change of sampler labels)."""
     self._batches = pipeline.iterate(self.train_ds, step, num_workers=self.num_workers)
 
+  def warm(self, state: Any, batch: Any) -> None:
+    """Traces, lowers and compiles the step for these shapes (`warm_start`), so that the first
+    `advance` with arguments of these types finds it compiled.
+
+    Args:
+      state: the train state's shapes (`jax.ShapeDtypeStruct`s).
+      batch: one global batch's shapes.
+    """
+    self._fn.trace(state, batch).lower().compile()
+
   def advance(self, state: Any, step: int, end: int) -> tuple[Any, dict[str, jax.Array]]:
     del step, end
     state, metrics = self._fn(state, distributed.global_batch(next(self._batches), self.mesh))
@@ -82,6 +92,12 @@ class MultiStepRunner(OneStepRunner):
         batch_sharding=distributed.batch_sharding(mesh),
         stacked_batch_sharding=distributed.stacked_batch_sharding(mesh),
         compiler_options=compiler_options)
+
+  def warm(self, state: Any, batch: Any) -> None:
+    sharding = distributed.stacked_batch_sharding(self.mesh)
+    stack = jax.tree.map(lambda x: jax.ShapeDtypeStruct((self.max_steps, *x.shape), x.dtype,
+                                                        sharding=sharding), batch)
+    self._fn.trace(state, stack, 1).lower().compile()  # `count` is a Python int, as in advance
 
   def advance(self, state: Any, step: int, end: int) -> tuple[Any, dict[str, jax.Array]]:
     count = end - step
@@ -152,6 +168,10 @@ class ScanRunner:
 
   def start(self, step: int) -> None:
     del step  # the stream is a pure function of the step
+
+  def warm(self, state: Any, batch: Any) -> None:
+    """Nothing: each call's scan length depends on where the run starts and stops."""
+    del state, batch
 
   def advance(self, state: Any, step: int, end: int) -> tuple[Any, dict[str, jax.Array]]:
     epoch, in_epoch = divmod(step, self.steps_per_epoch)
