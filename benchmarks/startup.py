@@ -9,12 +9,15 @@ steps. Printed per workload: imports (and the method's construction: for pams th
 teacher's init and save), init+warm (the initial state built while the step compiles in a
 background thread, as the engine does it: `train.warm_start`), the first step's call, process
 start to the end of the first step, steady seconds per step, minor page faults per steady step,
-and the first step after a 10-second pause over the next one (`--pause 0` skips it). With
+the first step after a 10-second pause over the next one (`--pause 0` skips it), and the HLO
+instructions of the compiled init and step programs (after XLA's optimisation). With
 `--warm` each workload runs a second time on the compilation cache its first run filled.
 
 Workloads:
   * pc_darts: the PC-DARTS CIFAR-10 search (configs/pc_darts/cifar10_search.py: 8 cells,
     C = 16, 4 nodes, K = 4), 32x32x3, batch 64 + 64 (weights / architecture halves), one device.
+  * abandit: the ABanditNAS CIFAR-10 search (configs/abandit_nas/cifar10_search.py: 6 cells of
+    10 edges, 9 candidate ops each, PGD-7 adversarial training), batch 128 + 128, one device.
   * pams: the PAMS 8-bit EDSR-baseline x4 student step (configs/pams/edsr_x4_8bit.py; frozen
     float teacher, SKT), batch 16, 48-px LR patches, after the calibration epoch.
   * resnet20: the float ResNet-20 CIFAR classification step (configs/baseline/cifar10_resnet20.py's
@@ -24,7 +27,7 @@ With `--torch`, the official PC-DARTS code's first search iteration (its PyTorch
 `benchmarks/pc_darts_torch.py`, in a fresh process) is printed beside the PC-DARTS row.
 
 Usage:
-  python benchmarks/startup.py [--workloads pc_darts,pams,resnet20] [--steady 3] [--pause 10]
+  python benchmarks/startup.py [--workloads pc_darts,abandit,pams,resnet20] [--steady 3] [--pause 10]
       [--torch] [--warm]
 """
 from __future__ import annotations
@@ -38,7 +41,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKLOADS = ("pc_darts", "pams", "resnet20")
+WORKLOADS = ("pc_darts", "abandit", "pams", "resnet20")
 
 
 def _pc_darts(batch_size: int):
@@ -58,6 +61,23 @@ def _pc_darts(batch_size: int):
   batch = {"image": rng.normal(size=(batch_size, 32, 32, 3)).astype(np.float32),
            "label": rng.integers(0, 10, batch_size).astype(np.int32),
            "val_image": rng.normal(size=(batch_size, 32, 32, 3)).astype(np.float32),
+           "val_label": rng.integers(0, 10, batch_size).astype(np.int32)}
+  return cfg, {k: jnp.asarray(v) for k, v in batch.items()}
+
+
+def _abandit(batch_size: int):
+  """The ABanditNAS CIFAR-10 search config on synthetic CIFAR-shaped data, and one batch."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from configs.abandit_nas import cifar10_search  # pylint: disable=g-import-not-at-top
+  cfg = cifar10_search.get_config()
+  cfg.data.batch_size = batch_size
+  cfg.num_devices = 1
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.uniform(size=(batch_size, 32, 32, 3)).astype(np.float32),
+           "label": rng.integers(0, 10, batch_size).astype(np.int32),
+           "val_image": rng.uniform(size=(batch_size, 32, 32, 3)).astype(np.float32),
            "val_label": rng.integers(0, 10, batch_size).astype(np.int32)}
   return cfg, {k: jnp.asarray(v) for k, v in batch.items()}
 
@@ -105,8 +125,8 @@ def child(name: str, steady: int, pause: float) -> None:
   from jaxcompress import distributed, methods  # pylint: disable=g-import-not-at-top
   from jaxcompress.train import one_shot, warm_start  # pylint: disable=g-import-not-at-top
   workdir = tempfile.mkdtemp(prefix="startup_")
-  cfg, batch = {"pc_darts": lambda: _pc_darts(64), "pams": lambda: _pams(16, workdir),
-                "resnet20": lambda: _resnet20(128)}[name]()
+  cfg, batch = {"pc_darts": lambda: _pc_darts(64), "abandit": lambda: _abandit(128),
+                "pams": lambda: _pams(16, workdir), "resnet20": lambda: _resnet20(128)}[name]()
   method = methods.get(cfg.method)(cfg, steps_per_epoch=100, total_steps=1000)
   marks["imports"] = time.time()
   # As the engine starts (`loop.initial_state`, `runners.OneStepRunner` on a 1-device mesh):
@@ -136,6 +156,10 @@ def child(name: str, steady: int, pause: float) -> None:
     state, metrics = step(state, batch)
     jax.block_until_ready(metrics)
   marks["steady"] = (time.time() - marks["first_step"]) / max(steady, 1)
+  # HLO instructions of the compiled programs (after XLA's optimisation), counted afterwards.
+  hlo = lambda compiled: sum(" = " in l for l in compiled.as_text().splitlines())  # noqa: E731
+  marks["init_hlo"] = hlo(init_fn.trace(rng, batch).lower().compile())
+  marks["step_hlo"] = hlo(warmup.result) if warmup.result is not None else -1
   marks["faults"] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / max(steady, 1)
   if pause > 0:
     times = []
@@ -168,7 +192,8 @@ def main() -> None:
   print(f"jax {jax.__version__}, {os.cpu_count()} CPUs; empty compilation cache per workload"
         f"{' (warm: the same cache again)' if args.warm else ''}")
   print(f"{'workload':15s} {'imports':>8s} {'init+warm':>10s} {'1st step':>9s} "
-        f"{'start->1st':>11s} {'steady/step':>12s} {'faults/step':>12s} {'pause/next':>11s}")
+        f"{'start->1st':>11s} {'steady/step':>12s} {'faults/step':>12s} {'pause/next':>11s} "
+        f"{'HLO init':>9s} {'HLO step':>9s}")
   first = {}
   for name in args.workloads.split(","):
     with tempfile.TemporaryDirectory() as cache:
@@ -187,7 +212,8 @@ def main() -> None:
         print(f"{label:15s} {m['imports'] - launched:8.1f} {m['init'] - m['imports']:10.1f} "
               f"{m['first_step'] - m['init']:9.1f} {first[label]:11.1f} "
               f"{m['steady']:12.3f} {m['faults']:12.0f} "
-              f"{m.get('after_pause', float('nan')):11.2f}", flush=True)
+              f"{m.get('after_pause', float('nan')):11.2f} {m['init_hlo']:9d} "
+              f"{m['step_hlo']:9d}", flush=True)
   if "pc_darts" in first and args.torch:
     # The official code's first search iteration (import, build, first arch + weight step) in
     # a fresh process: its PyTorch transcription in benchmarks/pc_darts_torch.py.

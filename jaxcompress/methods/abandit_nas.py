@@ -68,7 +68,7 @@ from jaxcompress.methods.adversarial import (  # noqa: F401  (re-exported for us
 from jaxcompress.methods.base import Batch
 from jaxcompress.nas import abandit_network as an
 from jaxcompress.nas import bandit as bandit_lib
-from jaxcompress.nas import robust_ops
+from jaxcompress.nas import edge_layout, robust_ops
 from jaxcompress.train import one_shot
 from jaxcompress.train.state import TrainState
 
@@ -141,9 +141,11 @@ class ABanditNAS(AdversarialTraining):
     edges x 9 ops, against 27 s for the switched forward). `jax.ensure_compile_time_eval`
     runs it op by op instead and hands the engine constants; supernets of at most
     `one_shot.JIT_INIT_MAX_OPS` (layer, edge, op) triples are initialised by one jitted call inside it
-    (the same draws; about 2x faster for the 40-op quick search on a CPU). The draw is seeded by
-    `config.seed` (the engine's init key is `jax.random.key(config.seed)` as well), so `rng`
-    is not used for the parameters.
+    (the same draws; about 2x faster for the 40-op quick search on a CPU), and so are networks
+    whose cells run their edges as loops (the program holds one edge per loop). The draw is
+    seeded by `config.seed` (the engine's init key is `jax.random.key(config.seed)` as well),
+    so `rng` is not used for the parameters. The he_fout redraw runs over the per-edge layout,
+    so loops and unrolled cells get the same convolution and linear weights.
     """
     del rng
     if "val_image" not in example_batch:
@@ -156,14 +158,27 @@ class ABanditNAS(AdversarialTraining):
       x = jnp.zeros((1,) + shape, jnp.float32)
       init = self.model.init
       num_ops = self.nas["layers"] * an.num_edges() * len(self.primitives)
-      if num_ops <= one_shot.JIT_INIT_MAX_OPS:
-        init = jax.jit(init, static_argnames="train")   # small supernets: one XLA program
+      if self.model.scan_edges or num_ops <= one_shot.JIT_INIT_MAX_OPS:
+        init = jax.jit(init, static_argnames="train")   # a small program: jitted
       variables = dict(flax.core.unfreeze(init(jax.random.fold_in(key, 11), x, ops,
                                                train=False)))
       params = variables.pop("params")
       if self.config.model.get("init", "he_fout") == "he_fout":
-        params = an.reinit_he_fout(params, jax.random.fold_in(key, 12))
+        loops = self.model.scan_edges
+        layout = dict(steps=an.STEPS, reduction_layers=(), cell_loops=self.model.cell_loops())
+        params = an.reinit_he_fout(edge_layout.unstack(params, **layout) if loops else params,
+                                   jax.random.fold_in(key, 12))
+        params = edge_layout.stack(params, **layout) if loops else params
     return params, variables
+
+  def legacy_layout(self, state: TrainState) -> tuple[Any, Any] | None:
+    """Checkpoints of search networks whose edges were unrolled (one entry `edge_<i>_<j>` per
+    edge) load and convert (`abandit_edge_loops`: the loops' variables are stacked)."""
+    if not self.model.scan_edges:
+      return None
+    layout = dict(steps=an.STEPS, reduction_layers=(), cell_loops=self.model.cell_loops())
+    return (edge_layout.unstack(state, **layout),
+            lambda old: edge_layout.stack(old, **layout))
 
   def init_extra(self, rng: jax.Array) -> Any:
     bandit = bandit_lib.BanditState.create((self.nas["num_cells"], an.num_edges()),

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcompress.nas import eval_network, robust_ops, space, supernet
+from jaxcompress.nas import abandit_edge_loops, eval_network, robust_ops, space, supernet
 from jaxcompress.ops import conv as conv_ops
 
 Edge = tuple[str, int]
@@ -349,12 +349,17 @@ class AbanditNetwork(nn.Module):
 class SearchCell(nn.Module):
   """A search cell: 4 nodes, 10 edges, each running the op whose index is given (`SampledOp`).
 
+  With `scan_edges` (the default) the edges run as `lax.scan` loops over identical edges, their
+  variables stacked per loop (`abandit_edge_loops`); unrolled (`scan_edges=False`) every edge is
+  its own module `edge_<i>_<j>`. Same values from the same (converted) variables.
+
   Attributes:
     features: C of this cell.
     reduction: edges reading B_0 have stride 2.
     primitives: candidate op names (columns of the bandit statistics).
     affine: BN scale/bias in the ops and the preprocessing (False as DARTS search networks).
     steps: nodes per cell.
+    scan_edges: run the edges as loops.
   """
   features: int
   reduction: bool = False
@@ -362,12 +367,24 @@ class SearchCell(nn.Module):
   affine: bool = False
   steps: int = STEPS
   bn_epsilon: float = robust_ops.ABANDIT_BN_EPS
+  scan_edges: bool = True
+
+  def _op(self, stride: int) -> supernet.SampledOp:
+    return supernet.SampledOp(self.features, stride, tuple(self.primitives), self.affine,
+                              "abandit", parent=None)
 
   @nn.compact
   def __call__(self, x: jax.Array, ops: jax.Array, train: bool = False) -> jax.Array:
     """`ops`: int32 (num_edges,) op index per edge, in `edge_list` order (may be traced)."""
     c = self.features
     states = [space.ReLUConvBN(c, 1, 1, 0, self.affine, self.bn_epsilon)(x, train)]
+    if self.scan_edges:
+      edges = edge_list(self.steps)
+      if self.is_initializing():
+        nodes = abandit_edge_loops.init_edges(self, self._op, states[0], edges)
+      else:
+        nodes = abandit_edge_loops.scanned_nodes(self, self._op, states[0], ops, train, edges)
+      return jnp.concatenate([nodes[k] for k in range(self.steps)], axis=-1)
     e = 0
     for j in range(1, self.steps + 1):
       total = 0.0
@@ -406,6 +423,11 @@ class SearchNetwork(nn.Module):
   std: Sequence[float] = CIFAR_STD
   stem_multiplier: int = 3
   bn_epsilon: float = robust_ops.ABANDIT_BN_EPS
+  scan_edges: bool = True
+
+  def cell_loops(self) -> Any:
+    """The loops' variable layout for `edge_layout.stack` / `unstack` (`cell_loops=`)."""
+    return abandit_edge_loops.cell_loops(edge_list(), reduction_layers(self.layers))
 
   @nn.compact
   def __call__(self, x: jax.Array, ops: jax.Array, train: bool = False) -> jax.Array:
@@ -420,7 +442,8 @@ class SearchNetwork(nn.Module):
         c_curr *= 2
       k = cell_index(i, self.layers, self.num_cells)
       s = SearchCell(c_curr, reduction, tuple(self.primitives), self.affine,
-                     bn_epsilon=self.bn_epsilon, name=f"cell_{i}")(s, ops[k], train)
+                     bn_epsilon=self.bn_epsilon, scan_edges=self.scan_edges,
+                     name=f"cell_{i}")(s, ops[k], train)
     return nn.Dense(self.num_classes, name="classifier")(jnp.mean(s, axis=(1, 2)))
 
 

@@ -25,7 +25,6 @@ import numpy as np
 NORMAL_LOOP = "edges"
 REDUCTION_LOOPS = ("edges_from_inputs", "edges_between_nodes")
 _CELL = re.compile(r"cell_(\d+)$")
-_EDGE = re.compile(r"edge_(\d+)$")
 
 
 def edge_groups(steps: int) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
@@ -83,21 +82,33 @@ def _take_leaf(leaf: Any, k: int) -> Any:
   return leaf[k]
 
 
-def _stack_cell(cell: Mapping[str, Any], steps: int, reduction: bool) -> dict[str, Any]:
-  out = {k: v for k, v in cell.items() if not _EDGE.match(k)}
-  for name, edges in loops(steps, reduction):
-    if all(f"edge_{e}" in cell for e in edges):
-      out[name] = jax.tree.map(_stack_leaves, *[cell[f"edge_{e}"] for e in edges])
+CellLoops = Callable[[int], Sequence[tuple[str, Sequence[str]]]]
+
+
+def darts_cell_loops(steps: int, reduction_layers: Sequence[int]) -> CellLoops:
+  """Cell index -> its loops as (name, [edge variable name, ...]) for the DARTS cell."""
+  return lambda i: [(name, [f"edge_{e}" for e in edges])
+                    for name, edges in loops(steps, i in reduction_layers)]
+
+
+def _stack_cell(cell: Mapping[str, Any], cell_loops: Sequence[tuple[str, Sequence[str]]]
+                ) -> dict[str, Any]:
+  edge_keys = {k for _, keys in cell_loops for k in keys}
+  out = {k: v for k, v in cell.items() if k not in edge_keys}
+  for name, keys in cell_loops:
+    if all(k in cell for k in keys):
+      out[name] = jax.tree.map(_stack_leaves, *[cell[k] for k in keys])
   return out
 
 
-def _unstack_cell(cell: Mapping[str, Any], steps: int, reduction: bool) -> dict[str, Any]:
-  names = {name for name, _ in loops(steps, reduction)}
+def _unstack_cell(cell: Mapping[str, Any], cell_loops: Sequence[tuple[str, Sequence[str]]]
+                  ) -> dict[str, Any]:
+  names = {name for name, _ in cell_loops}
   out = {k: v for k, v in cell.items() if k not in names}
-  for name, edges in loops(steps, reduction):
+  for name, keys in cell_loops:
     if name in cell:
-      for k, e in enumerate(edges):
-        out[f"edge_{e}"] = jax.tree.map(lambda leaf, k=k: _take_leaf(leaf, k), cell[name])
+      for k, key in enumerate(keys):
+        out[key] = jax.tree.map(lambda leaf, k=k: _take_leaf(leaf, k), cell[name])
   return out
 
 
@@ -120,7 +131,8 @@ def _map_cells(tree: Any, fn: Callable[[Mapping[str, Any], int], dict[str, Any]]
   return tree
 
 
-def stack(tree: Any, steps: int, reduction_layers: Sequence[int]) -> Any:
+def stack(tree: Any, steps: int, reduction_layers: Sequence[int], *,
+          cell_loops: CellLoops | None = None) -> Any:
   """Per-edge entries `edge_<e>` of every search cell in `tree` -> the loops' stacked entries.
 
   Args:
@@ -128,13 +140,18 @@ def stack(tree: Any, steps: int, reduction_layers: Sequence[int]) -> Any:
       collection, optimizer states, a `TrainState`); arrays or `jax.ShapeDtypeStruct`s.
     steps: intermediate nodes per cell.
     reduction_layers: indices of the reduction cells (`SearchNetwork.reduction_layers()`).
+    cell_loops: cell index -> [(loop name, [edge variable names in stacking order])], for
+      cells other than the DARTS cell (default: `darts_cell_loops(steps, reduction_layers)`).
 
   Returns:
     The same tree with each cell's edges stacked per loop (cells already stacked unchanged).
   """
-  return _map_cells(tree, lambda cell, i: _stack_cell(cell, steps, i in reduction_layers))
+  cell_loops = cell_loops or darts_cell_loops(steps, reduction_layers)
+  return _map_cells(tree, lambda cell, i: _stack_cell(cell, cell_loops(i)))
 
 
-def unstack(tree: Any, steps: int, reduction_layers: Sequence[int]) -> Any:
-  """The inverse of `stack`: one entry `edge_<e>` per edge (the unrolled cell's layout)."""
-  return _map_cells(tree, lambda cell, i: _unstack_cell(cell, steps, i in reduction_layers))
+def unstack(tree: Any, steps: int, reduction_layers: Sequence[int], *,
+            cell_loops: CellLoops | None = None) -> Any:
+  """The inverse of `stack`: one entry per edge (the unrolled cell's layout)."""
+  cell_loops = cell_loops or darts_cell_loops(steps, reduction_layers)
+  return _map_cells(tree, lambda cell, i: _unstack_cell(cell, cell_loops(i)))

@@ -47,13 +47,14 @@ class Warmup:
 
   def __init__(self, compile_fn: Callable[[], Any]):
     self.error: BaseException | None = None
+    self.result: Any = None  # compile_fn's return value (e.g. the compiled program)
     self._compile_fn = compile_fn
     self._thread = threading.Thread(target=self._run, name="jaxcompress-warmup", daemon=True)
     self._thread.start()
 
   def _run(self) -> None:
     try:
-      self._compile_fn()
+      self.result = self._compile_fn()
     except Exception as e:  # pylint: disable=broad-except
       # The first real call compiles the step itself and raises any real error there.
       self.error = e

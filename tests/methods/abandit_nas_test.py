@@ -16,6 +16,7 @@ from configs.abandit_nas import _shared
 from jaxcompress import methods
 from jaxcompress.methods import abandit_nas
 from jaxcompress.nas import abandit_network as an
+from jaxcompress.nas import edge_layout
 from jaxcompress.train import loop, one_shot
 from jaxcompress.train.state import TrainState
 
@@ -103,8 +104,10 @@ class ScheduleTest(absltest.TestCase):
 class SupernetInitTest(absltest.TestCase):
 
   def test_jitted_and_eager_initialisation_agree(self):
-    # Small supernets are initialised by one jitted call, large ones op by op: same draws.
+    # Small unrolled supernets are initialised by one jitted call, large ones op by op: same
+    # draws. (With edge loops, the default, every supernet's init is jitted.)
     method = abandit_nas.ABanditNAS(_search_config(), steps_per_epoch=2)
+    method.model = method.model.clone(scan_edges=False)
     batch = {"image": jnp.zeros((2, 8, 8, 1)), "val_image": jnp.zeros((2, 8, 8, 1))}
     self.assertLessEqual(2 * an.num_edges() * 2, one_shot.JIT_INIT_MAX_OPS)
     jitted = method.make_variables(jax.random.key(0), batch)
@@ -117,6 +120,26 @@ class SupernetInitTest(absltest.TestCase):
     self.assertEqual(jax.tree.structure(jitted), jax.tree.structure(eager))
     for a, b in zip(jax.tree.leaves(jitted), jax.tree.leaves(eager)):
       np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+  def test_edge_loops_draw_the_unrolled_he_fout_weights(self):
+    # The he_fout redraw runs over the per-edge layout: loops and unrolled cells get the same
+    # convolution and linear weights (the BN and Gabor parameters keep their own draws).
+    loops = abandit_nas.ABanditNAS(_search_config(), steps_per_epoch=2)
+    unrolled = abandit_nas.ABanditNAS(_search_config(), steps_per_epoch=2)
+    unrolled.model = unrolled.model.clone(scan_edges=False)
+    batch = {"image": jnp.zeros((2, 8, 8, 1)), "val_image": jnp.zeros((2, 8, 8, 1))}
+    params, _ = loops.make_variables(jax.random.key(0), batch)
+    want, _ = unrolled.make_variables(jax.random.key(0), batch)
+    layout = dict(steps=an.STEPS, reduction_layers=(), cell_loops=loops.model.cell_loops())
+    got = jax.tree_util.tree_flatten_with_path(edge_layout.unstack(params, **layout))[0]
+    want = jax.tree_util.tree_flatten_with_path(want)[0]
+    self.assertEqual([p for p, _ in got], [p for p, _ in want])
+    kernels = 0
+    for (path, a), (_, b) in zip(got, want):
+      if getattr(path[-1], "key", "") == "kernel":
+        np.testing.assert_array_equal(a, b)
+        kernels += 1
+    self.assertGreater(kernels, 10)
 
 
 class SearchRunTest(absltest.TestCase):

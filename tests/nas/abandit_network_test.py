@@ -8,7 +8,7 @@ from absl.testing import absltest
 
 from jaxcompress import recording
 from jaxcompress.nas import abandit_network as an
-from jaxcompress.nas import eval_network, robust_ops
+from jaxcompress.nas import edge_layout, eval_network, robust_ops
 
 # Released genotypes as written in the official bczhangbczhang/ABanditNAS utils/genotypes_all.py
 # (Genotype_6 fields a..f and a_concat..f_concat = range(1, 5)).
@@ -185,9 +185,14 @@ class SearchNetworkTest(absltest.TestCase):
     x = jax.random.uniform(jax.random.key(1), (2, 8, 8, 1))
     ops0 = jnp.zeros((2, 10), jnp.int32)
     v = net.init(jax.random.key(0), x, ops0)
-    edge = v["params"]["cell_0"]["edge_0_1"]
+    per_edge = edge_layout.unstack(v, an.STEPS, (), cell_loops=net.cell_loops())
+    edge = per_edge["params"]["cell_0"]["edge_0_1"]
     # Every op owns its weights (reduction edge: FactorizedReduce, pools with affine BN).
     self.assertEqual(set(edge), {"ops_0", "ops_1", "ops_2"})
+    # cell_0 reduces: its 4 stride-2 edges from B_0 in one loop, the 6 others in another.
+    self.assertEqual({k: jax.tree.leaves(v["params"]["cell_0"][k])[0].shape[0]
+                      for k in edge_layout.REDUCTION_LOOPS}, dict(zip(edge_layout.REDUCTION_LOOPS,
+                                                                      (4, 6))))
     traces = {"n": 0}
 
     @jax.jit
@@ -200,6 +205,41 @@ class SearchNetworkTest(absltest.TestCase):
     self.assertEqual(traces["n"], 1)
     self.assertEqual(mixed.shape, (2, 3))
     self.assertGreater(float(jnp.abs(outs[0] - outs[1]).max()), 1e-6)
+
+  def test_edge_loops_equal_the_unrolled_cells(self):
+    """Loops (default) and unrolled cells agree on logits, batch statistics and gradients from
+    the same (converted) variables, for normal and reduction cells and mixed op choices."""
+    prims = ("skip_connect", "max_pool_3x3", "sep_conv_3x3", "gab_filt_3x3", "dtp_blok_3x3")
+    net = an.SearchNetwork(C=4, num_classes=3, layers=3, num_cells=3, primitives=prims,
+                           mean=(0.0,), std=(1.0,))
+    unrolled = net.clone(scan_edges=False)
+    x = jax.random.uniform(jax.random.key(1), (2, 8, 8, 1))
+    ops = jnp.asarray(np.random.default_rng(0).integers(0, len(prims), (3, 10)), jnp.int32)
+    v = jax.jit(net.init)(jax.random.key(0), x, ops)
+    layout = dict(steps=an.STEPS, reduction_layers=(), cell_loops=net.cell_loops())
+    per_edge = edge_layout.unstack(v, **layout)
+    self.assertEqual(jax.tree.structure(per_edge), jax.tree.structure(
+        jax.eval_shape(unrolled.init, jax.random.key(0), x, ops)))
+
+    def loss(model, variables, params):
+      logits, upd = model.apply({**variables, "params": params}, x, ops, train=True,
+                                mutable=["batch_stats"])
+      return jnp.sum(jnp.sin(logits)), (logits, upd)
+
+    (_, (logits_a, stats_a)), grads_a = jax.jit(jax.value_and_grad(
+        lambda p: loss(net, v, p), has_aux=True))(v["params"])
+    (_, (logits_b, stats_b)), grads_b = jax.jit(jax.value_and_grad(
+        lambda p: loss(unrolled, per_edge, p), has_aux=True))(per_edge["params"])
+    np.testing.assert_allclose(logits_a, logits_b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(edge_layout.unstack(stats_a, **layout)),
+                    jax.tree.leaves(stats_b)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads_b))
+    for a, b in zip(jax.tree.leaves(edge_layout.unstack(grads_a, **layout)),
+                    jax.tree.leaves(grads_b)):
+      np.testing.assert_allclose(a, b, atol=1e-4 * scale)
+    np.testing.assert_allclose(net.apply(v, x, ops), unrolled.apply(per_edge, x, ops),
+                               rtol=1e-5, atol=1e-6)
 
   def test_search_cell_sums_every_predecessor(self):
     cell = an.SearchCell(4, reduction=False, primitives=("skip_connect", "max_pool_3x3"))
