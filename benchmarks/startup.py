@@ -24,7 +24,9 @@ Workloads:
     model and optimizer), batch 128.
 
 With `--torch`, the official PC-DARTS code's first search iteration (its PyTorch transcription,
-`benchmarks/pc_darts_torch.py`, in a fresh process) is printed beside the PC-DARTS row.
+`benchmarks/pc_darts_torch.py`, in a fresh process) is printed beside the PC-DARTS row, then its
+steady iteration and the ratio official / jaxcompress of the steady times (above 1: jaxcompress
+is faster).
 
 Usage:
   python benchmarks/startup.py [--workloads pc_darts,abandit,pams,resnet20] [--steady 3] [--pause 10]
@@ -194,7 +196,7 @@ def main() -> None:
   print(f"{'workload':15s} {'imports':>8s} {'init+warm':>10s} {'1st step':>9s} "
         f"{'start->1st':>11s} {'steady/step':>12s} {'faults/step':>12s} {'pause/next':>11s} "
         f"{'HLO init':>9s} {'HLO step':>9s}")
-  first = {}
+  first, steady = {}, {}
   for name in args.workloads.split(","):
     with tempfile.TemporaryDirectory() as cache:
       for label in (name, f"{name} warm")[:2 if args.warm else 1]:
@@ -209,6 +211,7 @@ def main() -> None:
           break
         m = json.loads(lines[-1][len("MARKS "):])
         first[label] = m["first_step"] - launched
+        steady.setdefault(name, m["steady"])
         print(f"{label:15s} {m['imports'] - launched:8.1f} {m['init'] - m['imports']:10.1f} "
               f"{m['first_step'] - m['init']:9.1f} {first[label]:11.1f} "
               f"{m['steady']:12.3f} {m['faults']:12.0f} "
@@ -221,6 +224,17 @@ def main() -> None:
     import pc_darts_torch  # pylint: disable=g-import-not-at-top
     print(f"pc_darts official PyTorch code, first iteration: "
           f"{pc_darts_torch.first_iteration_seconds(64):.1f} s", flush=True)
+    # Its steady iteration in this process, after the jaxcompress children have exited.
+    step = pc_darts_torch.build(64)
+    step()
+    times = []
+    for _ in range(max(args.steady, 1)):
+      t = time.time()
+      step()
+      times.append(time.time() - t)
+    print(f"pc_darts official PyTorch code, steady iteration: {min(times):.3f} s (best of "
+          f"{len(times)}); official / jaxcompress steady time: "
+          f"{min(times) / steady['pc_darts']:.2f}", flush=True)
   if "pc_darts" in first:
     print(f"first_step_seconds {first['pc_darts']:.1f}")
 
