@@ -2,15 +2,16 @@
 
 `search.SearchCell` runs its edges as `lax.scan` loops over identical edges and keeps each
 loop's variables stacked along a leading edge axis, so the training step's optimizer, gradient
-and batch-statistics work is one array per variable and loop instead of one per edge (a PC-DARTS
-CIFAR-10 supernet: about 330 leaves in place of 4,700). A normal cell has one loop, `edges`
+and batch-statistics work is one array per variable and loop instead of one per edge. A normal
+cell has one loop, `edges`
 (every edge, in edge order); a reduction cell two, `edges_from_inputs` (the stride-2 edges
 reading the two cell inputs) and `edges_between_nodes`, each in the order of `edge_groups`.
 
 The unrolled cell (`scan_edges=False`), and checkpoints written before the loops kept stacked
 variables, hold one entry `edge_<e>` per edge. `stack` and `unstack` convert any tree that
 contains the cells (parameters, batch statistics, optimizer states, a whole `TrainState`, or
-their shapes), so either layout loads into the other.
+their shapes), so either layout loads into the other; `cell_loops` describes other cells (the
+ABanditNAS cell: `abandit_edge_loops.cell_loops`).
 """
 from __future__ import annotations
 

@@ -276,7 +276,7 @@ def initial_state(setup: Setup, checkpointer: checkpoint_lib.Checkpointer | None
     initialize: a stage hand-over applied to a fresh state.
     warm: `warm(state_shapes, batch_shapes)` compiles the training step (a runner's `warm`);
       it runs in a background thread while the state is built (`warm_start`), and has
-      finished when this returns.
+      finished when this returns the state.
 
   Returns:
     The state.
@@ -287,17 +287,19 @@ def initial_state(setup: Setup, checkpointer: checkpoint_lib.Checkpointer | None
   if warm is not None:
     shapes = warm_start.output_shapes(init_fn, rng, batch)
     warmup = warm_start.Warmup(lambda: warm(shapes, warm_start.shapes_of(batch)))
-  try:
-    state = init_fn(rng, batch)
-    if checkpointer is not None and checkpointer.latest_step() is not None:
-      return checkpointer.restore(state, legacy=setup.method.legacy_layout(state))
+  state = init_fn(rng, batch)
+  if checkpointer is not None and checkpointer.latest_step() is not None:
+    state = checkpointer.restore(state, legacy=setup.method.legacy_layout(state))
+  else:
     loaded = setup.method.load_initial(state)
     if loaded is not state:  # host arrays from files: placed as the jitted init placed its own
       loaded = jax.device_put(loaded, jax.tree.map(lambda x: x.sharding, state))
-    return initialize(loaded) if initialize is not None else loaded
-  finally:
-    if warmup is not None:
-      warmup.wait()  # the first step then finds its program compiled
+    state = initialize(loaded) if initialize is not None else loaded
+  # The first step then finds its program compiled. (On an error above the warm-up thread, a
+  # daemon, finishes or ends with the process: the error is not delayed by its compilation.)
+  if warmup is not None:
+    warmup.wait()
+  return state
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

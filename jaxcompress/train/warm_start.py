@@ -5,9 +5,9 @@ step, one after the other, although the step needs only the state's shapes. XLA 
 without holding Python's GIL, so the engine traces the initial-state program for its output
 shapes, hands those to a background thread that traces, lowers and compiles the step (the
 runner's `warm`), and meanwhile compiles and runs the initial state (and reads any checkpoint).
-JAX's in-memory caches then serve the step's first real call: nothing compiles twice. On a
-2-core CPU the PC-DARTS CIFAR-10 search's step trace (about 10 s of Python) runs while its
-initial state compiles (BENCHMARKS.md, "Time to first step").
+JAX's in-memory caches then serve the step's first real call: nothing compiles twice, and the
+step's tracing (Python) overlaps the initial state's compilation (BENCHMARKS.md, "Time to first
+step").
 
 The warm-up only ever saves time: if it fails or the real arguments differ in type from the
 shapes it compiled for (a restored checkpoint with other dtypes), the step compiles as usual on
