@@ -74,11 +74,13 @@ a loop body). `set_conv_impl` / the environment variable
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import itertools
 import math
 import os
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -685,6 +687,29 @@ _depthwise_conv.defvjp(_depthwise_conv_fwd, _depthwise_conv_bwd)
 _ONEDNN_MIN_FLOPS = int(os.environ.get("JAXCOMPRESS_ONEDNN_MIN_FLOPS", 100_000_000))
 
 
+_CACHEABLE = contextvars.ContextVar("jaxcompress_cacheable_convolutions", default=False)
+
+
+@contextlib.contextmanager
+def cacheable_programs() -> Iterator[None]:
+  """Within the block, convolutions being traced stay off oneDNN's custom call.
+
+  XLA:CPU cannot serialise a program holding that call, so JAX's persistent compilation cache
+  never stores it (`train.compilation_cache`) and it compiles again in every process. For
+  programs whose compile time outweighs what oneDNN's speed brings to their few large
+  convolutions (the NAS supernets' steps), tracing them inside this block makes them cacheable.
+  The choice is made as the forward pass is traced; gradients follow it.
+
+  Yields:
+    None.
+  """
+  token = _CACHEABLE.set(True)
+  try:
+    yield
+  finally:
+    _CACHEABLE.reset(token)
+
+
 def _onednn_applies(lhs: jax.Array, rhs: jax.Array, strides: Sequence[int],
                     pads: Sequence[tuple[int, int]], rhs_dil: Sequence[int], pet: Any) -> bool:
   """Whether a CPU convolution's forward / stride-1 input gradient go to oneDNN.
@@ -692,14 +717,15 @@ def _onednn_applies(lhs: jax.Array, rhs: jax.Array, strides: Sequence[int],
   float32 without a different accumulation type (the kernels behind `onednn_conv`), one
   device (the custom call has no SPMD partitioning rule: under a sharded jit XLA would gather
   its operands onto every device, so multi-device CPU programs keep XLA's convolution), at
-  least `_ONEDNN_MIN_FLOPS` forward FLOPs, and `onednn_conv.available()`.
+  least `_ONEDNN_MIN_FLOPS` forward FLOPs, not inside `cacheable_programs`, and
+  `onednn_conv.available()`.
   """
   if lhs.dtype != jnp.float32 or not (pet is None or pet == jnp.dtype(jnp.float32)):
     return False  # (`pet is None` first: numpy compares a float64 dtype equal to None.)
   padded = [x + lo + hi for x, (lo, hi) in zip(lhs.shape[1:-1], pads)]
   out_sp = _out_spatial(padded, rhs.shape[:-2], strides, rhs_dil)
   flops = 2 * lhs.shape[0] * math.prod(out_sp) * math.prod(rhs.shape[:-1]) * rhs.shape[-1]
-  return (flops >= _ONEDNN_MIN_FLOPS and jax.device_count() == 1
+  return (flops >= _ONEDNN_MIN_FLOPS and jax.device_count() == 1 and not _CACHEABLE.get()
           and onednn_conv.available())
 
 

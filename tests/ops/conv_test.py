@@ -123,6 +123,30 @@ class ConvGeneralDilatedTest(parameterized.TestCase):
     self.assertEqual(jax.device_count(), 8)
     self.assertNotIn(target, hlo())
 
+  def test_cacheable_programs_keep_convolutions_off_onednn(self):
+    # Inside `cacheable_programs` the same one-device program holds no oneDNN call (XLA cannot
+    # serialise it), with the forward and both gradients still lax's values.
+    if not onednn_conv.available():
+      self.skipTest("oneDNN convolutions are not available in this process")
+    lhs, rhs, _ = _inputs((2, 6, 6, 3), (3, 3, 3, 4), (1, 1), "SAME", None, None, 1,
+                          jnp.float32)
+    loss = lambda conv: lambda a, b: jnp.sum(  # noqa: E731
+        conv(a, b, (1, 1), "SAME", dimension_numbers=NHWC) ** 2)
+    # A new jit each time: JAX's trace cache does not know the block.
+    grads = lambda: jax.jit(jax.value_and_grad(  # noqa: E731
+        loss(conv_ops.conv_general_dilated), argnums=(0, 1)))
+    target = f'custom_call_target="{onednn_conv.CUSTOM_CALL_TARGET}"'
+    with mock.patch.object(conv_ops.jax, "device_count", return_value=1), \
+        mock.patch.object(conv_ops, "_ONEDNN_MIN_FLOPS", 0):
+      self.assertIn(target, grads().lower(lhs, rhs).compile().as_text())
+      with conv_ops.cacheable_programs():
+        self.assertNotIn(target, grads().lower(lhs, rhs).compile().as_text())
+        got = grads()(lhs, rhs)
+      self.assertIn(target, grads().lower(lhs, rhs).compile().as_text())  # reset on exit
+    want = jax.value_and_grad(loss(lax.conv_general_dilated), argnums=(0, 1))(lhs, rhs)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
+
   @parameterized.named_parameters(*[(c[0], c) for c in CASES[1::2]])
   def test_matmul_impl_matches_lax(self, case):
     self._check("matmul", jnp.float32, 2e-5, case)
