@@ -48,9 +48,6 @@ WORKLOADS = ("pc_darts", "abandit", "pams", "resnet20")
 
 def _pc_darts(batch_size: int):
   """The PC-DARTS CIFAR-10 search config on synthetic CIFAR-shaped data, and one batch."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-
   from configs.pc_darts import cifar10_search  # pylint: disable=g-import-not-at-top
   cfg = cifar10_search.get_config()
   cfg.data.name = "synthetic"
@@ -59,29 +56,28 @@ def _pc_darts(batch_size: int):
   cfg.data.batch_size = batch_size
   cfg.num_devices = 1
   cfg.nas.arch_start_epoch = 0  # the architecture step is part of the first step
+  return cfg, _search_batch(batch_size, "normal")
+
+
+def _search_batch(batch_size: int, draw: str) -> dict:
+  """A seeded CIFAR-shaped search batch: training and validation halves of `batch_size` each,
+  pixels from `np.random.Generator.<draw>`."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
-  batch = {"image": rng.normal(size=(batch_size, 32, 32, 3)).astype(np.float32),
-           "label": rng.integers(0, 10, batch_size).astype(np.int32),
-           "val_image": rng.normal(size=(batch_size, 32, 32, 3)).astype(np.float32),
-           "val_label": rng.integers(0, 10, batch_size).astype(np.int32)}
-  return cfg, {k: jnp.asarray(v) for k, v in batch.items()}
+  pixels = lambda: getattr(rng, draw)(size=(batch_size, 32, 32, 3)).astype(np.float32)  # noqa: E731
+  batch = {"image": pixels(), "label": rng.integers(0, 10, batch_size).astype(np.int32),
+           "val_image": pixels(), "val_label": rng.integers(0, 10, batch_size).astype(np.int32)}
+  return {k: jnp.asarray(v) for k, v in batch.items()}
 
 
 def _abandit(batch_size: int):
   """The ABanditNAS CIFAR-10 search config on synthetic CIFAR-shaped data, and one batch."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-
   from configs.abandit_nas import cifar10_search  # pylint: disable=g-import-not-at-top
   cfg = cifar10_search.get_config()
   cfg.data.batch_size = batch_size
   cfg.num_devices = 1
-  rng = np.random.default_rng(0)
-  batch = {"image": rng.uniform(size=(batch_size, 32, 32, 3)).astype(np.float32),
-           "label": rng.integers(0, 10, batch_size).astype(np.int32),
-           "val_image": rng.uniform(size=(batch_size, 32, 32, 3)).astype(np.float32),
-           "val_label": rng.integers(0, 10, batch_size).astype(np.int32)}
-  return cfg, {k: jnp.asarray(v) for k, v in batch.items()}
+  return cfg, _search_batch(batch_size, "uniform")  # pixels in [0, 1]: the model normalises
 
 
 def _pams(batch_size: int, workdir: str):
