@@ -155,8 +155,6 @@ class Checkpointer:
     # the item (orbax otherwise warns that it cannot restore "default").
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_handlers=ocp.StandardCheckpointHandler())
-    # (abstract state in the method's older layout, conversion), set by `restore`.
-    self._legacy: tuple[Any, Callable[[Any], Any]] | None = None
 
   def latest_step(self) -> int | None:
     """The newest complete checkpoint's step, or None."""
@@ -205,20 +203,18 @@ class Checkpointer:
         by a different config/model).
     """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    if legacy is not None:
+    if legacy is not None:  # (abstract state in the older layout, conversion and placement)
       legacy_like, convert = legacy
       shardings = jax.tree.map(lambda x: x.sharding, abstract)
-      self._legacy = (jax.tree.map(ocp.utils.to_shape_dtype_struct, legacy_like),
-                      lambda old: jax.device_put(convert(old), shardings))
-    else:
-      self._legacy = None
+      legacy = (jax.tree.map(ocp.utils.to_shape_dtype_struct, legacy_like),
+                lambda old: jax.device_put(convert(old), shardings))
     if step is not None:
       if step not in self._manager.all_steps():
         self.close()
         raise CheckpointError(
             f"No checkpoint step {step} in {self.directory} (steps: {self.all_steps()}). "
             "Pass one of the saved steps.")
-      state, problem = self._restore_checked(step, abstract)
+      state, problem = self._restore_checked(step, abstract, legacy)
       if problem is None:
         return state
       self.close()  # stop orbax's background threads before reporting
@@ -232,7 +228,7 @@ class Checkpointer:
       raise CheckpointError(f"No checkpoint to restore in {self.directory}.")
     damaged: list[tuple[int, str]] = []
     for i, candidate in enumerate(steps):
-      state, problem = self._restore_checked(candidate, abstract)
+      state, problem = self._restore_checked(candidate, abstract, legacy)
       if problem is None:
         if damaged:
           # A damaged newer step would make orbax skip (or refuse) saving that step again and
@@ -255,8 +251,12 @@ class Checkpointer:
         "intact checkpoint is left (the files are damaged, or were written by a different "
         f"config/model). Remove {self.directory} to train from scratch, or use a new --workdir.")
 
-  def _restore_checked(self, step: int, abstract: Any) -> tuple[Any, str | None]:
-    """(state, None) when `step` restores and matches its fingerprints, else (None, problem)."""
+  def _restore_checked(self, step: int, abstract: Any,
+                       legacy: tuple[Any, Callable[[Any], Any]] | None = None
+                       ) -> tuple[Any, str | None]:
+    """(state, None) when `step` restores and matches its fingerprints, else (None, problem);
+    a step that does not read as `abstract` is tried as `legacy`'s abstract state and then
+    converted with its function."""
     state, problem, recorded = None, None, None
     convert = None
     try:
@@ -265,8 +265,8 @@ class Checkpointer:
       state = self._read(step, abstract)
     except Exception as e:  # pylint: disable=broad-except
       problem = _first_line(e)  # orbax raises many types for unreadable or mismatched files
-      if self._legacy is not None:
-        legacy_abstract, convert = self._legacy
+      if legacy is not None:
+        legacy_abstract, convert = legacy
         try:  # written in the method's older layout?
           state, problem = self._read(step, legacy_abstract), None
         except Exception:  # pylint: disable=broad-except
