@@ -20,8 +20,11 @@ is not used. Training and evaluation steps keep the default: compiling the PC-DA
 at level 1 took as long (40.9 s vs 40.2-43.1 s), and steps run many times. GPU/TPU compiles are
 untouched.
 
-Supernets are another matter: every (cell, edge, op) of a search network is unrolled into the
-init program, whose compile time grows with their number. `eager_init` runs such an init op by
+Unrolled supernets are another matter: every (cell, edge, op) of a search network is unrolled
+into the init program, whose compile time grows with their number. (Search networks whose cells
+run their edges as loops, the default, draw each loop's edges with one vectorised edge init, so
+their init program stays small and is jitted: `nas.search.SearchCell`,
+`nas.abandit_edge_loops`.) `eager_init` runs such an init op by
 op instead (each primitive is compiled once for its shapes and cached), and the caller's traced
 program receives the drawn variables as constants. PC-DARTS CIFAR-10 supernet (8 cells x 14
 edges x 8 ops), same machine: 336 s jitted at level 1, 17 s eagerly; the digits supernet (3 x 9 x
