@@ -34,7 +34,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["jaxcompress", "jaxcompress.*", "launch", "configs", "configs.*"]),
     # The C++ sources of the native CPU kernels, compiled for the host on first use
     # (jaxcompress/ops/native_build.py).
-    package_data={"jaxcompress.ops": ["native/*.cc"]},
+    package_data={"jaxcompress.ops": ["native/*.cc", "native/*.h"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # torch: the tests that compare against PyTorch transcriptions of the official code.

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "conv_binding.h"
 #include "parallel_ranges.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -196,22 +197,10 @@ ffi::Error DepthwiseWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> i
   return ffi::Error::Success();
 }
 
-// Both handlers take (input, kernel or cotangent) and the geometry attributes.
-auto Binding() {
-  return ffi::Ffi::Bind()
-      .Ctx<ffi::ThreadPool>()
-      .Arg<ffi::Buffer<ffi::F32>>()
-      .Arg<ffi::Buffer<ffi::F32>>()
-      .Ret<ffi::Buffer<ffi::F32>>()
-      .Attr<int64_t>("stride_h")
-      .Attr<int64_t>("stride_w")
-      .Attr<int64_t>("dilation_h")
-      .Attr<int64_t>("dilation_w")
-      .Attr<int64_t>("pad_top")
-      .Attr<int64_t>("pad_left");
-}
-
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcompressDepthwiseConv, DepthwiseConvImpl, Binding());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcompressDepthwiseWeightGrad, DepthwiseWeightGradImpl, Binding());
+// Both handlers take (input, kernel or cotangent) and the geometry attributes.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcompressDepthwiseConv, DepthwiseConvImpl,
+                              jaxcompress::ConvGeometryBinding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcompressDepthwiseWeightGrad, DepthwiseWeightGradImpl,
+                              jaxcompress::ConvGeometryBinding());
