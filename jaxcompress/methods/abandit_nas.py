@@ -31,9 +31,9 @@ Chen et al., "Anti-Bandit Neural Architecture Search for Model Defense", arXiv 2
 
 `eval_step` of the search scores the best-so-far ops (highest m among alive arms) inside the
 shared supernet, with batch statistics by default (`nas.eval_bn`): the running averages are mixed
-over all sampled architectures. The supernet's initial parameters are computed eagerly
-(`ABanditNAS.make_variables`), because a jitted initialisation of 540 switched ops took about 8
-minutes of XLA compilation on an H100 host.
+over all sampled architectures. The supernet's initial parameters are drawn from its shapes
+alone, by one small jitted program when the cells run their edges as loops
+(`ABanditNAS.make_variables`).
 
 The bandit decisions live in `on_epoch_end` because one sample is one epoch of training in the
 paper: the hook is the natural boundary and keeps `train_step` a plain adversarial step.
@@ -45,6 +45,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any
@@ -104,6 +105,7 @@ class ABanditNAS(AdversarialTraining):
     if self.nas["reward"] not in ("clean", "adversarial"):
       raise ConfigError(f"config.nas.reward must be 'clean' or 'adversarial', got "
                         f"{self.nas['reward']!r}.")
+    self._init_programs: dict[tuple[Any, ...], Any] = {}  # make_variables' jitted draws
     unknown = [p for p in self.nas["primitives"] if p not in robust_ops.ABANDIT_OPS]
     if unknown or "none" in self.nas["primitives"]:
       raise ConfigError(f"config.nas.primitives {unknown or ['none']} are not ABanditNAS ops; "
@@ -134,41 +136,48 @@ class ABanditNAS(AdversarialTraining):
     return self.model.apply(variables, x, arch, train=False), None, model_state
 
   def make_variables(self, rng, example_batch):
-    """Initial supernet variables, computed eagerly while the engine traces `init`.
+    """Initial supernet variables, computed while the engine traces `init` (constants for it).
 
-    Under `jit`, the initialisation of every (layer, edge, op) of a full search network is a
-    huge program (measured: about 8 minutes of XLA compilation on an H100 host for 6 cells x 10
-    edges x 9 ops, against 27 s for the switched forward). `jax.ensure_compile_time_eval`
-    runs it op by op instead and hands the engine constants; supernets of at most
-    `one_shot.JIT_INIT_MAX_OPS` (layer, edge, op) triples are initialised by one jitted call inside it
-    (the same draws; about 2x faster for the 40-op quick search on a CPU), and so are networks
-    whose cells run their edges as loops (the program holds one edge per loop). The draw is
-    seeded by `config.seed` (the engine's init key is `jax.random.key(config.seed)` as well),
-    so `rng` is not used for the parameters. The he_fout redraw runs over the per-edge layout,
-    so loops and unrolled cells get the same convolution and linear weights.
+    `_initial_variables` draws them: flax's initialisers from the network's shapes alone
+    (`lazy_init`: no forward pass) with an `unsafe_rbg` key, as `AdversarialTraining` does, then
+    the he_fout redraw over the per-edge layout (two draws: `an.reinit_he_fout`), so loops and
+    unrolled cells get the same convolution and linear weights. Networks whose cells run their
+    edges as loops (the default) and unrolled supernets of at most `one_shot.JIT_INIT_MAX_OPS`
+    (layer, edge, op) triples run it as one jitted program; larger unrolled supernets op by op
+    (`jax.ensure_compile_time_eval`: one jitted initialisation of 540 unrolled switched ops took
+    about 8 minutes of XLA compilation on an H100 host). The draw is seeded by `config.seed`
+    (the engine's init key is `jax.random.key(config.seed)` as well), so `rng` is not used.
     """
     del rng
     if "val_image" not in example_batch:
       raise ConfigError("ABanditNAS scores sampled networks on held-out data: set "
                         "config.data.search_split = 0.5 so batches carry 'val_image'.")
-    shape = tuple(example_batch["image"].shape[1:])
+    shape = (1,) + tuple(example_batch["image"].shape[1:])
+    num_ops = self.nas["layers"] * an.num_edges() * len(self.primitives)
     with jax.ensure_compile_time_eval():
       key = jax.random.key(int(self.config.seed))
-      ops = jnp.zeros((self.nas["num_cells"], an.num_edges()), jnp.int32)
-      x = jnp.zeros((1,) + shape, jnp.float32)
-      init = self.model.init
-      num_ops = self.nas["layers"] * an.num_edges() * len(self.primitives)
       if self.model.scan_edges or num_ops <= one_shot.JIT_INIT_MAX_OPS:
-        init = jax.jit(init, static_argnames="train")   # a small program: jitted
-      variables = dict(flax.core.unfreeze(init(jax.random.fold_in(key, 11), x, ops,
-                                               train=False)))
-      params = variables.pop("params")
-      if self.config.model.get("init", "he_fout") == "he_fout":
-        loops = self.model.scan_edges
-        layout = dict(steps=an.STEPS, reduction_layers=(), cell_loops=self.model.cell_loops())
-        params = an.reinit_he_fout(edge_layout.unstack(params, **layout) if loops else params,
-                                   jax.random.fold_in(key, 12))
-        params = edge_layout.stack(params, **layout) if loops else params
+        program = (shape, self.model.scan_edges)   # one jitted draw per input shape and layout
+        if program not in self._init_programs:
+          self._init_programs[program] = one_shot.jit_once(
+              functools.partial(self._initial_variables, shape=shape))
+        return self._init_programs[program](key)
+      return self._initial_variables(key, shape=shape)
+
+  def _initial_variables(self, key: jax.Array, shape: tuple[int, ...]) -> tuple[Any, dict]:
+    """(params, other collections) of the supernet for inputs of `shape` (see make_variables)."""
+    init_key = jax.random.key(jax.random.bits(jax.random.fold_in(key, 11), dtype=jnp.uint32),
+                              impl="unsafe_rbg")
+    ops = jnp.zeros((self.nas["num_cells"], an.num_edges()), jnp.int32)
+    variables = dict(flax.core.unfreeze(self.model.lazy_init(
+        init_key, jax.ShapeDtypeStruct(shape, jnp.float32), ops, train=False)))
+    params = variables.pop("params")
+    if self.config.model.get("init", "he_fout") == "he_fout":
+      loops = self.model.scan_edges
+      layout = dict(steps=an.STEPS, reduction_layers=(), cell_loops=self.model.cell_loops())
+      params = an.reinit_he_fout(edge_layout.unstack(params, **layout) if loops else params,
+                                 jax.random.fold_in(key, 12))
+      params = edge_layout.stack(params, **layout) if loops else params
     return params, variables
 
   def legacy_layout(self, state: TrainState) -> tuple[Any, Any] | None:

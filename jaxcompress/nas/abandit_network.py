@@ -492,25 +492,44 @@ def derive_genotype(mean: Any, alive: Any, primitives: Sequence[str] = tuple(
 def reinit_he_fout(params: Any, rng: jax.Array) -> Any:
   """The official `init_model('he_fout')`: conv kernels ~ N(0, 2 / (kh kw C_out)); linear
   weights ~ U(+-1/sqrt(fan_in)) with zero bias. Batch norms and Gabor parameters are kept (the
-  zero-initialised BN of the denoising blocks stays zero)."""
-  flat = jax.tree_util.tree_flatten_with_path(params)
-  leaves, treedef = flat
-  keys = jax.random.split(rng, max(len(leaves), 1))
-  out = []
-  dense_bias = set()
-  for path, leaf in leaves:
-    names = [getattr(p, "key", str(p)) for p in path]
-    if names[-1] == "kernel" and leaf.ndim == 2:
-      dense_bias.add(tuple(names[:-1]))
-  for (path, leaf), key in zip(leaves, keys):
-    names = [getattr(p, "key", str(p)) for p in path]
-    if names[-1] == "kernel" and leaf.ndim == 4:
-      kh, kw, _, c_out = leaf.shape
-      leaf = jax.random.normal(key, leaf.shape, leaf.dtype) * math.sqrt(2.0 / (kh * kw * c_out))
-    elif names[-1] == "kernel" and leaf.ndim == 2:
-      bound = 1.0 / math.sqrt(leaf.shape[0])
-      leaf = jax.random.uniform(key, leaf.shape, leaf.dtype, -bound, bound)
-    elif names[-1] == "bias" and tuple(names[:-1]) in dense_bias:
-      leaf = jnp.zeros_like(leaf)
-    out.append(leaf)
-  return jax.tree.unflatten(treedef, out)
+  zero-initialised BN of the denoising blocks stays zero).
+
+  All kernels come from one standard-normal vector and all linear weights from one uniform
+  vector, cut into the leaves in the tree's flatten order and scaled per leaf: two random
+  programs whatever the network's size (a draw per leaf made a supernet's jitted initialisation
+  hundreds of hash computations). The same tree therefore gets the same weights, jitted or not.
+
+  Args:
+    params: a parameter tree (conv kernels HWIO, linear kernels (fan_in, fan_out)).
+    rng: the key of the redraw.
+
+  Returns:
+    `params` with its conv and linear kernels redrawn and linear biases zeroed.
+  """
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+  names = [tuple(getattr(p, "key", str(p)) for p in path) for path, _ in leaves]
+  values = [leaf for _, leaf in leaves]
+  convs = [i for i, v in enumerate(values) if names[i][-1] == "kernel" and v.ndim == 4]
+  linears = [i for i, v in enumerate(values) if names[i][-1] == "kernel" and v.ndim == 2]
+  linear_modules = {names[i][:-1] for i in linears}
+  rng_conv, rng_linear = jax.random.split(rng)
+
+  def cut(indices: list[int], flat: jax.Array, scale: Any) -> None:
+    offset = 0
+    for i in indices:
+      size = math.prod(values[i].shape)
+      draw = flat[offset:offset + size].reshape(values[i].shape)
+      values[i] = (draw * scale(values[i].shape)).astype(values[i].dtype)
+      offset += size
+
+  total = lambda indices: sum(math.prod(values[i].shape) for i in indices)  # noqa: E731
+  if convs:
+    cut(convs, jax.random.normal(rng_conv, (total(convs),), jnp.float32),
+        lambda shape: math.sqrt(2.0 / (shape[0] * shape[1] * shape[3])))
+  if linears:
+    cut(linears, jax.random.uniform(rng_linear, (total(linears),), jnp.float32, -1.0, 1.0),
+        lambda shape: 1.0 / math.sqrt(shape[0]))
+  for i, name in enumerate(names):
+    if name[-1] == "bias" and name[:-1] in linear_modules:
+      values[i] = jnp.zeros_like(values[i])
+  return jax.tree.unflatten(treedef, values)
