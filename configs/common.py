@@ -58,6 +58,9 @@ def base_config() -> ml_collections.ConfigDict:
   # XLA options of the compiled train/eval steps, e.g. xla_gpu_autotune_level=0 (see
   # jaxcompress/train/compile_options.py); options named for another backend are dropped.
   c.compiler_options = ml_collections.ConfigDict()
+  # CPU: trace the steps with convolutions off oneDNN's custom call, so the persistent
+  # compilation cache can store them (faster restarts, slower steps; compile_options.py).
+  c.cacheable_programs = False
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "resnet20"

@@ -14,16 +14,25 @@ BENCHMARKS.md "NAS search start-up on a GPU"):
   convolutions trained for hours, so it stays on by default: a config turns it off with
   `config.compiler_options = {"xla_gpu_autotune_level": 0}` (the PC-DARTS and BNAS digits
   searches do). Options named for another backend are dropped (`step_compiler_options`).
+
+On a CPU, programs holding oneDNN's convolution call cannot be stored in the persistent
+compilation cache (XLA:CPU cannot serialise that call), so a rerun or a resumed run compiles its
+steps again. `config.cacheable_programs = True` traces the engine's steps, hooks and evaluators
+with convolutions off that call (`step_tracing`, `ops.conv.cacheable_programs`): they are
+cached, at some steady speed (BENCHMARKS.md "Time to first step"). Worth it for short runs that
+restart often; long searches keep the default.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import jax
 
 from jaxcompress.errors import ConfigError
+from jaxcompress.ops import conv as conv_ops
 
 THREEFRY_FLAG = "jax_threefry_gpu_kernel_lowering"
 OptionValue = str | int | float | bool
@@ -73,6 +82,41 @@ def step_compiler_options(config: Mapping[str, Any]) -> dict[str, OptionValue]:
                         f"XLA debug-option names (see xla/xla.proto DebugOptions), e.g. "
                         f"xla_gpu_autotune_level.") from e
   return options
+
+
+def step_tracing(config: Mapping[str, Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+  """What the engine wraps each step function in before `jax.jit`, from the config.
+
+  With `config.cacheable_programs = True` (default False) the wrapped function is traced inside
+  `ops.conv.cacheable_programs()`, so its compiled program can be stored in the persistent
+  compilation cache (module docstring); otherwise functions are returned as they are. The
+  wrapper enters the block in the tracing thread itself, so a step compiled ahead in the warm-up
+  thread (`train.warm_start`) gets the same program.
+
+  Args:
+    config: an experiment config; `config.cacheable_programs` is optional.
+
+  Returns:
+    A function from a step function to the function to jit.
+
+  Raises:
+    ConfigError: `config.cacheable_programs` is not a bool.
+  """
+  cacheable = config.get("cacheable_programs", False)
+  if not isinstance(cacheable, bool):
+    raise ConfigError(f"config.cacheable_programs must be True or False (trace the steps with "
+                      f"convolutions the persistent compilation cache can store), got "
+                      f"{cacheable!r}.")
+  if not cacheable:
+    return lambda fn: fn
+
+  def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def traced(*args: Any, **kwargs: Any) -> Any:
+      with conv_ops.cacheable_programs():
+        return fn(*args, **kwargs)
+    return traced
+  return wrap
 
 
 def _backend() -> str:

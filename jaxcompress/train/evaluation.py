@@ -20,6 +20,7 @@ from jax.experimental import multihost_utils
 
 from jaxcompress import distributed, evals
 from jaxcompress.data import pipeline, sources, transforms
+from jaxcompress.train import compile_options
 
 
 def to_host(x: jax.Array) -> np.ndarray:
@@ -58,7 +59,8 @@ class Evaluation:
     self._datasets: dict[tuple[str, str], Any] = {}
     batch_sharding = distributed.batch_sharding(mesh)
     replicated = distributed.replicated(mesh)
-    self._fns = {e.name: jax.jit(e.batch_outputs, in_shardings=(replicated, batch_sharding),
+    traced = compile_options.step_tracing(config)
+    self._fns = {e.name: jax.jit(traced(e.batch_outputs), in_shardings=(replicated, batch_sharding),
                                  compiler_options=compiler_options)
                  for e in self.evaluators if not getattr(e, "runs_on_host", False)}
     self.best: dict[str, float] = {}

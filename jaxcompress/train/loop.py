@@ -214,6 +214,7 @@ def make_runner(setup: Setup, *, eval_every: int, checkpoint_every: int) -> Any:
   """The stepping mode the config asks for (see `jaxcompress.train.runners`)."""
   config, method, mesh = setup.config, setup.method, setup.mesh
   data = config.data
+  train_step = compile_options.step_tracing(config)(method.train_step)
   if data.get("on_device", False):
     for key in ("streams", "sampler", "augment"):
       if data.get(key, None):
@@ -228,7 +229,7 @@ def make_runner(setup: Setup, *, eval_every: int, checkpoint_every: int) -> Any:
     stream = on_device_lib.Stream(data.batch_size, setup.steps_per_epoch, config.seed,
                                   setup.options)
     scan_steps = data.get("scan_steps", -1)
-    return runners.ScanRunner(method.train_step, device_data, stream, mesh,
+    return runners.ScanRunner(train_step, device_data, stream, mesh,
                               max_steps=setup.steps_per_epoch if scan_steps <= 0 else scan_steps,
                               compiler_options=setup.step_options)
   steps_per_call = config.get("steps_per_call", 1)
@@ -237,10 +238,10 @@ def make_runner(setup: Setup, *, eval_every: int, checkpoint_every: int) -> Any:
                       f"call of the host pipeline), got {steps_per_call!r}.")
   workers = data.get("num_workers", 0)
   if steps_per_call > 1:
-    return runners.MultiStepRunner(method.train_step, setup.train_ds, mesh,
+    return runners.MultiStepRunner(train_step, setup.train_ds, mesh,
                                    max_steps=steps_per_call, num_workers=workers,
                                    compiler_options=setup.step_options)
-  return runners.OneStepRunner(method.train_step, setup.train_ds, mesh, num_workers=workers,
+  return runners.OneStepRunner(train_step, setup.train_ds, mesh, num_workers=workers,
                                compiler_options=setup.step_options)
 
 
@@ -248,6 +249,7 @@ def _hooks(setup: Setup) -> dict[str, Callable[..., Any]]:
   """The method's epoch hooks: jitted (state, epoch) or host (state, epoch, context)."""
   method = setup.method
   replicated = distributed.replicated(setup.mesh)
+  traced = compile_options.step_tracing(setup.config)
   hooks = {}
   for name in ("on_epoch_start", "on_epoch_end"):
     if getattr(type(method), name) is getattr(Method, name):
@@ -256,7 +258,7 @@ def _hooks(setup: Setup) -> dict[str, Callable[..., Any]]:
     if name in method.host_hooks:
       hooks[name] = fn
     else:
-      hooks[name] = jax.jit(fn, out_shardings=replicated, donate_argnums=0,
+      hooks[name] = jax.jit(traced(fn), out_shardings=replicated, donate_argnums=0,
                             compiler_options=setup.step_options)
   return hooks
 

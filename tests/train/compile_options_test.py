@@ -127,3 +127,64 @@ def test_users_environment_choice_wins(fake_gpu, monkeypatch):
   before = _flag()
   with compile_options.gpu_threefry_kernel():
     assert _flag() == before
+
+
+def test_step_tracing_is_the_identity_by_default():
+  step = lambda state, batch: (state, {})  # noqa: E731
+  assert compile_options.step_tracing(common.base_config())(step) is step
+  assert compile_options.step_tracing({})(step) is step
+
+
+def test_cacheable_programs_must_be_a_bool():
+  with pytest.raises(errors.ConfigError, match="config.cacheable_programs must be True or False"):
+    compile_options.step_tracing({"cacheable_programs": "yes"})
+
+
+def test_cacheable_steps_hold_no_onednn_call_when_traced_in_another_thread():
+  # The warm-up thread traces the step: the wrapper, not the caller's context, decides.
+  import threading  # pylint: disable=g-import-not-at-top
+  from unittest import mock  # pylint: disable=g-import-not-at-top
+
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  from jaxcompress.ops import conv as conv_ops  # pylint: disable=g-import-not-at-top
+  from jaxcompress.ops import onednn_conv  # pylint: disable=g-import-not-at-top
+  if not onednn_conv.available():
+    pytest.skip("oneDNN convolutions are not available in this process")
+
+  def loss(lhs, rhs):
+    out = conv_ops.conv_general_dilated(lhs, rhs, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.sum(out ** 2)
+
+  lhs, rhs = jnp.ones((2, 6, 6, 3)), jnp.ones((3, 3, 3, 4))
+  target = f'custom_call_target="{onednn_conv.CUSTOM_CALL_TARGET}"'
+  texts = {}
+
+  def compile_in_thread(name, fn):
+    texts[name] = jax.jit(jax.grad(fn)).lower(lhs, rhs).compile().as_text()
+
+  cacheable = compile_options.step_tracing({"cacheable_programs": True})(loss)
+  with mock.patch.object(conv_ops.jax, "device_count", return_value=1), \
+      mock.patch.object(conv_ops, "_ONEDNN_MIN_FLOPS", 0):
+    for name, fn in (("plain", loss), ("cacheable", cacheable)):
+      thread = threading.Thread(target=compile_in_thread, args=(name, fn))
+      thread.start()
+      thread.join()
+  assert target in texts["plain"]
+  assert target not in texts["cacheable"]
+
+
+def test_engine_traces_steps_hooks_and_evaluators_through_step_tracing(tmp_path, monkeypatch):
+  wrapped = []
+  real = compile_options.step_tracing
+
+  def spy(config):
+    wrap = real(config)
+    return lambda fn: (wrapped.append(getattr(fn, "__name__", "")), wrap(fn))[1]
+
+  monkeypatch.setattr(compile_options, "step_tracing", spy)
+  cfg = loop_test.toy_config(num_epochs=1, cacheable_programs=True)
+  out = loop.run(cfg, str(tmp_path))
+  assert int(out["state"].step) == 4
+  assert sorted(wrapped) == ["eval_step", "on_epoch_start", "train_step"]  # hook, evaluator
