@@ -11,7 +11,9 @@ background thread, as the engine does it: `train.warm_start`), the first step's 
 start to the end of the first step, steady seconds per step, minor page faults per steady step,
 the first step after a 10-second pause over the next one (`--pause 0` skips it), and the HLO
 instructions of the compiled init and step programs (after XLA's optimisation). With
-`--warm` each workload runs a second time on the compilation cache its first run filled.
+`--warm` each workload runs a second time on the compilation cache its first run filled; with
+`--cacheable` the step is traced as `config.cacheable_programs = True` makes the engine trace it
+(convolutions off oneDNN's custom call, so the cache can store the step).
 
 Workloads:
   * pc_darts: the PC-DARTS CIFAR-10 search (configs/pc_darts/cifar10_search.py: 8 cells,
@@ -30,7 +32,7 @@ is faster).
 
 Usage:
   python benchmarks/startup.py [--workloads pc_darts,abandit,pams,resnet20] [--steady 3] [--pause 10]
-      [--torch] [--warm]
+      [--torch] [--warm] [--cacheable]
 """
 from __future__ import annotations
 
@@ -111,7 +113,7 @@ def _resnet20(batch_size: int):
   return cfg, {k: jnp.asarray(v) for k, v in batch.items()}
 
 
-def child(name: str, steady: int, pause: float) -> None:
+def child(name: str, steady: int, pause: float, cacheable: bool) -> None:
   """Runs one workload and prints a JSON line of `time.time()` marks."""
   marks = {"start": time.time()}
   sys.path.insert(0, ROOT)
@@ -121,10 +123,15 @@ def child(name: str, steady: int, pause: float) -> None:
 
   import jaxcompress  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   from jaxcompress import distributed, methods  # pylint: disable=g-import-not-at-top
-  from jaxcompress.train import one_shot, warm_start  # pylint: disable=g-import-not-at-top
+  from jaxcompress.train import (  # pylint: disable=g-import-not-at-top
+    compile_options,
+    one_shot,
+    warm_start,
+  )
   workdir = tempfile.mkdtemp(prefix="startup_")
   cfg, batch = {"pc_darts": lambda: _pc_darts(64), "abandit": lambda: _abandit(128),
                 "pams": lambda: _pams(16, workdir), "resnet20": lambda: _resnet20(128)}[name]()
+  cfg.cacheable_programs = cacheable
   method = methods.get(cfg.method)(cfg, steps_per_epoch=100, total_steps=1000)
   marks["imports"] = time.time()
   # As the engine starts (`loop.initial_state`, `runners.OneStepRunner` on a 1-device mesh):
@@ -132,7 +139,7 @@ def child(name: str, steady: int, pause: float) -> None:
   # compiles and is built.
   mesh = distributed.make_mesh(jax.devices()[:1])
   replicated = distributed.replicated(mesh)
-  step = jax.jit(method.train_step, in_shardings=(replicated, distributed.batch_sharding(mesh)),
+  step = jax.jit(compile_options.step_tracing(cfg)(method.train_step), in_shardings=(replicated, distributed.batch_sharding(mesh)),
                  out_shardings=(replicated, replicated), donate_argnums=0)
   batch = distributed.global_batch(batch, mesh)
   init_fn = one_shot.jit_once(method.init, out_shardings=replicated)
@@ -181,14 +188,17 @@ def main() -> None:
                       help="also time the official PC-DARTS code's first iteration (PyTorch)")
   parser.add_argument("--warm", action="store_true",
                       help="run each workload again with the compilation cache of its first run")
+  parser.add_argument("--cacheable", action="store_true",
+                      help="trace the steps as config.cacheable_programs = True does")
   parser.add_argument("--child", default="", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
-    child(args.child, args.steady, args.pause)
+    child(args.child, args.steady, args.pause, args.cacheable)
     return
   import jax  # pylint: disable=g-import-not-at-top
   print(f"jax {jax.__version__}, {os.cpu_count()} CPUs; empty compilation cache per workload"
-        f"{' (warm: the same cache again)' if args.warm else ''}")
+        f"{' (warm: the same cache again)' if args.warm else ''}"
+        f"{'; cacheable steps' if args.cacheable else ''}")
   print(f"{'workload':15s} {'imports':>8s} {'init+warm':>10s} {'1st step':>9s} "
         f"{'start->1st':>11s} {'steady/step':>12s} {'faults/step':>12s} {'pause/next':>11s} "
         f"{'HLO init':>9s} {'HLO step':>9s}")
@@ -199,7 +209,8 @@ def main() -> None:
         env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": cache}
         launched = time.time()
         out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", name,
-                              "--steady", str(args.steady), "--pause", str(args.pause)],
+                              "--steady", str(args.steady), "--pause", str(args.pause)]
+                             + ["--cacheable"] * args.cacheable,
                              env=env, capture_output=True, text=True, check=False)
         lines = [l for l in out.stdout.splitlines() if l.startswith("MARKS ")]
         if out.returncode or not lines:

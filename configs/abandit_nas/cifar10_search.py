@@ -8,9 +8,10 @@ after every K*T samples; T * sum_{k=2..9} k = 132 epochs in all.
 Command:
   python -m launch.main --config=configs/abandit_nas/cifar10_search.py --workdir=$HOME/runs/abnas
 Data: `tfds build cifar10 --file_format=array_record` once.
-Hardware: 1 GPU (paper: about 1-2 GPU-days for CIFAR-10, unconfirmed). Compilation is heavy: every
-edge is a `lax.switch` over 9 ops in the forward, the PGD loop and the backward pass (the
-switched forward alone compiled in 27 s on an H100 host; the full training step was not timed).
+Hardware: 1 GPU (paper: about 1-2 GPU-days for CIFAR-10, unconfirmed). Every edge is a
+`lax.switch` over 9 ops in the forward, the PGD loop and the backward pass, each cell's edges one
+loop: on a 2-core CPU the first step ends about 75 s after launch (BENCHMARKS.md, "Time to first
+step"); `--config.cacheable_programs=True` lets a restart reuse the compiled step.
 Expected: final_report.json holds a complete genotype ("search_complete": true, one op per edge);
 evaluate it with cifar10_eval_genotype1.py and --config.model.kwargs.genotype=WORKDIR/genotype.json
 (WORKDIR/final_report.json works too).
