@@ -62,6 +62,7 @@ from jaxcompress.methods.adversarial import (  # noqa: F401  (re-exported for us
   ROBUST_TABLE,
   AdversarialTraining,
   _block,
+  initializer_key,
   parse_attack,
   robust_eval,
   run_attack,
@@ -139,7 +140,7 @@ class ABanditNAS(AdversarialTraining):
     """Initial supernet variables, computed while the engine traces `init` (constants for it).
 
     `_initial_variables` draws them: flax's initialisers from the network's shapes alone
-    (`lazy_init`: no forward pass) with an `unsafe_rbg` key, as `AdversarialTraining` does, then
+    (`lazy_init`: no forward pass) with `initializer_key`'s `unsafe_rbg` key, then
     the he_fout redraw over the per-edge layout (two draws: `an.reinit_he_fout`), so loops and
     unrolled cells get the same convolution and linear weights. Networks whose cells run their
     edges as loops (the default) and unrolled supernets of at most `one_shot.JIT_INIT_MAX_OPS`
@@ -166,8 +167,7 @@ class ABanditNAS(AdversarialTraining):
 
   def _initial_variables(self, key: jax.Array, shape: tuple[int, ...]) -> tuple[Any, dict]:
     """(params, other collections) of the supernet for inputs of `shape` (see make_variables)."""
-    init_key = jax.random.key(jax.random.bits(jax.random.fold_in(key, 11), dtype=jnp.uint32),
-                              impl="unsafe_rbg")
+    init_key = initializer_key(key)
     ops = jnp.zeros((self.nas["num_cells"], an.num_edges()), jnp.int32)
     variables = dict(flax.core.unfreeze(self.model.lazy_init(
         init_key, jax.ShapeDtypeStruct(shape, jnp.float32), ops, train=False)))

@@ -88,6 +88,22 @@ def run_attack(name: str, fn: Any, x: jax.Array, labels: jax.Array, rng: jax.Arr
                      random_start=adv["random_start"])
 
 
+def initializer_key(rng: jax.Array) -> jax.Array:
+  """The key the adversarial methods draw their models' initial parameters with.
+
+  An `unsafe_rbg` key seeded from `rng`: the same initialisers, but XLA compiles the many
+  independent draws several times faster than with threefry.
+
+  Args:
+    rng: the method's init key.
+
+  Returns:
+    An `unsafe_rbg` key.
+  """
+  return jax.random.key(jax.random.bits(jax.random.fold_in(rng, 11), dtype=jnp.uint32),
+                        impl="unsafe_rbg")
+
+
 def _first(out: Any) -> jax.Array:
   return out[0] if isinstance(out, (tuple, list)) else out
 
@@ -161,11 +177,7 @@ class AdversarialTraining(Classification):
 
   def make_variables(self, rng: jax.Array, example_batch: Batch) -> tuple[Any, dict]:
     """(params, model_state): the model's initialisers, then `model.init = "he_fout"`."""
-    # Parameters are drawn with an `unsafe_rbg` key: the same initialisers, but XLA compiles the
-    # many independent draws several times faster than with threefry.
-    init_key = jax.random.key(jax.random.bits(jax.random.fold_in(rng, 11), dtype=jnp.uint32),
-                              impl="unsafe_rbg")
-    variables = self.init_variables(init_key, example_batch)
+    variables = self.init_variables(initializer_key(rng), example_batch)
     params = variables.pop("params")
     if self.config.model.get("init", "he_fout") == "he_fout":
       params = an.reinit_he_fout(params, jax.random.fold_in(rng, 12))

@@ -19,8 +19,8 @@ On a CPU, programs holding oneDNN's convolution call cannot be stored in the per
 compilation cache (XLA:CPU cannot serialise that call), so a rerun or a resumed run compiles its
 steps again. `config.cacheable_programs = True` traces the engine's steps, hooks and evaluators
 with convolutions off that call (`step_tracing`, `ops.conv.cacheable_programs`): they are
-cached, at some steady speed (BENCHMARKS.md "Time to first step"). Worth it for short runs that
-restart often; long searches keep the default.
+cached, at a cost in steady speed (BENCHMARKS.md "Time to first step"). Worth it for short
+runs that restart often; long searches keep the default.
 """
 from __future__ import annotations
 
