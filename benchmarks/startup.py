@@ -7,7 +7,9 @@ state with the engine's `one_shot.jit_once(method.init)`, compiles `method.train
 state donated) and runs it on synthetic data of the workload's shapes, then times a few steady
 steps. Printed per workload: imports (and the method's construction: for pams the float
 teacher's init and save), init+warm (the initial state built while the step compiles in a
-background thread, as the engine does it: `train.warm_start`), the first step's call, process
+background thread, as the engine does it: `train.warm_start`), of which init (tracing, compiling
+and running the init program) and step comp (tracing, lowering and compiling the step, in the
+background thread; the two overlap and share the cores), the first step's call, process
 start to the end of the first step, steady seconds per step, minor page faults per steady step,
 the first step after a 10-second pause over the next one (`--pause 0` skips it), and the HLO
 instructions of the compiled init and step programs (after XLA's optimisation). With
@@ -139,18 +141,27 @@ def child(name: str, steady: int, pause: float, cacheable: bool) -> None:
   # compiles and is built.
   mesh = distributed.make_mesh(jax.devices()[:1])
   replicated = distributed.replicated(mesh)
-  step = jax.jit(compile_options.step_tracing(cfg)(method.train_step), in_shardings=(replicated, distributed.batch_sharding(mesh)),
+  step = jax.jit(compile_options.step_tracing(cfg)(method.train_step),
+                 in_shardings=(replicated, distributed.batch_sharding(mesh)),
                  out_shardings=(replicated, replicated), donate_argnums=0)
   batch = distributed.global_batch(batch, mesh)
   init_fn = one_shot.jit_once(method.init, out_shardings=replicated)
   rng = jax.random.key(cfg.seed)
+  init_start = time.time()
   shapes = warm_start.output_shapes(init_fn, rng, batch)
-  warmup = warm_start.Warmup(
-      lambda: step.trace(shapes, warm_start.shapes_of(batch)).lower().compile())
+
+  def compile_step():
+    start = time.time()
+    compiled = step.trace(shapes, warm_start.shapes_of(batch)).lower().compile()
+    marks["step_compile"] = time.time() - start
+    return compiled
+
+  warmup = warm_start.Warmup(compile_step)
   state = init_fn(rng, batch)
   if hasattr(method, "on_epoch_start") and name == "pams":
     state = jax.jit(method.on_epoch_start)(state, 1)  # after calibration: the steady step
   jax.block_until_ready(state)
+  marks["init_seconds"] = time.time() - init_start
   warmup.wait()
   marks["init"] = time.time()
   state, metrics = step(state, batch)
@@ -199,7 +210,8 @@ def main() -> None:
   print(f"jax {jax.__version__}, {os.cpu_count()} CPUs; empty compilation cache per workload"
         f"{' (warm: the same cache again)' if args.warm else ''}"
         f"{'; cacheable steps' if args.cacheable else ''}")
-  print(f"{'workload':15s} {'imports':>8s} {'init+warm':>10s} {'1st step':>9s} "
+  print(f"{'workload':15s} {'imports':>8s} {'init+warm':>10s} {'init':>6s} {'step comp':>10s} "
+        f"{'1st step':>9s} "
         f"{'start->1st':>11s} {'steady/step':>12s} {'faults/step':>12s} {'pause/next':>11s} "
         f"{'HLO init':>9s} {'HLO step':>9s}")
   first, steady = {}, {}
@@ -220,6 +232,7 @@ def main() -> None:
         first[label] = m["first_step"] - launched
         steady.setdefault(name, m["steady"])
         print(f"{label:15s} {m['imports'] - launched:8.1f} {m['init'] - m['imports']:10.1f} "
+              f"{m['init_seconds']:6.1f} {m.get('step_compile', float('nan')):10.1f} "
               f"{m['first_step'] - m['init']:9.1f} {first[label]:11.1f} "
               f"{m['steady']:12.3f} {m['faults']:12.0f} "
               f"{m.get('after_pause', float('nan')):11.2f} {m['init_hlo']:9d} "
