@@ -176,6 +176,31 @@ class EvalNetworkTest(absltest.TestCase):
     np.testing.assert_array_equal(params["classifier"]["bias"], 0.0)
 
 
+class HeFoutTest(absltest.TestCase):
+
+  def test_redraw_cuts_one_normal_and_one_uniform_draw_into_the_leaves(self):
+    # Conv kernels N(0, 2 / (kh kw C_out)) and linear weights U(+-1/sqrt(fan_in)), cut in the
+    # tree's flatten order from one draw each; linear biases zeroed, other leaves kept.
+    params = {"a": {"kernel": jnp.zeros((3, 3, 2, 4))}, "b": {"kernel": jnp.zeros((1, 1, 4, 8))},
+              "bn": {"scale": jnp.full((4,), 0.5)},
+              "fc": {"kernel": jnp.zeros((8, 10)), "bias": jnp.ones((10,))}}
+    rng = jax.random.key(5)
+    out = an.reinit_he_fout(params, rng)
+    rng_conv, rng_linear = jax.random.split(rng)
+    normal = np.asarray(jax.random.normal(rng_conv, (72 + 32,)))
+    uniform = np.asarray(jax.random.uniform(rng_linear, (80,), minval=-1.0, maxval=1.0))
+    np.testing.assert_allclose(np.ravel(out["a"]["kernel"]), normal[:72] * np.sqrt(2 / 36),
+                               rtol=1e-6)
+    np.testing.assert_allclose(np.ravel(out["b"]["kernel"]), normal[72:] * np.sqrt(2 / 8),
+                               rtol=1e-6)
+    np.testing.assert_allclose(np.ravel(out["fc"]["kernel"]), uniform / np.sqrt(8), rtol=1e-6)
+    np.testing.assert_array_equal(out["fc"]["bias"], 0.0)
+    np.testing.assert_array_equal(out["bn"]["scale"], 0.5)
+    jitted = jax.jit(an.reinit_he_fout)(params, rng)
+    for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(jitted)):
+      np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
 class SearchNetworkTest(absltest.TestCase):
 
   def test_ops_switch_by_traced_index_without_recompiling(self):
