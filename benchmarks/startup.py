@@ -128,6 +128,7 @@ def child(name: str, steady: int, pause: float, cacheable: bool) -> None:
   from jaxcompress.train import (  # pylint: disable=g-import-not-at-top
     compile_options,
     one_shot,
+    program_store,
     warm_start,
   )
   workdir = tempfile.mkdtemp(prefix="startup_")
@@ -141,11 +142,25 @@ def child(name: str, steady: int, pause: float, cacheable: bool) -> None:
   # compiles and is built.
   mesh = distributed.make_mesh(jax.devices()[:1])
   replicated = distributed.replicated(mesh)
-  step = jax.jit(compile_options.step_tracing(cfg)(method.train_step),
-                 in_shardings=(replicated, distributed.batch_sharding(mesh)),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
   batch = distributed.global_batch(batch, mesh)
-  init_fn = one_shot.jit_once(method.init, out_shardings=replicated)
+  shardings = (replicated, distributed.batch_sharding(mesh))
+  step_fn = compile_options.step_tracing(cfg)(method.train_step)
+  store = program_store.for_config(cfg)
+  if store is None:
+    step = jax.jit(step_fn, in_shardings=shardings, out_shardings=(replicated, replicated),
+                   donate_argnums=0)
+    init_fn = one_shot.jit_once(method.init, out_shardings=replicated)
+  else:  # as `loop.initial_state` and `runners.OneStepRunner` build them for the store
+    key = {"config": program_store.config_key(cfg), "method": type(method).__qualname__}
+    step = program_store.StoredProgram(
+        step_fn, directory=store, name="train_step", key_parts=key, in_shardings=shardings,
+        out_sharding=replicated, donate_argnums=(0,),
+        compiler_options=compile_options.step_compiler_options(cfg))
+    init_fn = program_store.StoredProgram(
+        method.init, directory=store, name="init", key_parts=key, in_shardings=shardings,
+        out_sharding=replicated, replay_trace=True, store_result=True,
+        compiler_options={**one_shot.compiler_options(),
+                          **compile_options.cacheable_compiler_options(cfg)})
   rng = jax.random.key(cfg.seed)
   init_start = time.time()
   shapes = warm_start.output_shapes(init_fn, rng, batch)
@@ -158,6 +173,7 @@ def child(name: str, steady: int, pause: float, cacheable: bool) -> None:
 
   warmup = warm_start.Warmup(compile_step)
   state = init_fn(rng, batch)
+  program_store.settle()
   if hasattr(method, "on_epoch_start") and name == "pams":
     state = jax.jit(method.on_epoch_start)(state, 1)  # after calibration: the steady step
   jax.block_until_ready(state)

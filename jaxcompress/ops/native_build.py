@@ -153,6 +153,8 @@ def build(name: str) -> str | None:
 
 # The loaded kernels' libraries, kept referenced so that their code stays mapped.
 _LIBRARIES: dict[str, ctypes.CDLL] = {}
+# FFI target -> (source stem, handler symbol) of every kernel registered in this process.
+_TARGETS: dict[str, tuple[str, str]] = {}
 
 
 @functools.lru_cache(maxsize=None)
@@ -179,7 +181,13 @@ def load_ffi(name: str, symbol: str, target: str) -> ctypes.CDLL | None:
     return None
   jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler), platform="cpu")
   _LIBRARIES[name] = library
+  _TARGETS[target] = (name, symbol)
   return library
+
+
+def registered_targets() -> dict[str, tuple[str, str]]:
+  """The FFI targets `load_ffi` registered in this process, as target -> (name, symbol)."""
+  return dict(_TARGETS)
 
 
 def passes_probe(checks: Iterable[Callable[[], bool]]) -> bool:

@@ -58,7 +58,8 @@ def jaxlib_version_in(checked: tuple[tuple[int, int], ...]) -> bool:
   return (major, minor) in checked
 
 
-def _jaxlib_checked() -> bool:
+def jaxlib_checked() -> bool:
+  """Whether the installed jaxlib's XLA was checked to define the YNNPACK fusion option."""
   return jaxlib_version_in(_CHECKED_JAXLIB)
 
 
@@ -80,7 +81,7 @@ def apply() -> bool:
   """
   flags = os.environ.get("XLA_FLAGS", "")
   if (os.environ.get(OPT_OUT_ENV, "1") == "0" or "xla_cpu_experimental_ynn_fusion_type" in flags
-      or not _jaxlib_checked() or backends_initialized()):
+      or not jaxlib_checked() or backends_initialized()):
     return False
   os.environ["XLA_FLAGS"] = f"{flags} {YNN_FUSION_FLAG}".strip()
   return True

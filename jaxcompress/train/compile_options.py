@@ -20,7 +20,11 @@ compilation cache (XLA:CPU cannot serialise that call), so a rerun or a resumed 
 steps again. `config.cacheable_programs = True` traces the engine's steps, hooks and evaluators
 with convolutions off that call (`step_tracing`, `ops.conv.cacheable_programs`): they are
 cached, at a cost in steady speed (BENCHMARKS.md "Time to first step"). Worth it for short
-runs that restart often; long searches keep the default.
+runs that restart often; long searches keep the default. Those programs also compile without
+YNNPACK's fusions (`cacheable_compiler_options`): XLA:CPU rebuilds each fusion's YNNPACK graph
+when it loads a stored executable, and the PC-DARTS search step holds about 1200 of them, whose
+loading took longer than the rest of the executable. `train.program_store` then spares a
+restart the tracing too.
 """
 from __future__ import annotations
 
@@ -33,11 +37,15 @@ import jax
 
 from jaxcompress.errors import ConfigError
 from jaxcompress.ops import conv as conv_ops
+from jaxcompress.ops import xla_cpu
 
 THREEFRY_FLAG = "jax_threefry_gpu_kernel_lowering"
 OptionValue = str | int | float | bool
 # XLA debug options that only one backend knows start with these prefixes.
 _BACKEND_PREFIXES = ("xla_cpu_", "xla_gpu_", "xla_tpu_")
+# No YNNPACK fusion at all in cacheable CPU programs (an empty list of fusion types).
+YNN_FUSION_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+CACHEABLE_CPU_OPTIONS = {YNN_FUSION_OPTION: ""}
 
 
 def step_compiler_options(config: Mapping[str, Any]) -> dict[str, OptionValue]:
@@ -81,7 +89,42 @@ def step_compiler_options(config: Mapping[str, Any]) -> dict[str, OptionValue]:
       raise ConfigError(f"config.compiler_options {options!r} is not accepted by XLA: {e}. Use "
                         f"XLA debug-option names (see xla/xla.proto DebugOptions), e.g. "
                         f"xla_gpu_autotune_level.") from e
-  return options
+  return {**cacheable_compiler_options(config), **options}
+
+
+def cacheable(config: Mapping[str, Any]) -> bool:
+  """`config.cacheable_programs` (default False), validated.
+
+  Raises:
+    ConfigError: it is not a bool.
+  """
+  value = config.get("cacheable_programs", False)
+  if not isinstance(value, bool):
+    raise ConfigError(f"config.cacheable_programs must be True or False (trace the steps with "
+                      f"convolutions the persistent compilation cache can store), got "
+                      f"{value!r}.")
+  return value
+
+
+def cacheable_compiler_options(config: Mapping[str, Any]) -> dict[str, OptionValue]:
+  """XLA options of a cacheable run's programs (module docstring): `CACHEABLE_CPU_OPTIONS`.
+
+  Only on a CPU backend of a jaxlib whose XLA was checked to read the option
+  (`ops.xla_cpu`), and not when the user's XLA_FLAGS choose the YNNPACK fusions themselves.
+  Options in `config.compiler_options` override them (`step_compiler_options`).
+
+  Args:
+    config: an experiment config.
+
+  Returns:
+    The options, or an empty dict.
+  """
+  if not cacheable(config) or _backend() != "cpu" or not xla_cpu.jaxlib_checked():
+    return {}
+  user_flags = os.environ.get("XLA_FLAGS", "").replace(xla_cpu.YNN_FUSION_FLAG, "")
+  if YNN_FUSION_OPTION in user_flags:
+    return {}
+  return dict(CACHEABLE_CPU_OPTIONS)
 
 
 def step_tracing(config: Mapping[str, Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -102,12 +145,7 @@ def step_tracing(config: Mapping[str, Any]) -> Callable[[Callable[..., Any]], Ca
   Raises:
     ConfigError: `config.cacheable_programs` is not a bool.
   """
-  cacheable = config.get("cacheable_programs", False)
-  if not isinstance(cacheable, bool):
-    raise ConfigError(f"config.cacheable_programs must be True or False (trace the steps with "
-                      f"convolutions the persistent compilation cache can store), got "
-                      f"{cacheable!r}.")
-  if not cacheable:
+  if not cacheable(config):
     return lambda fn: fn
 
   def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:

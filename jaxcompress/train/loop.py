@@ -29,7 +29,15 @@ from jaxcompress.data import on_device as on_device_lib
 from jaxcompress.errors import ConfigError, PreemptedError, TrainingDivergedError
 from jaxcompress.methods.base import HookContext, Method
 from jaxcompress.train import checkpoint as checkpoint_lib
-from jaxcompress.train import compile_options, evaluation, one_shot, runners, sampling, warm_start
+from jaxcompress.train import (
+  compile_options,
+  evaluation,
+  one_shot,
+  program_store,
+  runners,
+  sampling,
+  warm_start,
+)
 from jaxcompress.train import logging as logging_lib
 from jaxcompress.train.state import TrainState
 
@@ -124,6 +132,13 @@ class Setup:
 
   def example_batch(self) -> dict[str, jax.Array]:
     return distributed.global_batch(self.train_ds[0], self.mesh)
+
+  def program_key(self) -> dict[str, Any]:
+    """What identifies the run's programs beside their arguments (`train.program_store`)."""
+    method = type(self.method)
+    return {"config": program_store.config_key(self.config),
+            "method": f"{method.__module__}.{method.__qualname__}",
+            "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps}
 
   def refresh_labels(self, state: Any) -> bool:
     """Every stream's sampler labels from the state; True when any changed."""
@@ -237,12 +252,14 @@ def make_runner(setup: Setup, *, eval_every: int, checkpoint_every: int) -> Any:
     raise ConfigError(f"config.steps_per_call must be an integer >= 1 (training steps per jitted "
                       f"call of the host pipeline), got {steps_per_call!r}.")
   workers = data.get("num_workers", 0)
+  directory = program_store.for_config(config)
+  store = None if directory is None else (directory, setup.program_key())
   if steps_per_call > 1:
     return runners.MultiStepRunner(train_step, setup.train_ds, mesh,
                                    max_steps=steps_per_call, num_workers=workers,
-                                   compiler_options=setup.step_options)
+                                   compiler_options=setup.step_options, store=store)
   return runners.OneStepRunner(train_step, setup.train_ds, mesh, num_workers=workers,
-                               compiler_options=setup.step_options)
+                               compiler_options=setup.step_options, store=store)
 
 
 def _hooks(setup: Setup) -> dict[str, Callable[..., Any]]:
@@ -283,13 +300,24 @@ def initial_state(setup: Setup, checkpointer: checkpoint_lib.Checkpointer | None
   Returns:
     The state.
   """
-  init_fn = one_shot.jit_once(setup.method.init, out_shardings=distributed.replicated(setup.mesh))
+  replicated = distributed.replicated(setup.mesh)
+  store = program_store.for_config(setup.config)
+  if store is None:
+    init_fn = one_shot.jit_once(setup.method.init, out_shardings=replicated)
+  else:  # a restart finds it exported (and compiled, in the persistent cache)
+    init_fn = program_store.StoredProgram(
+        setup.method.init, directory=store, name="init", key_parts=setup.program_key(),
+        in_shardings=(replicated, distributed.batch_sharding(setup.mesh)),
+        out_sharding=replicated, replay_trace=True, store_result=True, compiler_options={
+            **one_shot.compiler_options(),
+            **compile_options.cacheable_compiler_options(setup.config)})
   rng, batch = jax.random.key(setup.config.seed), setup.example_batch()
   warmup = None
   if warm is not None:
     shapes = warm_start.output_shapes(init_fn, rng, batch)
     warmup = warm_start.Warmup(lambda: warm(shapes, warm_start.shapes_of(batch)))
   state = init_fn(rng, batch)
+  program_store.settle()  # a stored init's effects on the method (its optimizers) are in place
   if checkpointer is not None and checkpointer.latest_step() is not None:
     state = checkpointer.restore(state, legacy=setup.method.legacy_layout(state))
   else:

@@ -94,10 +94,28 @@ def jit_train_steps(train_step: TrainStep, *, max_steps: int,
     compiler_options: XLA options (`config.compiler_options`), or None.
 
   Returns:
+    `train_step_loop(state, batches, count) -> (state, metrics)` (`train_steps_loop`), jitted
+    with the state donated; `count` is traced, so every count shares one compilation.
+  """
+  return jax.jit(train_steps_loop(train_step, max_steps=max_steps, batch_sharding=batch_sharding),
+                 donate_argnums=0, in_shardings=(state_sharding, stacked_batch_sharding, None),
+                 out_shardings=(state_sharding, state_sharding),
+                 compiler_options=compiler_options)
+
+
+def train_steps_loop(train_step: TrainStep, *, max_steps: int,
+                     batch_sharding: jax.sharding.Sharding) -> Callable[..., Any]:
+  """The function `jit_train_steps` jits: `count` steps over a stack of `max_steps` batches.
+
+  Args:
+    train_step: the method's pure `(state, batch) -> (state, metrics)`.
+    max_steps: the stack's leading size (`config.steps_per_call`).
+    batch_sharding: how one batch is split over the mesh (its leading axis).
+
+  Returns:
     `train_step_loop(state, batches, count) -> (state, metrics)`: steps on `batches[0 ..
     count-1]` in order; each metric is stacked along a leading axis of size `max_steps`, of
-    which the first `count` entries are the steps' values (the rest are zeros). The state is
-    donated; `count` is traced, so every count shares one compilation.
+    which the first `count` entries are the steps' values (the rest are zeros).
   """
 
   # Called through its own jit: the shape query below and the loop body then share one trace
@@ -124,7 +142,4 @@ def jit_train_steps(train_step: TrainStep, *, max_steps: int,
 
     return jax.lax.fori_loop(0, count, body, (state, history))
 
-  return jax.jit(train_step_loop, donate_argnums=0,
-                 in_shardings=(state_sharding, stacked_batch_sharding, None),
-                 out_shardings=(state_sharding, state_sharding),
-                 compiler_options=compiler_options)
+  return train_step_loop

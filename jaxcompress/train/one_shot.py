@@ -95,6 +95,9 @@ def jit_once(fn: Callable[..., Any], **jit_kwargs: Any) -> Callable[..., Any]:
   Returns:
     A callable with `fn`'s signature and results.
   """
-  if jax.default_backend() != "cpu":
-    return jax.jit(fn, **jit_kwargs)
-  return jax.jit(fn, compiler_options=ONE_SHOT_COMPILER_OPTIONS, **jit_kwargs)
+  return jax.jit(fn, compiler_options=compiler_options() or None, **jit_kwargs)
+
+
+def compiler_options() -> dict[str, int]:
+  """The XLA options of one-shot programs here: `ONE_SHOT_COMPILER_OPTIONS` on CPU, else none."""
+  return dict(ONE_SHOT_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else {}

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jaxcompress import distributed
 from jaxcompress.data import on_device as on_device_lib
 from jaxcompress.data import pipeline
-from jaxcompress.train import multi_step
+from jaxcompress.train import multi_step, program_store
 
 TrainStep = Callable[[Any, dict[str, jax.Array]], tuple[Any, dict[str, jax.Array]]]
 
@@ -43,19 +43,29 @@ class OneStepRunner:
     mesh: the device mesh.
     num_workers: grain worker processes (0: threads only).
     compiler_options: XLA options of the step.
+    store: (directory, key parts) of `train.program_store`, to keep the step's exported form
+      there; None: plainly jitted.
   """
 
   max_steps = 1
 
   def __init__(self, train_step: TrainStep, train_ds: Any, mesh: jax.sharding.Mesh, *,
-               num_workers: int = 0, compiler_options: dict[str, Any] | None = None):
+               num_workers: int = 0, compiler_options: dict[str, Any] | None = None,
+               store: tuple[str, dict[str, Any]] | None = None):
     self.mesh = mesh
     self.train_ds = train_ds
     self.num_workers = num_workers
     replicated = distributed.replicated(mesh)
-    self._fn = jax.jit(train_step, in_shardings=(replicated, distributed.batch_sharding(mesh)),
-                       out_shardings=(replicated, replicated), donate_argnums=0,
-                       compiler_options=compiler_options)
+    shardings = (replicated, distributed.batch_sharding(mesh))
+    if store is None:
+      self._fn = jax.jit(train_step, in_shardings=shardings,
+                         out_shardings=(replicated, replicated), donate_argnums=0,
+                         compiler_options=compiler_options)
+    else:
+      self._fn = program_store.StoredProgram(
+          train_step, directory=store[0], name="train_step", key_parts=store[1],
+          in_shardings=shardings, out_sharding=replicated, donate_argnums=(0,),
+          compiler_options=compiler_options)
     self._batches: Iterator[Any] | None = None
 
   def start(self, step: int) -> None:
@@ -83,15 +93,25 @@ class MultiStepRunner(OneStepRunner):
 
   def __init__(self, train_step: TrainStep, train_ds: Any, mesh: jax.sharding.Mesh, *,
                max_steps: int, num_workers: int = 0,
-               compiler_options: dict[str, Any] | None = None):
+               compiler_options: dict[str, Any] | None = None,
+               store: tuple[str, dict[str, Any]] | None = None):
     super().__init__(train_step, train_ds, mesh, num_workers=num_workers,
                      compiler_options=compiler_options)
     self.max_steps = max_steps
-    self._fn = multi_step.jit_train_steps(
-        train_step, max_steps=max_steps, state_sharding=distributed.replicated(mesh),
-        batch_sharding=distributed.batch_sharding(mesh),
-        stacked_batch_sharding=distributed.stacked_batch_sharding(mesh),
-        compiler_options=compiler_options)
+    replicated = distributed.replicated(mesh)
+    if store is None:
+      self._fn = multi_step.jit_train_steps(
+          train_step, max_steps=max_steps, state_sharding=replicated,
+          batch_sharding=distributed.batch_sharding(mesh),
+          stacked_batch_sharding=distributed.stacked_batch_sharding(mesh),
+          compiler_options=compiler_options)
+    else:
+      self._fn = program_store.StoredProgram(
+          multi_step.train_steps_loop(train_step, max_steps=max_steps,
+                                      batch_sharding=distributed.batch_sharding(mesh)),
+          directory=store[0], name="train_step_loop", key_parts={**store[1], "steps": max_steps},
+          in_shardings=(replicated, distributed.stacked_batch_sharding(mesh), None),
+          out_sharding=replicated, donate_argnums=(0,), compiler_options=compiler_options)
 
   def warm(self, state: Any, batch: Any) -> None:
     sharding = distributed.stacked_batch_sharding(self.mesh)
