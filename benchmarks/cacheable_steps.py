@@ -2,10 +2,13 @@
 
 `config.cacheable_programs = True` makes the engine trace its steps with convolutions off
 oneDNN's custom call (`jaxcompress.train.compile_options.step_tracing`), so that XLA:CPU can
-serialise the compiled step and the persistent compilation cache can serve it to a restart. This
-script compiles both forms of one workload's training step in one process (the engine's
-one-device jit: replicated state, donated), checks which of the two compiled programs can be
-serialised (`jax.experimental.serialize_executable.serialize`, what the persistent cache does),
+serialise the compiled step and the persistent compilation cache can serve it to a restart; it
+also compiles them without YNNPACK's fusions (`compile_options.cacheable_compiler_options`),
+which XLA:CPU is slow to load. This script compiles both forms of one workload's training step
+in one process (the engine's one-device jit: replicated state, donated, the engine's compiler
+options), checks which of the two compiled programs can be serialised
+(`jax.experimental.serialize_executable.serialize`, what the persistent cache does) and how long
+a serialised one takes to load again (`deserialize_and_load`, what a restart's cache hit does),
 then alternates the two steps on copies of one initial state and prints each one's median step
 time and the ratio cacheable / default (above 1: the cacheable step is slower).
 
@@ -38,13 +41,17 @@ WORKLOADS = {"pc_darts": lambda: startup._pc_darts(64),  # pylint: disable=prote
              "abandit": lambda: startup._abandit(128)}  # pylint: disable=protected-access
 
 
-def _storable(compiled) -> bool:
-  """Whether XLA can serialise the compiled program (the persistent cache stores only those)."""
+def _load_seconds(compiled) -> float | None:
+  """Seconds to load the serialised program again, or None if XLA cannot serialise it (the
+  persistent cache stores only those)."""
   try:
-    serialize_executable.serialize(compiled)
-    return True
+    serialized, in_tree, out_tree = serialize_executable.serialize(compiled)
   except Exception:  # noqa: BLE001  (XLA raises plain runtime errors, std::bad_alloc among them)
-    return False
+    return None
+  start = time.time()
+  serialize_executable.deserialize_and_load(serialized, in_tree, out_tree,
+                                            backend=jax.devices()[0].client)
+  return time.time() - start
 
 
 def compare(name: str, pairs: int) -> None:
@@ -60,11 +67,15 @@ def compare(name: str, pairs: int) -> None:
     cfg.cacheable_programs = cacheable
     fn = jax.jit(compile_options.step_tracing(cfg)(method.train_step),
                  in_shardings=(replicated, distributed.batch_sharding(mesh)),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
+                 out_shardings=(replicated, replicated), donate_argnums=0,
+                 compiler_options=compile_options.step_compiler_options(cfg) or None)
     t = time.time()
     steps[label] = fn.trace(state, batch).lower().compile()
-    print(f"{name} {label}: compiled in {time.time() - t:.1f} s, storable in the persistent "
-          f"cache: {_storable(steps[label])}", flush=True)
+    compile_seconds = time.time() - t
+    load = _load_seconds(steps[label])
+    print(f"{name} {label}: compiled in {compile_seconds:.1f} s, storable in the persistent "
+          f"cache: {load is not None}"
+          + ("" if load is None else f", loads again in {load:.1f} s"), flush=True)
     states[label] = jax.tree.map(lambda x: x.copy(), state)
   for label in steps:  # one step each before timing
     states[label], metrics = steps[label](states[label], batch)

@@ -59,7 +59,9 @@ def base_config() -> ml_collections.ConfigDict:
   # jaxcompress/train/compile_options.py); options named for another backend are dropped.
   c.compiler_options = ml_collections.ConfigDict()
   # CPU: trace the steps with convolutions off oneDNN's custom call, so the persistent
-  # compilation cache can store them (faster restarts, slower steps; compile_options.py).
+  # compilation cache can store them, and keep the exported init and train step (and the initial
+  # state) in train.program_store: restarts skip tracing and compiling (slower steps;
+  # compile_options.py).
   c.cacheable_programs = False
 
   c.model = ml_collections.ConfigDict()

@@ -7,7 +7,9 @@ step"). This store keeps each program's exported form (`jax.export`: the StableH
 argument and result types) under a key made of everything its trace depends on, and a restart
 with the same key deserialises the module, lowers only the call into it, and the persistent cache
 serves the compiled executable. The first run compiles through the same exported call, so both
-runs ask the cache for the same key.
+runs ask the cache for the same key. For a one-shot program (the engine's initial state) the
+store also keeps the outputs, keyed on the arguments' values too (`store_result`): reading them
+is faster than loading and running the program, and they are the program's own bits.
 
 The key holds (`StoredProgram`): the program's name and the caller's `key_parts` (the engine's:
 the config, the method's class, its epoch and step counts), a digest of jaxcompress's own source
@@ -17,8 +19,10 @@ options. Anything else a trace could read (files a method reads while it is bein
 packages' source) is not in it: the engine uses the store only when `config.cacheable_programs`
 is True and a persistent compilation cache is configured (`for_config`), and a program the
 store cannot export (a oneDNN convolution, a custom call of another package) is jitted as
-usual. Entries are written whole (a temporary file renamed into place), read with `pickle` (the
-store lives beside the compilation cache, in the user's cache directory) and evicted beyond
+usual. What a trace leaves on Python objects (a method's `init` keeps its optimizers on `self`)
+is restored by tracing the loaded program abstractly in the background (`replay_trace`).
+Entries are written whole (a temporary file renamed into place), read with `pickle` (the store
+lives beside the compilation cache, in the user's cache directory) and evicted beyond
 `MAX_ENTRIES`, least recently used first.
 """
 from __future__ import annotations

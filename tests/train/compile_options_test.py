@@ -188,3 +188,35 @@ def test_engine_traces_steps_hooks_and_evaluators_through_step_tracing(tmp_path,
   out = loop.run(cfg, str(tmp_path))
   assert int(out["state"].step) == 4
   assert sorted(wrapped) == ["eval_step", "on_epoch_start", "train_step"]  # hook, evaluator
+
+
+def test_cacheable_runs_compile_without_ynnpack_fusions(monkeypatch):
+  from jaxcompress.ops import xla_cpu  # pylint: disable=g-import-not-at-top
+  if jax.default_backend() != "cpu" or not xla_cpu.jaxlib_checked():
+    pytest.skip("the option is set for the checked jaxlib's CPU backend only")
+  cacheable = {"cacheable_programs": True}
+  assert compile_options.cacheable_compiler_options({}) == {}
+  assert compile_options.cacheable_compiler_options(cacheable) == {
+      compile_options.YNN_FUSION_OPTION: ""}
+  assert compile_options.step_compiler_options(cacheable) == {
+      compile_options.YNN_FUSION_OPTION: ""}
+  # The config's own options win; a user's XLA_FLAGS choice of fusions is left alone.
+  overridden = {"cacheable_programs": True,
+                "compiler_options": {compile_options.YNN_FUSION_OPTION:
+                                     "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}}
+  assert compile_options.step_compiler_options(overridden) == overridden["compiler_options"]
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=+individual_dot")
+  assert compile_options.cacheable_compiler_options(cacheable) == {}
+  # What the option does: a matmul-and-reduce program loses its YNNPACK fusions.
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  def fn(x):
+    return (x @ x).sum(0)
+
+  def ynn_fusions(options):
+    text = jax.jit(fn, compiler_options=options).lower(jnp.ones((64, 64))).compile().as_text()
+    return text.count("__ynn_fusion")
+
+  if ynn_fusions(None) == 0:
+    pytest.skip("this XLA:CPU does not fuse the program into YNNPACK by default")
+  assert ynn_fusions(dict(compile_options.CACHEABLE_CPU_OPTIONS)) == 0
