@@ -49,6 +49,19 @@ def test_values_and_gradients_match_lax(case, jit):
   np.testing.assert_allclose(dw, want_dw, rtol=1e-5, atol=1e-4)
 
 
+def test_weight_gradient_is_the_same_bits_on_every_call():
+  # Several row ranges run on the thread pool; their partial sums must not be added in the
+  # order the threads finish.
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((32, 16, 16, 16)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((3, 3, 1, 16)), jnp.float32)
+  grad = jax.jit(jax.grad(lambda b: jnp.sum(jnp.sin(depthwise_conv.depthwise_conv(
+      x, b, (1, 1), ((1, 1), (1, 1)), (1, 1))))))
+  first = np.asarray(grad(w))
+  for _ in range(30):
+    np.testing.assert_array_equal(np.asarray(grad(w)), first)
+
+
 def test_one_instruction_per_convolution_and_gradient():
   x = jnp.ones((2, 8, 8, 4))
   w = jnp.ones((5, 5, 1, 4))

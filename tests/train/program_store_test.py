@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import collections
+import json
 import os
+import subprocess
 import sys
 
 import jax
@@ -16,6 +18,8 @@ import toy_method  # noqa: E402  pylint: disable=g-import-not-at-top
 
 from jaxcompress import distributed  # noqa: E402
 from jaxcompress.train import loop, program_store  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _step(state, batch):
@@ -211,3 +215,30 @@ def test_engine_restart_reuses_init_and_step_and_trains_the_same(tmp_path, monke
   plain = loop.run(loop_test.toy_config(num_epochs=1), str(tmp_path / "plain"))
   for a, b in zip(jax.tree.leaves(first["state"]), jax.tree.leaves(plain["state"])):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow  # two launcher runs of a NAS search in subprocesses
+def test_a_restarted_search_loads_its_programs_and_repeats_the_first_run(tmp_path):
+  cache = tmp_path / "cache"
+  env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+
+  def run(workdir):
+    proc = subprocess.run(
+        [sys.executable, "-m", "launch.main", "--config=configs/pc_darts/digits_search.py:quick",
+         f"--workdir={workdir}", f"--compilation_cache_dir={cache}", "--config.num_epochs=1",
+         "--config.cacheable_programs=True"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [json.loads(l) for l in open(workdir / "metrics.jsonl", encoding="utf-8")]
+    for line in lines:
+      line.pop("steps_per_second", None)
+    return lines, sorted(os.listdir(cache / program_store.STORE_SUBDIR))
+
+  first, stored = run(tmp_path / "a")
+  # init, its result (the initial state) and the search's multi-step training loop
+  assert sum(e.endswith(".program") for e in stored) == 2, stored
+  assert sum(e.endswith(".result") for e in stored) == 1, stored
+  second, stored_again = run(tmp_path / "b")
+  assert stored_again == stored  # everything was found: nothing exported again
+  assert second == first  # the same search, step for step

@@ -13,12 +13,12 @@
 // each tap adds (input run at an offset) x (the tap's weights tiled along the run): a plain
 // vectorised loop however few the channels (the PC-DARTS partial-channel ops have 2-16). Other
 // strides take a per-pixel loop over channels. Ranges of (image, output row) are shared out to
-// XLA's intra-op thread pool; the weight gradient sums per-range partial results.
+// XLA's intra-op thread pool; the weight gradient sums per-range partial results in range
+// order (the same bits on every run).
 // jaxcompress compiles this file on first use for the host CPU, see `native_build.py`.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -184,16 +184,21 @@ ffi::Error DepthwiseWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> i
   std::memset(result, 0, taps * g.c * sizeof(float));
   const int64_t rows = g.n * g.ho;
   if (rows == 0 || g.c == 0) return ffi::Error::Success();
-  std::mutex mu;
   const float* x = in.typed_data();
   const float* gv = gy.typed_data();
-  jaxcompress::RunRanges(pool, rows, Parts(pool, rows), [&](int64_t begin, int64_t end) {
-    std::vector<float> acc(taps * run, 0.f);
+  // Each range sums into its own buffer; the buffers are then added in range order, so the
+  // result does not depend on which thread finished first (bit-identical from run to run).
+  const int64_t parts = Parts(pool, rows);
+  std::vector<std::vector<float>> partial(parts);
+  jaxcompress::RunRanges(pool, rows, parts, [&](int64_t begin, int64_t end) {
+    // RunRanges cuts range r at rows * r / parts; with rows >= parts this recovers r.
+    std::vector<float>& acc = partial[(begin * parts + rows - 1) / rows];
+    acc.assign(taps * run, 0.f);
     WeightGradRows(g, x, gv, acc.data(), begin, end);
-    std::lock_guard<std::mutex> lock(mu);
+  });
+  for (const std::vector<float>& acc : partial)
     for (int64_t t = 0; t < taps; ++t)
       for (int64_t k = 0; k < run; ++k) result[t * g.c + k % g.c] += acc[t * run + k];
-  });
   return ffi::Error::Success();
 }
 
