@@ -14,8 +14,11 @@ start to the end of the first step, steady seconds per step, minor page faults p
 the first step after a 10-second pause over the next one (`--pause 0` skips it), and the HLO
 instructions of the compiled init and step programs (after XLA's optimisation). With
 `--warm` each workload runs a second time on the compilation cache its first run filled; with
-`--cacheable` the step is traced as `config.cacheable_programs = True` makes the engine trace it
-(convolutions off oneDNN's custom call, so the cache can store the step).
+`--cacheable` the programs are built as `config.cacheable_programs = True` makes the engine build
+them: the step traced with convolutions off oneDNN's custom call (so the cache can store it),
+both programs compiled without YNNPACK fusions, and the init and step programs (and the initial
+state) kept in exported form by `train.program_store`, so that the warm run neither traces nor
+compiles them.
 
 Workloads:
   * pc_darts: the PC-DARTS CIFAR-10 search (configs/pc_darts/cifar10_search.py: 8 cells,
