@@ -130,8 +130,9 @@ def child(name: str, steady: int, pause: float, cacheable: bool) -> None:
   from jaxcompress import distributed, methods  # pylint: disable=g-import-not-at-top
   from jaxcompress.train import (  # pylint: disable=g-import-not-at-top
     compile_options,
-    one_shot,
+    loop,
     program_store,
+    runners,
     warm_start,
   )
   workdir = tempfile.mkdtemp(prefix="startup_")
@@ -144,26 +145,14 @@ def child(name: str, steady: int, pause: float, cacheable: bool) -> None:
   # the step compiles in a background thread from the initial state's shapes while that state
   # compiles and is built.
   mesh = distributed.make_mesh(jax.devices()[:1])
-  replicated = distributed.replicated(mesh)
   batch = distributed.global_batch(batch, mesh)
-  shardings = (replicated, distributed.batch_sharding(mesh))
   step_fn = compile_options.step_tracing(cfg)(method.train_step)
   store = program_store.for_config(cfg)
-  if store is None:
-    step = jax.jit(step_fn, in_shardings=shardings, out_shardings=(replicated, replicated),
-                   donate_argnums=0)
-    init_fn = one_shot.jit_once(method.init, out_shardings=replicated)
-  else:  # as `loop.initial_state` and `runners.OneStepRunner` build them for the store
-    key = {"config": program_store.config_key(cfg), "method": type(method).__qualname__}
-    step = program_store.StoredProgram(
-        step_fn, directory=store, name="train_step", key_parts=key, in_shardings=shardings,
-        out_sharding=replicated, donate_argnums=(0,),
-        compiler_options=compile_options.step_compiler_options(cfg))
-    init_fn = program_store.StoredProgram(
-        method.init, directory=store, name="init", key_parts=key, in_shardings=shardings,
-        out_sharding=replicated, replay_trace=True, store_result=True,
-        compiler_options={**one_shot.compiler_options(),
-                          **compile_options.cacheable_compiler_options(cfg)})
+  key = {"config": program_store.config_key(cfg), "method": type(method).__qualname__}
+  step = runners.one_step_program(step_fn, mesh,
+                                  compiler_options=compile_options.step_compiler_options(cfg),
+                                  store=None if store is None else (store, key))
+  init_fn = loop.init_program(method, mesh, cfg, key)
   rng = jax.random.key(cfg.seed)
   init_start = time.time()
   shapes = warm_start.output_shapes(init_fn, rng, batch)

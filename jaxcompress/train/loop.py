@@ -280,6 +280,33 @@ def _hooks(setup: Setup) -> dict[str, Callable[..., Any]]:
   return hooks
 
 
+def init_program(method: Method, mesh: jax.sharding.Mesh, config: ml_collections.ConfigDict,
+                 key_parts: dict[str, Any]) -> Callable[..., Any]:
+  """The engine's initial-state program, `init(rng, example_batch) -> state` (replicated).
+
+  Args:
+    method: the run's method.
+    mesh: the device mesh.
+    config: the run's config (`cacheable_programs` puts the program in `train.program_store`).
+    key_parts: what identifies the run's programs (`Setup.program_key`).
+
+  Returns:
+    `one_shot.jit_once(method.init)`, or with the store on, a `program_store.StoredProgram` that
+    a restart finds exported (and compiled, in the persistent cache) with its result; its
+    abstract trace for `method.init`'s effects on the method ends at `program_store.settle()`.
+  """
+  replicated = distributed.replicated(mesh)
+  store = program_store.for_config(config)
+  if store is None:
+    return one_shot.jit_once(method.init, out_shardings=replicated)
+  return program_store.StoredProgram(
+      method.init, directory=store, name="init", key_parts=key_parts,
+      in_shardings=(replicated, distributed.batch_sharding(mesh)), out_sharding=replicated,
+      replay_trace=True, store_result=True,
+      compiler_options={**one_shot.compiler_options(),
+                        **compile_options.cacheable_compiler_options(config)})
+
+
 def initial_state(setup: Setup, checkpointer: checkpoint_lib.Checkpointer | None,
                   initialize: Callable[[TrainState], TrainState] | None = None, *,
                   warm: Callable[[Any, Any], None] | None = None) -> TrainState:
@@ -300,17 +327,7 @@ def initial_state(setup: Setup, checkpointer: checkpoint_lib.Checkpointer | None
   Returns:
     The state.
   """
-  replicated = distributed.replicated(setup.mesh)
-  store = program_store.for_config(setup.config)
-  if store is None:
-    init_fn = one_shot.jit_once(setup.method.init, out_shardings=replicated)
-  else:  # a restart finds it exported (and compiled, in the persistent cache)
-    init_fn = program_store.StoredProgram(
-        setup.method.init, directory=store, name="init", key_parts=setup.program_key(),
-        in_shardings=(replicated, distributed.batch_sharding(setup.mesh)),
-        out_sharding=replicated, replay_trace=True, store_result=True, compiler_options={
-            **one_shot.compiler_options(),
-            **compile_options.cacheable_compiler_options(setup.config)})
+  init_fn = init_program(setup.method, setup.mesh, setup.config, setup.program_key())
   rng, batch = jax.random.key(setup.config.seed), setup.example_batch()
   warmup = None
   if warm is not None:

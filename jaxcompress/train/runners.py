@@ -34,6 +34,32 @@ def chunk_end(step: int, *, total_steps: int, boundaries: tuple[int, ...],
   return min(stops)
 
 
+def one_step_program(train_step: TrainStep, mesh: jax.sharding.Mesh, *,
+                     compiler_options: dict[str, Any] | None = None,
+                     store: tuple[str, dict[str, Any]] | None = None) -> Callable[..., Any]:
+  """The engine's one-step program: `train_step` jitted with the state replicated and donated.
+
+  Args:
+    train_step: the method's pure step.
+    mesh: the device mesh.
+    compiler_options: XLA options of the step.
+    store: (directory, key parts) of `train.program_store`, to keep the step's exported form
+      there; None: plainly jitted.
+
+  Returns:
+    `step(state, batch) -> (state, metrics)`, also offering `.trace(...).lower().compile()`.
+  """
+  replicated = distributed.replicated(mesh)
+  shardings = (replicated, distributed.batch_sharding(mesh))
+  if store is None:
+    return jax.jit(train_step, in_shardings=shardings, out_shardings=(replicated, replicated),
+                   donate_argnums=0, compiler_options=compiler_options)
+  return program_store.StoredProgram(
+      train_step, directory=store[0], name="train_step", key_parts=store[1],
+      in_shardings=shardings, out_sharding=replicated, donate_argnums=(0,),
+      compiler_options=compiler_options)
+
+
 class OneStepRunner:
   """One jitted call per step, batches from the host pipeline.
 
@@ -55,17 +81,7 @@ class OneStepRunner:
     self.mesh = mesh
     self.train_ds = train_ds
     self.num_workers = num_workers
-    replicated = distributed.replicated(mesh)
-    shardings = (replicated, distributed.batch_sharding(mesh))
-    if store is None:
-      self._fn = jax.jit(train_step, in_shardings=shardings,
-                         out_shardings=(replicated, replicated), donate_argnums=0,
-                         compiler_options=compiler_options)
-    else:
-      self._fn = program_store.StoredProgram(
-          train_step, directory=store[0], name="train_step", key_parts=store[1],
-          in_shardings=shardings, out_sharding=replicated, donate_argnums=(0,),
-          compiler_options=compiler_options)
+    self._fn = one_step_program(train_step, mesh, compiler_options=compiler_options, store=store)
     self._batches: Iterator[Any] | None = None
 
   def start(self, step: int) -> None:
