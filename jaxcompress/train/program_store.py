@@ -202,7 +202,9 @@ class StoredProgram:
     if program is None:
       return self._jitted()(*args)
     leaves = jax.tree.leaves(args)
-    if not self._store_result:
+    # Results are kept for single-process arrays only (their values are read to key them).
+    if not self._store_result or not all(getattr(x, "is_fully_addressable", True)
+                                         for x in leaves):
       return program.out_tree.unflatten(program.compiled()(*leaves))
     path = os.path.join(self._directory, f"{program.key}-{_values_digest(leaves)}{_RESULT_SUFFIX}")
     outputs = _read_result(path, self._out_sharding)
