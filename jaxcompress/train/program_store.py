@@ -13,13 +13,13 @@ is faster than loading and running the program, and they are the program's own b
 
 The key holds (`StoredProgram`): the program's name and the caller's `key_parts` (the engine's:
 the config, the method's class, its epoch and step counts), a digest of jaxcompress's own source
-files, the jax and jaxlib versions, the JAX configuration values, XLA_FLAGS, the devices, the
-arguments' tree structure, shapes, dtypes and shardings, the donated arguments and the compiler
-options. Anything else a trace could read (files a method reads while it is being built, other
-packages' source) is not in it: the engine uses the store only when `config.cacheable_programs`
-is True and a persistent compilation cache is configured (`for_config`), and a program the
-store cannot export (a oneDNN convolution, a custom call of another package) is jitted as
-usual. What a trace leaves on Python objects (a method's `init` keeps its optimizers on `self`)
+files, the versions of jax, jaxlib, flax, optax, chex, numpy and ml_dtypes, the JAX
+configuration values, XLA_FLAGS, the devices, the arguments' tree structure, shapes, dtypes and
+shardings, the donated arguments and the compiler options. Anything else a trace could read
+(files a method reads while it is being built, other packages' source) is not in it: the
+engine uses the store only when `config.cacheable_programs` is True and a persistent
+compilation cache is configured (`for_config`), and a program the store cannot export (a oneDNN
+convolution, a custom call of another package) is jitted as usual. What a trace leaves on Python objects (a method's `init` keeps its optimizers on `self`)
 is restored by tracing the loaded program abstractly in the background (`replay_trace`).
 Entries are written whole (a temporary file renamed into place), read with `pickle` (the store
 lives beside the compilation cache, in the user's cache directory) and evicted beyond
@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import glob
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -101,10 +102,23 @@ def source_digest() -> str:
   return digest.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
+def _package_versions() -> tuple[tuple[str, str], ...]:
+  """Versions of the libraries whose code runs while a step or an init is traced."""
+  versions = []
+  for package in ("flax", "optax", "chex", "numpy", "ml_dtypes"):
+    try:
+      versions.append((package, importlib.metadata.version(package)))
+    except importlib.metadata.PackageNotFoundError:
+      versions.append((package, ""))
+  return tuple(versions)
+
+
 def _environment() -> dict[str, Any]:
   """What else a trace and its compilation depend on: versions, JAX's configuration, devices."""
   devices = jax.devices()
   return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "source": source_digest(),
+          "packages": _package_versions(),
           "jax_config": repr(sorted(jax.config.values.items())),
           "xla_flags": os.environ.get("XLA_FLAGS", ""),
           "devices": [jax.default_backend(), devices[0].device_kind, len(devices),
