@@ -19,8 +19,9 @@ shardings, the donated arguments and the compiler options. Anything else a trace
 (files a method reads while it is being built, other packages' source) is not in it: the
 engine uses the store only when `config.cacheable_programs` is True and a persistent
 compilation cache is configured (`for_config`), and a program the store cannot export (a oneDNN
-convolution, a custom call of another package) is jitted as usual. What a trace leaves on Python objects (a method's `init` keeps its optimizers on `self`)
-is restored by tracing the loaded program abstractly in the background (`replay_trace`).
+convolution, a custom call of another package) is jitted as usual. What a trace leaves on
+Python objects (a method's `init` keeps its optimizers on `self`) is restored by tracing the
+loaded program abstractly in the background (`replay_trace`).
 Entries are written whole (a temporary file renamed into place), read with `pickle` (the store
 lives beside the compilation cache, in the user's cache directory) and evicted beyond
 `MAX_ENTRIES`, least recently used first.
