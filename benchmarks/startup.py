@@ -148,7 +148,7 @@ def child(name: str, steady: int, pause: float, cacheable: bool) -> None:
   batch = distributed.global_batch(batch, mesh)
   step_fn = compile_options.step_tracing(cfg)(method.train_step)
   store = program_store.for_config(cfg)
-  key = {"config": program_store.config_key(cfg), "method": type(method).__qualname__}
+  key = program_store.run_key(cfg, method, steps_per_epoch=100, total_steps=1000)
   step = runners.one_step_program(step_fn, mesh,
                                   compiler_options=compile_options.step_compiler_options(cfg),
                                   store=None if store is None else (store, key))

@@ -135,10 +135,8 @@ class Setup:
 
   def program_key(self) -> dict[str, Any]:
     """What identifies the run's programs beside their arguments (`train.program_store`)."""
-    method = type(self.method)
-    return {"config": program_store.config_key(self.config),
-            "method": f"{method.__module__}.{method.__qualname__}",
-            "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps}
+    return program_store.run_key(self.config, self.method, steps_per_epoch=self.steps_per_epoch,
+                                 total_steps=self.total_steps)
 
   def refresh_labels(self, state: Any) -> bool:
     """Every stream's sampler labels from the state; True when any changed."""

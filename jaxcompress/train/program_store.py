@@ -52,6 +52,7 @@ from jaxcompress.ops import (
   native_conv,
   native_conv3d,
 )
+from jaxcompress.train import compile_options
 
 _log = logging.getLogger(__name__)
 
@@ -78,16 +79,20 @@ def for_config(config: Mapping[str, Any]) -> str | None:
     `<compilation cache>/jaxcompress-programs`, or None.
   """
   cache = jax.config.jax_compilation_cache_dir
-  if config.get("cacheable_programs", False) is not True or not cache:
+  if not compile_options.cacheable(config) or not cache:
     return None
   return os.path.join(cache, STORE_SUBDIR)
 
 
-def config_key(config: Any) -> str:
-  """A config's values as stable JSON (ml_collections `ConfigDict` or a plain mapping)."""
+def run_key(config: Any, method: Any, **counts: int) -> dict[str, Any]:
+  """What identifies a run's programs beside their arguments: the config's values as stable
+  JSON, the method's class and the run's counts (e.g. steps per epoch)."""
   if hasattr(config, "to_json_best_effort"):
-    return config.to_json_best_effort(sort_keys=True)
-  return json.dumps(config, sort_keys=True, default=repr)
+    values = config.to_json_best_effort(sort_keys=True)
+  else:
+    values = json.dumps(config, sort_keys=True, default=repr)
+  kind = type(method)
+  return {"config": values, "method": f"{kind.__module__}.{kind.__qualname__}", **counts}
 
 
 @functools.lru_cache(maxsize=1)
